@@ -1,0 +1,84 @@
+"""gpugrad: GPU-accelerated reverse-mode autograd on CuPy (CUDA) and NumPy (CPU)."""
+
+from __future__ import annotations
+
+import numpy as _np
+
+from . import autograd, cuda
+from .autograd import Function, enable_grad, grad, is_grad_enabled, no_grad
+from .backend import Device, DeviceError, fused_enabled, set_fused
+from .backend import device as device
+from .creation import (
+    arange,
+    empty,
+    from_dlpack,
+    from_numpy,
+    full,
+    full_like,
+    linspace,
+    manual_seed,
+    ones,
+    ones_like,
+    rand,
+    randint,
+    randn,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from .explain import explain, render_dot, to_dot
+from .gradcheck import GradcheckError, gradcheck
+from .ops import (
+    abs,
+    argmax,
+    argmin,
+    astype,
+    broadcast_to,
+    cat,
+    clip,
+    concat,
+    concatenate,
+    cos,
+    erf,
+    exp,
+    expand_dims,
+    gelu,
+    isfinite,
+    leaky_relu,
+    linear,
+    log,
+    log_softmax,
+    logsumexp,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    permute,
+    relu,
+    reshape,
+    sigmoid,
+    sign,
+    sin,
+    softmax,
+    sqrt,
+    squeeze,
+    stack,
+    sum,
+    swapaxes,
+    tanh,
+    transpose,
+    unsqueeze,
+    where,
+)
+from .tensor import Tensor
+
+__version__ = "0.1.0"
+
+float16 = _np.dtype("float16")
+float32 = _np.dtype("float32")
+float64 = _np.dtype("float64")
+int32 = _np.dtype("int32")
+int64 = _np.dtype("int64")
+bool_ = _np.dtype("bool")

@@ -1,0 +1,347 @@
+"""The reverse-mode tape: grad mode, ``Function``, and the iterative backward walk.
+
+Every differentiable op is a ``Function`` subclass with ``forward`` (arrays in, array out, through
+the device's array module ``self.xp``) and ``backward`` (the vector-Jacobian product). Applying a
+Function while grad mode is on records it: its *edges* (for each input, the Function that made it,
+or the leaf tensor itself, or the Python scalar), what it saved for backward (only that) and a
+sequence number. ``backward()`` walks the recorded nodes reachable from the output in decreasing
+sequence order with an explicit list (no recursion), so depth is limited only by memory.
+
+Derivative rules are written once and run in two modes:
+- array mode (default): ``g`` and the saved values are raw arrays and ``ops`` is the device's
+  ``ArrayOps`` -- no Tensor objects are created, which keeps the tape cheap;
+- graph mode (``create_graph=True``): ``g`` and the saved values are Tensors linked into the graph
+  and ``ops`` is ``gpugrad.ops`` -- the backward is itself recorded, so it can be differentiated.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .backend import DeviceError
+
+_seq = itertools.count()
+
+
+class _GradMode(threading.local):
+    enabled = True
+
+
+_grad_mode = _GradMode()
+
+
+def is_grad_enabled() -> bool:
+    return _grad_mode.enabled
+
+
+class _SetGradMode:
+    """Context manager and decorator that sets grad mode for the current thread."""
+
+    _mode: bool
+
+    def __enter__(self) -> None:
+        self._prev = _grad_mode.enabled
+        _grad_mode.enabled = self._mode
+
+    def __exit__(self, *exc: object) -> None:
+        _grad_mode.enabled = self._prev
+
+    def __call__(self, func):
+        mode = self._mode
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            prev = _grad_mode.enabled
+            _grad_mode.enabled = mode
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _grad_mode.enabled = prev
+
+        return wrapper
+
+
+class no_grad(_SetGradMode):  # noqa: N801 - named like torch.no_grad
+    """Disable recording: ``with gg.no_grad():`` or ``@gg.no_grad()``."""
+
+    _mode = False
+
+
+class enable_grad(_SetGradMode):  # noqa: N801
+    """Re-enable recording inside a ``no_grad`` region."""
+
+    _mode = True
+
+
+class _Freed:
+    """Marks a node whose saved arrays were released after a backward pass."""
+
+
+FREED = _Freed()
+
+
+class Function:
+    """One differentiable op. Subclasses define ``forward`` and ``backward``.
+
+    Class attributes declare what backward receives after ``g``: ``save_inputs`` (input positions)
+    then, if ``save_output``, the output. Anything else backward needs (shapes, axes, masks) is set
+    on ``self`` in ``forward`` and treated as a constant.
+    """
+
+    save_inputs: tuple[int, ...] = ()
+    save_output: bool = False
+
+    # set by apply(): device, xp; when recorded also edges, needs_input_grad, saved, seq, params
+    name: str | None = None
+
+    def forward(self, *arrays: Any, **params: Any) -> Any:
+        raise NotImplementedError
+
+    def backward(self, ops: Any, g: Any, *saved: Any) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs: Any, **params: Any):
+        """Run forward on the inputs' arrays and, in grad mode, record the node."""
+        dev = None
+        arrays = []
+        needs_grad = False
+        for t in inputs:
+            if t.__class__ is Tensor:
+                if dev is None:
+                    dev = t.device
+                elif t.device is not dev:
+                    raise DeviceError(
+                        f"{cls.__name__.lower()}: tensors are on different devices "
+                        f"({dev} and {t.device}); move them with .to(device) first"
+                    )
+                arrays.append(t.data)
+                needs_grad = needs_grad or t.requires_grad
+            else:
+                arrays.append(t)
+        fn = cls.__new__(cls)
+        fn.device = dev
+        fn.xp = dev.xp
+        out = fn.forward(*arrays, **params)
+        if out.__class__ is not np.ndarray and isinstance(out, np.generic):
+            out = np.asarray(out)  # NumPy returns scalars from 0-d ufuncs; tensors hold arrays
+        result = Tensor.__new__(Tensor)
+        result.data = out
+        result.device = fn.device  # forward may move it (ToDevice)
+        result.grad = None
+        result._name = None
+        if needs_grad and _grad_mode.enabled:
+            fn.edges = tuple(
+                (t._ctx or t) if t.__class__ is Tensor else t for t in inputs
+            )
+            fn.needs_input_grad = tuple(
+                t.__class__ is Tensor and t.requires_grad for t in inputs
+            )
+            saved = [arrays[i] for i in cls.save_inputs]
+            if cls.save_output:
+                saved.append(out)
+            fn.saved = saved
+            fn.params = params
+            fn.seq = next(_seq)
+            result.requires_grad = True
+            result._ctx = fn
+        else:
+            result.requires_grad = False
+            result._ctx = None
+        return result
+
+    # -- used by the engine ----------------------------------------------------------------
+    def _saved_as_tensors(self) -> list:
+        """The saved values as graph-linked Tensors, for a differentiable (graph-mode) backward."""
+        out = []
+        positions = list(self.save_inputs) + ([None] if self.save_output else [])
+        for pos, value in zip(positions, self.saved):
+            if pos is None:
+                out.append(Tensor._wrap(value, self.device, True, self))
+                continue
+            edge = self.edges[pos]
+            if edge.__class__ is Tensor:
+                out.append(edge)
+            elif isinstance(edge, Function):
+                out.append(Tensor._wrap(value, edge.device, True, edge))
+            else:
+                out.append(value)  # a Python scalar
+        return out
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} #{getattr(self, 'seq', '?')}>"
+
+
+def _accumulate(a, b):
+    return b if a is None else a + b
+
+
+def _topological(roots: Sequence[Function]) -> list[Function]:
+    """Nodes reachable from ``roots``, latest first (sequence order is a topological order)."""
+    seen = set(roots)
+    stack = list(roots)
+    while stack:
+        fn = stack.pop()
+        for edge, need in zip(fn.edges, fn.needs_input_grad):
+            if need and isinstance(edge, Function) and edge not in seen:
+                seen.add(edge)
+                stack.append(edge)
+    return sorted(seen, key=lambda f: f.seq, reverse=True)
+
+
+def run_backward(
+    outputs: Sequence[Tensor],
+    grad_outputs: Sequence[Any],
+    retain_graph: bool,
+    create_graph: bool,
+    inputs: Sequence[Tensor] | None = None,
+) -> list | None:
+    """Propagate ``grad_outputs`` from ``outputs`` back through the tape.
+
+    With ``inputs=None`` gradients accumulate into each reachable leaf's ``.grad``; otherwise the
+    gradients with respect to ``inputs`` are returned (``None`` where unreachable) and no ``.grad``
+    is touched -- that is ``gg.grad``.
+    """
+    from . import ops as graph_ops
+
+    grads: dict[Function, Any] = {}
+    leaf_grads: dict[int, Any] = {}
+    wanted_leaves = {id(t) for t in inputs if t._ctx is None} if inputs is not None else set()
+    wanted_nodes = {t._ctx for t in inputs if t._ctx is not None} if inputs is not None else set()
+    captured: dict[Function, Any] = {}
+    roots = []
+    for out, g in zip(outputs, grad_outputs):
+        if out._ctx is None:
+            if inputs is not None and id(out) in wanted_leaves:
+                leaf_grads[id(out)] = _accumulate(leaf_grads.get(id(out)), g)
+            elif inputs is None and out.requires_grad:
+                out._accumulate_grad(g)
+            continue
+        grads[out._ctx] = _accumulate(grads.get(out._ctx), g)
+        roots.append(out._ctx)
+
+    prev_mode = _grad_mode.enabled
+    _grad_mode.enabled = create_graph
+    try:
+        for fn in _topological(roots):
+            g = grads.pop(fn, None)
+            if fn in wanted_nodes:
+                captured[fn] = g
+            if g is None:
+                continue
+            if fn.saved is FREED:
+                raise RuntimeError(
+                    f"{type(fn).__name__}: trying to backward through the graph a second time; "
+                    "its saved arrays were freed after the first backward. Pass "
+                    "retain_graph=True to the first backward to keep them."
+                )
+            if create_graph:
+                in_grads = fn.backward(graph_ops, g, *fn._saved_as_tensors())
+            else:
+                in_grads = fn.backward(fn.device.backend.ops, g, *fn.saved)
+            for edge, need, gi in zip(fn.edges, fn.needs_input_grad, in_grads):
+                if not need or gi is None:
+                    continue
+                if isinstance(edge, Function):
+                    grads[edge] = _accumulate(grads.get(edge), gi)
+                elif inputs is None:
+                    edge._accumulate_grad(gi)
+                elif id(edge) in wanted_leaves:
+                    leaf_grads[id(edge)] = _accumulate(leaf_grads.get(id(edge)), gi)
+            if not retain_graph and fn.saved:
+                fn.saved = FREED
+    finally:
+        _grad_mode.enabled = prev_mode
+
+    if inputs is None:
+        return None
+    results = []
+    for t in inputs:
+        g = leaf_grads.get(id(t)) if t._ctx is None else captured.get(t._ctx)
+        if g is not None and g.__class__ is not Tensor:
+            g = Tensor._wrap(g, t.device)
+        results.append(g)
+    return results
+
+
+def grad(
+    outputs,
+    inputs,
+    grad_outputs=None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    allow_unused: bool = True,
+) -> tuple:
+    """Gradients of ``outputs`` with respect to ``inputs``, returned as a tuple (like torch)."""
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    single = isinstance(inputs, Tensor)
+    inputs = [inputs] if single else list(inputs)
+    for t in inputs:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"grad: inputs must be Tensors, got {type(t).__name__}")
+        if not t.requires_grad:
+            raise RuntimeError("grad: one of the inputs does not require grad")
+    if grad_outputs is None:
+        grad_outputs = [None] * len(outputs)
+    elif isinstance(grad_outputs, Tensor):
+        grad_outputs = [grad_outputs]
+    if retain_graph is None:
+        retain_graph = create_graph
+    seeds = [_seed_gradient(o, g, create_graph, "grad") for o, g in zip(outputs, grad_outputs)]
+    result = run_backward(outputs, seeds, retain_graph, create_graph, inputs=inputs)
+    if not allow_unused and any(r is None for r in result):
+        raise RuntimeError("grad: one of the inputs was not used to compute the outputs")
+    return tuple(result)
+
+
+def backward(
+    tensor: Tensor,
+    gradient=None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+) -> None:
+    if not tensor.requires_grad:
+        raise RuntimeError(
+            "backward: the tensor does not require grad and has no grad_fn "
+            "(was it computed under no_grad, or from tensors without requires_grad=True?)"
+        )
+    if retain_graph is None:
+        retain_graph = create_graph
+    seed = _seed_gradient(tensor, gradient, create_graph, "backward")
+    run_backward([tensor], [seed], retain_graph, create_graph)
+
+
+def _seed_gradient(out: Tensor, gradient, create_graph: bool, op: str):
+    """The starting gradient: ones for a scalar output, else the caller's ``gradient``."""
+    if gradient is None:
+        if out.data.size != 1:
+            raise RuntimeError(
+                f"{op}: grad can be implicitly created only for scalar outputs, but the output "
+                f"has shape {out.shape}; pass gradient= (a tensor of that shape)"
+            )
+        seed = out.device.xp.ones_like(out.data)
+    else:
+        if isinstance(gradient, Tensor):
+            if gradient.device is not out.device:
+                raise DeviceError(
+                    f"{op}: gradient is on {gradient.device} but the output is on {out.device}"
+                )
+            seed = gradient.data
+        else:
+            seed = out.device.backend.asarray(gradient, dtype=out.dtype)
+        if seed.shape != out.shape:
+            raise ValueError(
+                f"{op}: gradient has shape {seed.shape} but the output has shape {out.shape}"
+            )
+    if create_graph:
+        return Tensor._wrap(seed, out.device)
+    return seed
+
+
+from .tensor import Tensor  # noqa: E402  (tensor.py imports this module's names lazily)

@@ -1,0 +1,47 @@
+"""``ArrayOps``: the namespace derivative rules use in array mode (raw arrays, no Tensors).
+
+It mirrors the few functions of ``gpugrad.ops`` that rules call by name, so one rule serves both
+array mode and graph mode (``create_graph=True``). Everything else rules need is an operator or a
+method that NumPy arrays, CuPy arrays and Tensors share (``+ * / @ .sum .reshape .astype``).
+"""
+
+from __future__ import annotations
+
+
+class ArrayOps:
+    def __init__(self, backend) -> None:
+        xp = backend.xp
+        self.backend = backend
+        self.xp = xp
+        self.exp = xp.exp
+        self.log = xp.log
+        self.sqrt = xp.sqrt
+        self.sin = xp.sin
+        self.cos = xp.cos
+        self.tanh = xp.tanh
+        self.sign = xp.sign
+        self.where = xp.where
+        self.broadcast_to = xp.broadcast_to
+        self.erf = backend.erf
+
+    def sigmoid_grad(self, y, g):
+        from . import fused_enabled
+
+        if fused_enabled():
+            return self.backend.fused.sigmoid_backward(y, g)
+        return g * y * (1 - y)
+
+    def unindex(self, g, index, shape, accumulate: bool):
+        """The gradient of ``x[index]``: zeros of ``shape`` with ``g`` added at ``index``."""
+        out = self.xp.zeros(shape, dtype=g.dtype)
+        if accumulate:  # integer-array indices may repeat: scatter-add, never overwrite
+            self.backend.scatter_add(out, index, g)
+        else:
+            out[index] = g
+        return out
+
+    def to_device(self, array, device):
+        from .device import cpu
+
+        src_host = self.backend.to_host(array) if self.backend.name != "numpy" else array
+        return src_host if device is cpu() else device.backend.asarray(src_host)

@@ -1,0 +1,35 @@
+"""CUDA detection: import cupy and count devices. Any failure means "no CUDA", reason kept."""
+
+from __future__ import annotations
+
+import functools
+
+
+@functools.lru_cache(maxsize=1)
+def status() -> tuple[int, str]:
+    """``(device_count, reason)``; ``reason`` explains a count of zero."""
+    try:
+        import cupy
+    except ImportError as exc:
+        return 0, f"cupy is not installed ({exc}); install gpugrad[cuda12] or gpugrad[cuda13]"
+    except Exception as exc:  # a broken CUDA install can raise anything at import
+        return 0, f"importing cupy failed: {type(exc).__name__}: {exc}"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # cupy imports fine without a driver; counting raises
+        return 0, f"cupy cannot reach a CUDA device: {type(exc).__name__}: {exc}"
+    if count == 0:
+        return 0, "the CUDA runtime reports no devices"
+    return count, ""
+
+
+def is_available() -> bool:
+    return status()[0] > 0
+
+
+def device_count() -> int:
+    return status()[0]
+
+
+def unavailable_reason() -> str:
+    return status()[1]

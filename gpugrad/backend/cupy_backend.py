@@ -1,0 +1,61 @@
+"""The CUDA backend: CuPy, one object per GPU. The only module besides fused_cuda that imports cupy."""
+
+from __future__ import annotations
+
+import cupy
+import cupyx
+import numpy as np
+
+from .array_ops import ArrayOps
+
+
+class CupyBackend:
+    name = "cupy"
+    xp = cupy
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self._cuda_device = cupy.cuda.Device(index)
+        self.ops = ArrayOps(self)
+
+    @property
+    def fused(self):
+        from . import fused_cuda
+
+        return fused_cuda
+
+    def asarray(self, data, dtype=None):
+        if isinstance(data, cupy.ndarray) and data.device.id != self.index:
+            data = cupy.asnumpy(data)  # cross-GPU moves are rare; go through the host
+        with self._cuda_device:
+            return cupy.asarray(data, dtype=dtype)
+
+    def to_host(self, array) -> np.ndarray:
+        return cupy.asnumpy(array)
+
+    def scatter_add(self, target, index, values) -> None:
+        cupyx.scatter_add(target, index, values)
+
+    def erf(self, x):
+        import cupyx.scipy.special
+
+        return cupyx.scipy.special.erf(x)
+
+    def from_dlpack(self, obj):
+        with self._cuda_device:
+            return cupy.from_dlpack(obj)
+
+    def synchronize(self) -> None:
+        self._cuda_device.synchronize()
+
+    def use(self):
+        """Context manager making this GPU current (for allocations in multi-GPU programs)."""
+        return self._cuda_device
+
+    def device_name(self) -> str:
+        props = cupy.cuda.runtime.getDeviceProperties(self.index)
+        name = props["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    def total_memory(self) -> int:
+        return int(cupy.cuda.runtime.getDeviceProperties(self.index)["totalGlobalMem"])

@@ -1,0 +1,136 @@
+"""Tensor creation. Random values are drawn on the host from one seeded generator and then moved,
+so the same seed gives bit-identical tensors on every device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backend import device as _device
+from .tensor import Tensor, as_array
+
+_rng = np.random.default_rng(0)
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the host generator behind ``randn``/``rand`` and every initializer."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def host_rng() -> np.random.Generator:
+    return _rng
+
+
+def _shape(shape: tuple) -> tuple[int, ...]:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    for n in shape:
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"shape must be non-negative ints, got {shape}")
+    return tuple(int(n) for n in shape)
+
+
+def _dtype(dtype: Any, default=np.float32) -> np.dtype:
+    return np.dtype(default if dtype is None else dtype)
+
+
+def _new(array_fn, shape, dtype, device, requires_grad) -> Tensor:
+    dev = _device(device)
+    t = Tensor._wrap(array_fn(dev.xp), dev)
+    return t.requires_grad_() if requires_grad else t
+
+
+def tensor(data: Any, dtype: Any = None, device: Any = None,
+           requires_grad: bool = False) -> Tensor:
+    """A new tensor holding a copy of ``data`` (floats default to float32, ints to int64)."""
+    return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A CPU tensor sharing memory with ``array`` (its dtype kept)."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    return Tensor._wrap(array, _device("cpu"))
+
+
+def from_dlpack(obj: Any) -> Tensor:
+    """A tensor sharing memory with any DLPack producer (NumPy, CuPy, PyTorch, ...)."""
+    kind, index = obj.__dlpack_device__()
+    dev = _device("cpu") if int(kind) in (1, 3) else _device(f"cuda:{index}")  # 1 CPU, 3 pinned
+    return Tensor._wrap(dev.backend.from_dlpack(obj), dev)
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    s = _shape(shape)
+    return _new(lambda xp: xp.zeros(s, _dtype(dtype)), s, dtype, device, requires_grad)
+
+
+def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    s = _shape(shape)
+    return _new(lambda xp: xp.ones(s, _dtype(dtype)), s, dtype, device, requires_grad)
+
+
+def empty(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    s = _shape(shape)
+    return _new(lambda xp: xp.empty(s, _dtype(dtype)), s, dtype, device, requires_grad)
+
+
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    s = _shape((shape,) if isinstance(shape, int) else tuple(shape))
+    if dtype is None:
+        dtype = as_array(fill_value, device="cpu").dtype
+    return _new(lambda xp: xp.full(s, fill_value, _dtype(dtype)), s, dtype, device, requires_grad)
+
+
+def zeros_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return zeros(t.shape, dtype=dtype or t.dtype, device=device or t.device,
+                 requires_grad=requires_grad)
+
+
+def ones_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return ones(t.shape, dtype=dtype or t.dtype, device=device or t.device,
+                requires_grad=requires_grad)
+
+
+def full_like(t: Tensor, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device,
+                requires_grad=requires_grad)
+
+
+def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=False) -> Tensor:
+    if stop is None:
+        start, stop = 0, start
+    host = np.arange(start, stop, step)
+    dtype = dtype or (np.float32 if host.dtype.kind == "f" else np.int64)
+    return _new(lambda xp: xp.arange(start, stop, step, dtype=_dtype(dtype)), None, dtype, device,
+                requires_grad)
+
+
+def linspace(start, stop, num=50, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _new(lambda xp: xp.linspace(start, stop, num, dtype=_dtype(dtype)), None, dtype,
+                device, requires_grad)
+
+
+def _random(host: np.ndarray, dtype, device, requires_grad) -> Tensor:
+    dev = _device(device)
+    arr = host.astype(_dtype(dtype), copy=False)
+    t = Tensor._wrap(arr if dev.type == "cpu" else dev.backend.asarray(arr), dev)
+    return t.requires_grad_() if requires_grad else t
+
+
+def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Standard normal samples from the seeded host generator."""
+    return _random(_rng.standard_normal(_shape(shape)), dtype, device, requires_grad)
+
+
+def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Uniform [0, 1) samples from the seeded host generator."""
+    return _random(_rng.random(_shape(shape)), dtype, device, requires_grad)
+
+
+def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
+    if high is None:
+        low, high = 0, low
+    return _random(_rng.integers(low, high, size=size), dtype or np.int64, device, False)

@@ -1,0 +1,328 @@
+"""The public op functions (``gg.exp``, ``gg.sum``, ...). Each coerces its operands and applies one
+Function. This module is also the ``ops`` namespace derivative rules see in graph mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..backend import DeviceError
+from ..tensor import Tensor
+from . import activations as _act
+from . import elementwise as _ew
+from . import linalg as _la
+from . import reductions as _red
+from . import shape as _sh
+
+_SCALARS = (int, float, bool)
+
+
+def _t(x: Any, like: Tensor | None = None) -> Tensor:
+    """``x`` as a Tensor (on ``like``'s device when it has to be built)."""
+    if x.__class__ is Tensor:
+        return x
+    return Tensor(x, device=like.device if like is not None else None)
+
+
+def _operand(x: Any, like: Tensor | None) -> Any:
+    """Tensors and Python scalars pass through; anything array-like becomes a Tensor."""
+    if x.__class__ is Tensor or x.__class__ in _SCALARS:
+        return x
+    if isinstance(x, (np.generic,)):
+        return x.item()
+    return Tensor(x, device=like.device if like is not None else None)
+
+
+def _binary(fn, a, b):
+    if a.__class__ is not Tensor:
+        if b.__class__ is not Tensor:
+            a = _t(a)
+        a = _operand(a, b if b.__class__ is Tensor else a)
+    if b.__class__ is not Tensor:
+        b = _operand(b, a)
+    return fn.apply(a, b)
+
+
+# -- elementwise ----------------------------------------------------------------------------
+def add(a, b) -> Tensor: return _binary(_ew.Add, a, b)
+def sub(a, b) -> Tensor: return _binary(_ew.Sub, a, b)
+def mul(a, b) -> Tensor: return _binary(_ew.Mul, a, b)
+def div(a, b) -> Tensor: return _binary(_ew.Div, a, b)
+def pow(a, b) -> Tensor: return _binary(_ew.Pow, a, b)  # noqa: A001
+def maximum(a, b) -> Tensor: return _binary(_ew.Maximum, a, b)
+def minimum(a, b) -> Tensor: return _binary(_ew.Minimum, a, b)
+def neg(x) -> Tensor: return _ew.Neg.apply(_t(x))
+def exp(x) -> Tensor: return _ew.Exp.apply(_t(x))
+def log(x) -> Tensor: return _ew.Log.apply(_t(x))
+def sqrt(x) -> Tensor: return _ew.Sqrt.apply(_t(x))
+def abs(x) -> Tensor: return _ew.Abs.apply(_t(x))  # noqa: A001
+def sin(x) -> Tensor: return _ew.Sin.apply(_t(x))
+def cos(x) -> Tensor: return _ew.Cos.apply(_t(x))
+def tanh(x) -> Tensor: return _ew.Tanh.apply(_t(x))
+def erf(x) -> Tensor: return _ew.Erf.apply(_t(x))
+def sign(x) -> Tensor: return _ew.Sign.apply(_t(x))
+def sigmoid(x) -> Tensor: return _act.Sigmoid.apply(_t(x))
+def relu(x) -> Tensor: return _act.ReLU.apply(_t(x))
+
+
+def leaky_relu(x, negative_slope: float = 0.01) -> Tensor:
+    return _act.LeakyReLU.apply(_t(x), negative_slope=negative_slope)
+
+
+def gelu(x, approximate: str = "none") -> Tensor:
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return _act.GELU.apply(_t(x), approximate=approximate)
+
+
+def clip(x, min=None, max=None) -> Tensor:  # noqa: A002 - numpy/torch spelling
+    if min is None and max is None:
+        raise ValueError("clip: at least one of min and max must be given")
+    return _ew.Clip.apply(_t(x), lo=min, hi=max)
+
+
+def where(cond, a, b) -> Tensor:
+    like = next((t for t in (cond, a, b) if t.__class__ is Tensor), None)
+    cond = _t(cond, like)
+    if cond.dtype != np.bool_:
+        raise TypeError(f"where: condition must be a bool tensor, got dtype {cond.dtype}")
+    return _ew.Where.apply(cond, _operand(a, like), _operand(b, like))
+
+
+# -- comparisons and logic: bool results, never differentiable ------------------------------
+def _compare(name: str, ufunc: str):
+    def compare(a, b) -> Tensor:
+        a = _t(a, b if b.__class__ is Tensor else None)
+        b = _operand(b, a)
+        if b.__class__ is Tensor and b.device is not a.device:
+            raise DeviceError(f"{name}: tensors are on different devices ({a.device} and "
+                              f"{b.device})")
+        out = getattr(a.device.xp, ufunc)(a.data, b.data if b.__class__ is Tensor else b)
+        return Tensor._wrap(a.device.xp.asarray(out), a.device)
+
+    compare.__name__ = name
+    return compare
+
+
+equal = _compare("equal", "equal")
+not_equal = _compare("not_equal", "not_equal")
+less = _compare("less", "less")
+less_equal = _compare("less_equal", "less_equal")
+greater = _compare("greater", "greater")
+greater_equal = _compare("greater_equal", "greater_equal")
+logical_and = _compare("logical_and", "logical_and")
+logical_or = _compare("logical_or", "logical_or")
+logical_xor = _compare("logical_xor", "logical_xor")
+
+
+def logical_not(x) -> Tensor:
+    x = _t(x)
+    return Tensor._wrap(x.device.xp.logical_not(x.data), x.device)
+
+
+def isfinite(x) -> Tensor:
+    x = _t(x)
+    return Tensor._wrap(x.device.xp.isfinite(x.data), x.device)
+
+
+# -- reductions -----------------------------------------------------------------------------
+def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return _red.Sum.apply(_t(x), axis=axis, keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims: bool = False) -> Tensor:
+    return _red.Mean.apply(_t(x), axis=axis, keepdims=keepdims)
+
+
+def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return _red.Max.apply(_t(x), axis=axis, keepdims=keepdims)
+
+
+def min(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return _red.Min.apply(_t(x), axis=axis, keepdims=keepdims)
+
+
+def logsumexp(x, axis=None, keepdims: bool = False) -> Tensor:
+    return _red.LogSumExp.apply(_float(x, "logsumexp"), axis=axis, keepdims=keepdims)
+
+
+def softmax(x, axis: int = -1) -> Tensor:
+    return _red.Softmax.apply(_float(x, "softmax"), axis=axis)
+
+
+def log_softmax(x, axis: int = -1) -> Tensor:
+    return _red.LogSoftmax.apply(_float(x, "log_softmax"), axis=axis)
+
+
+def argmax(x, axis=None, keepdims: bool = False) -> Tensor:
+    x = _t(x)
+    return Tensor._wrap(x.data.argmax(axis=axis, keepdims=keepdims), x.device)
+
+
+def argmin(x, axis=None, keepdims: bool = False) -> Tensor:
+    x = _t(x)
+    return Tensor._wrap(x.data.argmin(axis=axis, keepdims=keepdims), x.device)
+
+
+def _float(x, op: str) -> Tensor:
+    x = _t(x)
+    if x.dtype.kind not in "fc":
+        raise TypeError(f"{op}: expected a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+# -- shape and indexing ---------------------------------------------------------------------
+def reshape(x, *shape) -> Tensor:
+    return _sh.Reshape.apply(_t(x), shape=shape)
+
+
+def transpose(x, *axes) -> Tensor:
+    """Permute dims (NumPy semantics); no axes reverses them. See also ``swapaxes``."""
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    return _sh.Transpose.apply(_t(x), axes=axes or None)
+
+
+permute = transpose
+
+
+def swapaxes(x, axis1: int, axis2: int) -> Tensor:
+    x = _t(x)
+    axes = list(range(x.ndim))
+    a, b = (_red.normalize_axis("swapaxes", ax, x.ndim)[0] for ax in (axis1, axis2))
+    axes[a], axes[b] = axes[b], axes[a]
+    return _sh.Transpose.apply(x, axes=tuple(axes))
+
+
+def squeeze(x, axis=None) -> Tensor:
+    x = _t(x)
+    axes = _red.normalize_axis("squeeze", axis, x.ndim)
+    if axes is None:
+        axes = tuple(i for i, n in enumerate(x.shape) if n == 1)
+    for a in axes:
+        if x.shape[a] != 1:
+            raise ValueError(f"squeeze: axis {a} of shape {x.shape} has size {x.shape[a]}, not 1")
+    return reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+
+
+def unsqueeze(x, axis: int) -> Tensor:
+    x = _t(x)
+    (a,) = _red.normalize_axis("unsqueeze", axis, x.ndim + 1)
+    return reshape(x, x.shape[:a] + (1,) + x.shape[a:])
+
+
+expand_dims = unsqueeze
+
+
+def broadcast_to(x, shape) -> Tensor:
+    return _sh.BroadcastTo.apply(_t(x), shape=tuple(shape))
+
+
+def _tensors(op: str, xs) -> list[Tensor]:
+    xs = list(xs)
+    if not xs:
+        raise ValueError(f"{op}: expected a non-empty sequence of tensors")
+    like = next((t for t in xs if t.__class__ is Tensor), None)
+    return [_t(t, like) for t in xs]
+
+
+def concatenate(tensors, axis: int = 0) -> Tensor:
+    return _sh.Concatenate.apply(*_tensors("concatenate", tensors), axis=axis)
+
+
+concat = cat = concatenate
+
+
+def stack(tensors, axis: int = 0) -> Tensor:
+    return _sh.Stack.apply(*_tensors("stack", tensors), axis=axis)
+
+
+def _index_part(part, x: Tensor):
+    if part.__class__ is Tensor:
+        if part.device is not x.device:
+            if part.device.type != "cpu":
+                raise DeviceError(f"getitem: index is on {part.device} but the tensor is on "
+                                  f"{x.device}")
+            part = part.to(x.device)
+        part = part.data
+    elif isinstance(part, (list, np.ndarray)):
+        part = x.device.backend.asarray(np.asarray(part))
+    else:
+        return part
+    if part.dtype.kind not in "iub":
+        raise IndexError(f"getitem: index arrays must be integer or bool, got {part.dtype}")
+    return part
+
+
+def _check_bounds(index: tuple, shape: tuple) -> None:
+    """CuPy does not bounds-check integer-array indices (it wraps); check them like NumPy does."""
+    consumed = [0 if p is None else (p.ndim if hasattr(p, "dtype") and p.dtype == np.bool_
+                                     else 1) for p in index if p is not Ellipsis]
+    dim = 0
+    for p in index:
+        if p is Ellipsis:
+            dim += len(shape) - sum(consumed)
+            continue
+        if hasattr(p, "dtype") and p.dtype.kind in "iu" and p.size and dim < len(shape):
+            lo, hi = int(p.min()), int(p.max())
+            if lo < -shape[dim] or hi >= shape[dim]:
+                bad = hi if hi >= shape[dim] else lo
+                raise IndexError(f"getitem: index {bad} is out of bounds for axis {dim} with "
+                                 f"size {shape[dim]} (tensor shape {shape})")
+        dim += 0 if p is None else (p.ndim if hasattr(p, "dtype") and p.dtype == np.bool_
+                                    else 1)
+
+
+def getitem(x, index) -> Tensor:
+    x = _t(x)
+    parts = tuple(_index_part(p, x) for p in (index if isinstance(index, tuple) else (index,)))
+    if x.device.type != "cpu" and any(hasattr(p, "dtype") for p in parts):
+        _check_bounds(parts, x.shape)
+    return _sh.GetItem.apply(x, index=parts if isinstance(index, tuple) else parts[0])
+
+
+def unindex(g, index, shape, accumulate: bool) -> Tensor:
+    return _sh.UnIndex.apply(g, index=index, shape=shape, accumulate=accumulate)
+
+
+def astype(x, dtype) -> Tensor:
+    x = _t(x)
+    dtype = np.dtype(dtype)
+    if dtype == x.dtype:
+        return x
+    return _sh.AsType.apply(x, dtype=dtype)
+
+
+def to_device(x, device) -> Tensor:
+    return _sh.ToDevice.apply(_t(x), target=device)
+
+
+# -- linear algebra -------------------------------------------------------------------------
+def matmul(a, b) -> Tensor:
+    a = _t(a, b if b.__class__ is Tensor else None)
+    return _la.MatMul.apply(a, _t(b, a))
+
+
+def linear(x, weight, bias=None) -> Tensor:
+    x = _t(x, weight)
+    if bias is None:
+        return _la.Linear.apply(x, weight)
+    return _la.Linear.apply(x, weight, bias)
+
+
+# -- helpers rules call in graph mode (mirrors backend.array_ops.ArrayOps) ------------------
+sum_to = _ew.sum_to
+
+
+def sigmoid_grad(y, g) -> Tensor:
+    return g * y * (1 - y)
+
+
+TENSOR_METHODS = (
+    "exp", "log", "sqrt", "abs", "sin", "cos", "tanh", "erf", "sign", "sigmoid", "relu",
+    "leaky_relu", "gelu", "clip", "sum", "mean", "max", "min", "logsumexp", "softmax",
+    "log_softmax", "argmax", "argmin", "reshape", "transpose", "permute", "swapaxes", "squeeze",
+    "unsqueeze", "expand_dims", "broadcast_to", "astype", "matmul", "maximum", "minimum",
+    "isfinite",
+)

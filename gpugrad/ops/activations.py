@@ -1,0 +1,60 @@
+"""Activations. ``sigmoid`` runs the fused kernels (``kernels/sigmoid.cu`` on CUDA, the same math
+in NumPy on CPU); its rule also works on Tensors, so it is twice differentiable."""
+
+from __future__ import annotations
+
+import math
+
+from ..autograd import Function
+from ..backend import fused_enabled
+
+
+class Sigmoid(Function):
+    save_output = True
+
+    def forward(self, x):
+        if fused_enabled():
+            return self.device.backend.fused.sigmoid_forward(x)
+        xp = self.xp
+        return xp.tanh(x * 0.5) * 0.5 + 0.5  # tanh form: never overflows, unlike 1/(1+exp(-x))
+
+    def backward(self, ops, g, y): return (ops.sigmoid_grad(y, g),)
+
+
+class ReLU(Function):
+    save_output = True
+    def forward(self, x): return self.xp.maximum(x, 0)
+    def backward(self, ops, g, y): return (ops.where(y > 0, g, 0),)
+
+
+class LeakyReLU(Function):
+    save_inputs = (0,)
+
+    def forward(self, x, negative_slope=0.01):
+        self.slope = negative_slope
+        return self.xp.where(x > 0, x, x * negative_slope)
+
+    def backward(self, ops, g, x): return (ops.where(x > 0, g, g * self.slope),)
+
+
+class GELU(Function):
+    """x·Φ(x) with the exact erf (PyTorch's default) or the tanh approximation."""
+
+    save_inputs = (0,)
+    _K = math.sqrt(2.0 / math.pi)
+
+    def forward(self, x, approximate="none"):
+        self.approximate = approximate
+        xp = self.xp
+        if approximate == "tanh":
+            return 0.5 * x * (1 + xp.tanh(self._K * (x + 0.044715 * x ** 3)))
+        return 0.5 * x * (1 + self.device.backend.erf(x * (1 / math.sqrt(2.0))))
+
+    def backward(self, ops, g, x):
+        if self.approximate == "tanh":
+            t = ops.tanh(self._K * (x + 0.044715 * x ** 3))
+            dt = (1 - t * t) * self._K * (1 + 3 * 0.044715 * x * x)
+            return (g * (0.5 * (1 + t) + 0.5 * x * dt),)
+        cdf = 0.5 * (1 + ops.erf(x * (1 / math.sqrt(2.0))))
+        pdf = ops.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+        return (g * (cdf + x * pdf),)

@@ -1,0 +1,140 @@
+"""Shape, indexing, dtype and device ops: they move data around; gradients move it back."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..autograd import Function
+from .elementwise import sum_to
+from .reductions import normalize_axis
+
+
+def resolve_shape(op: str, shape, size: int, old) -> tuple[int, ...]:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    shape = tuple(int(n) for n in shape)
+    if shape.count(-1) > 1:
+        raise ValueError(f"{op}: only one dimension can be -1, got {shape}")
+    known = math.prod(n for n in shape if n != -1)
+    if -1 in shape:
+        if known == 0 or size % known:
+            raise ValueError(f"{op}: cannot reshape tensor of shape {old} into {shape}")
+        shape = tuple(size // known if n == -1 else n for n in shape)
+    elif known != size:
+        raise ValueError(f"{op}: cannot reshape tensor of shape {old} ({size} elements) "
+                         f"into {shape} ({known} elements)")
+    return shape
+
+
+class Reshape(Function):
+    def forward(self, x, shape=()):
+        self.shape = x.shape
+        return x.reshape(resolve_shape("reshape", shape, x.size, x.shape))
+
+    def backward(self, ops, g): return (g.reshape(self.shape),)
+
+
+class Transpose(Function):
+    def forward(self, x, axes=None):
+        if axes is None:
+            axes = tuple(reversed(range(x.ndim)))
+        elif sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+            raise ValueError(f"transpose: axes {tuple(axes)} are not a permutation of the "
+                             f"{x.ndim} dims of a tensor of shape {x.shape}")
+        self.inverse = tuple(int(i) for i in np.argsort([a % x.ndim for a in axes]))
+        return x.transpose(axes)
+
+    def backward(self, ops, g): return (g.transpose(self.inverse),)
+
+
+class BroadcastTo(Function):
+    def forward(self, x, shape=()):
+        self.shape = x.shape
+        try:
+            return self.xp.broadcast_to(x, shape)
+        except ValueError:
+            raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {tuple(shape)}") \
+                from None
+
+    def backward(self, ops, g): return (sum_to(g, self.shape),)
+
+
+class Concatenate(Function):
+    def forward(self, *xs, axis=0):
+        shapes = [x.shape for x in xs]
+        (self.axis,) = normalize_axis("concatenate", axis, xs[0].ndim)
+        for s in shapes[1:]:
+            if len(s) != len(shapes[0]) or any(
+                    a != b for i, (a, b) in enumerate(zip(s, shapes[0])) if i != self.axis):
+                raise ValueError(f"concatenate: shapes {shapes} differ outside axis {axis}")
+        self.bounds = np.cumsum([0] + [s[self.axis] for s in shapes]).tolist()
+        return self.xp.concatenate(xs, axis=self.axis)
+
+    def backward(self, ops, g):
+        lead = (slice(None),) * self.axis
+        return tuple(g[lead + (slice(a, b),)] for a, b in zip(self.bounds, self.bounds[1:]))
+
+
+class Stack(Function):
+    def forward(self, *xs, axis=0):
+        shapes = {x.shape for x in xs}
+        if len(shapes) != 1:
+            raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
+        (self.axis,) = normalize_axis("stack", axis, xs[0].ndim + 1)
+        self.count = len(xs)
+        return self.xp.stack(xs, axis=self.axis)
+
+    def backward(self, ops, g):
+        lead = (slice(None),) * self.axis
+        return tuple(g[lead + (i,)] for i in range(self.count))
+
+
+def _is_advanced(part) -> bool:
+    return not isinstance(part, (int, np.integer, slice, type(None), type(Ellipsis)))
+
+
+class GetItem(Function):
+    """``x[index]``; integer-array indices may repeat, so their gradient is a scatter-add."""
+
+    def forward(self, x, index=()):
+        self.shape = x.shape
+        self.index = index
+        parts = index if isinstance(index, tuple) else (index,)
+        self.accumulate = any(_is_advanced(p) and p.dtype.kind != "b" for p in parts)
+        try:
+            return x[index]
+        except IndexError as exc:
+            raise IndexError(f"getitem: {exc} (tensor shape {x.shape})") from None
+
+    def backward(self, ops, g):
+        return (ops.unindex(g, self.index, self.shape, self.accumulate),)
+
+
+class UnIndex(Function):
+    """The transpose of GetItem (its gradient), recorded only under ``create_graph=True``."""
+
+    def forward(self, g, index=(), shape=(), accumulate=False):
+        self.index = index
+        return self.device.backend.ops.unindex(g, index, shape, accumulate)
+
+    def backward(self, ops, g): return (g[self.index],)
+
+
+class AsType(Function):
+    def forward(self, x, dtype=None):
+        self.dtype = x.dtype
+        return x.astype(dtype)
+
+    def backward(self, ops, g):
+        return (g.astype(self.dtype) if self.dtype.kind in "fc" else None,)
+
+
+class ToDevice(Function):
+    def forward(self, x, target=None):
+        self.source = self.device
+        self.device = target  # apply() gives the output this device
+        return self.source.backend.ops.to_device(x, target)
+
+    def backward(self, ops, g): return (ops.to_device(g, self.source),)

@@ -1,0 +1,295 @@
+"""``Tensor``: one array on one device, plus the autograd bookkeeping (``requires_grad``, ``grad``,
+and ``_ctx``, the recorded Function that produced it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import autograd
+from .backend import Device
+from .backend import device as _device
+
+_SCALARS = (int, float, bool)
+_FLOAT_KINDS = "fc"
+
+
+def _is_device_array(data: Any) -> bool:
+    return hasattr(data, "__cuda_array_interface__")
+
+
+def as_array(data: Any, dtype: Any = None, device: Device | None = None, copy: bool = True):
+    """Convert ``data`` to an array on ``device``. Python floats default to float32, ints to int64."""
+    dev = _device(device)
+    if isinstance(data, Tensor):
+        arr = data.data if data.device is dev else _move(data.data, data.device, dev)
+        arr = arr.astype(dtype) if dtype is not None else arr
+        return arr.copy() if copy and arr is data.data else arr
+    if isinstance(data, np.ndarray) or _is_device_array(data):
+        if dev.type == "cpu" and _is_device_array(data):
+            return np.asarray(data.get(), dtype=dtype)
+        arr = dev.backend.asarray(data, dtype=dtype)
+        return arr.copy() if copy and arr is data else arr
+    if isinstance(data, np.generic):
+        return dev.backend.asarray(np.asarray(data, dtype=dtype))
+    host = np.asarray(data, dtype=dtype)
+    if host.dtype == object or host.dtype.kind in "USV":
+        raise TypeError(
+            f"tensor: cannot build a tensor from {type(data).__name__} data "
+            f"(NumPy sees dtype {host.dtype}); use numbers or nested lists of equal length"
+        )
+    if dtype is None:
+        if host.dtype.kind == "f":
+            host = host.astype(np.float32)
+        elif host.dtype.kind in "iu":
+            host = host.astype(np.int64)
+    return host if dev.type == "cpu" else dev.backend.asarray(host)
+
+
+def _move(array, src: Device, dst: Device):
+    if src is dst:
+        return array
+    host = src.backend.to_host(array)
+    return host if dst.type == "cpu" else dst.backend.asarray(host)
+
+
+class Tensor:
+    """An n-dimensional array on one device that can record the ops applied to it."""
+
+    __slots__ = ("data", "device", "requires_grad", "grad", "_ctx", "_name", "__weakref__")
+    __array_priority__ = 1000  # make ndarray <op> Tensor defer to Tensor's reflected operators
+
+    def __init__(self, data: Any, dtype: Any = None, device: Any = None,
+                 requires_grad: bool = False) -> None:
+        self.device = _device(device if device is not None else
+                              (data.device if isinstance(data, Tensor) else None))
+        self.data = as_array(data, dtype, self.device)
+        self.grad = None
+        self._ctx = None
+        self._name = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @staticmethod
+    def _wrap(data, device: Device, requires_grad: bool = False, ctx=None) -> Tensor:
+        """Build a Tensor around an existing array without copying or checking (internal)."""
+        t = Tensor.__new__(Tensor)
+        t.data = data
+        t.device = device
+        t.requires_grad = requires_grad
+        t.grad = None
+        t._ctx = ctx
+        t._name = None
+        return t
+
+    # -- properties ------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def name(self) -> str | None:
+        """A label for ``gg.explain`` / ``gg.to_dot`` (also given to the node that made it)."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        self._name = value
+        if self._ctx is not None:
+            self._ctx.name = value
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        return self._ctx
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - numpy/torch spelling
+        return ops.transpose(self)
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    # -- conversion ------------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """A host (NumPy) copy of the data; never part of the graph."""
+        return np.array(self.device.backend.to_host(self.data), copy=True)
+
+    def item(self) -> Any:
+        if self.data.size != 1:
+            raise ValueError(f"item: only one-element tensors convert to a scalar, got {self.shape}")
+        return self.data.item()
+
+    def tolist(self) -> Any:
+        return self.device.backend.to_host(self.data).tolist()
+
+    def __array__(self, dtype=None, copy=None):
+        if self.device.type != "cpu":
+            raise TypeError(
+                f"cannot convert a tensor on {self.device} to a NumPy array implicitly; "
+                "call .numpy() or .cpu() first"
+            )
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise ValueError(
+                f"the truth value of a tensor with {self.data.size} elements is ambiguous"
+            )
+        return bool(self.item())
+
+    def __index__(self) -> int:
+        if self.dtype.kind not in "iu" or self.data.size != 1:
+            raise TypeError("only one-element integer tensors can be used as an index")
+        return int(self.item())
+
+    def to(self, device: Any = None, dtype: Any = None) -> Tensor:
+        """Move (and/or cast) the tensor; differentiable, like torch's ``.to``."""
+        out = self
+        if device is not None and _device(device) is not self.device:
+            out = ops.to_device(out, _device(device))
+        if dtype is not None and np.dtype(dtype) != out.dtype:
+            out = out.astype(dtype)
+        return out
+
+    def cpu(self) -> Tensor:
+        return self.to("cpu")
+
+    def cuda(self, i: int = 0) -> Tensor:
+        return self.to(f"cuda:{i}")
+
+    def detach(self) -> Tensor:
+        """The same data, cut from the graph."""
+        return Tensor._wrap(self.data, self.device)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if not self.is_leaf:
+            raise RuntimeError(
+                "requires_grad_: only leaf tensors can change requires_grad; use .detach() first"
+            )
+        if requires_grad and self.dtype.kind not in _FLOAT_KINDS:
+            raise TypeError(
+                f"requires_grad_: only floating-point tensors can require gradients, got {self.dtype}"
+            )
+        self.requires_grad = requires_grad
+        return self
+
+    def __dlpack__(self, *args: Any, **kwargs: Any):
+        return self.data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
+    # -- autograd --------------------------------------------------------------------------
+    def backward(self, gradient: Any = None, retain_graph: bool | None = None,
+                 create_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into every reachable leaf's ``.grad``."""
+        autograd.backward(self, gradient, retain_graph, create_graph)
+
+    def _accumulate_grad(self, g) -> None:
+        if g.__class__ is not Tensor:
+            if isinstance(g, np.generic):
+                g = np.asarray(g)
+            if g.shape != self.shape:  # a scalar-shaped seed reaching a leaf directly
+                g = self.device.xp.broadcast_to(g, self.shape).copy()
+            g = Tensor._wrap(g, self.device)
+        # Out of place: the incoming array may be shared with another leaf's grad.
+        self.grad = g if self.grad is None else self.grad + g
+
+    def zero_grad_(self) -> None:
+        self.grad = None
+
+    # -- display ---------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        body = np.array2string(self.device.backend.to_host(self.data), separator=", ",
+                               prefix="tensor(", precision=4)
+        extras = []
+        if self.device.type != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self.dtype not in (np.float32, np.int64, np.bool_):
+            extras.append(f"dtype={self.dtype}")
+        if self._ctx is not None:
+            extras.append(f"grad_fn={type(self._ctx).__name__}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        if self.name:
+            extras.append(f"name='{self.name}'")
+        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+    __hash__ = object.__hash__
+
+    # -- operators (the ops module is bound below) -----------------------------------------
+    def __add__(self, other): return ops.add(self, other)
+    def __radd__(self, other): return ops.add(other, self)
+    def __sub__(self, other): return ops.sub(self, other)
+    def __rsub__(self, other): return ops.sub(other, self)
+    def __mul__(self, other): return ops.mul(self, other)
+    def __rmul__(self, other): return ops.mul(other, self)
+    def __truediv__(self, other): return ops.div(self, other)
+    def __rtruediv__(self, other): return ops.div(other, self)
+    def __pow__(self, other): return ops.pow(self, other)
+    def __rpow__(self, other): return ops.pow(other, self)
+    def __matmul__(self, other): return ops.matmul(self, other)
+    def __rmatmul__(self, other): return ops.matmul(other, self)
+    def __neg__(self): return ops.neg(self)
+    def __pos__(self): return self
+    def __abs__(self): return ops.abs(self)
+    def __getitem__(self, index): return ops.getitem(self, index)
+    def __eq__(self, other): return ops.equal(self, other)  # type: ignore[override]
+    def __ne__(self, other): return ops.not_equal(self, other)  # type: ignore[override]
+    def __lt__(self, other): return ops.less(self, other)
+    def __le__(self, other): return ops.less_equal(self, other)
+    def __gt__(self, other): return ops.greater(self, other)
+    def __ge__(self, other): return ops.greater_equal(self, other)
+    def __and__(self, other): return ops.logical_and(self, other)
+    def __rand__(self, other): return ops.logical_and(other, self)
+    def __or__(self, other): return ops.logical_or(self, other)
+    def __ror__(self, other): return ops.logical_or(other, self)
+    def __xor__(self, other): return ops.logical_xor(self, other)
+    def __invert__(self): return ops.logical_not(self)
+
+    def __setitem__(self, index, value) -> None:
+        if self.requires_grad:
+            raise RuntimeError(
+                "__setitem__: in-place assignment into a tensor that requires grad would "
+                "corrupt the recorded graph; assign into .data under no_grad, or build a new tensor"
+            )
+        value = value.data if isinstance(value, Tensor) else value
+        if isinstance(index, Tensor):
+            index = index.data
+        self.data[index] = value
+
+
+from . import ops  # noqa: E402  (ops needs Tensor defined)
+
+for _name in ops.TENSOR_METHODS:
+    setattr(Tensor, _name, getattr(ops, _name))
