@@ -20,7 +20,7 @@ def _is_device_array(data: Any) -> bool:
 
 
 def as_array(data: Any, dtype: Any = None, device: Device | None = None, copy: bool = True):
-    """Convert ``data`` to an array on ``device``. Python floats default to float32, ints to int64."""
+    """``data`` as an array on ``device``; Python floats default to float32, ints to int64."""
     dev = _device(device)
     if isinstance(data, Tensor):
         arr = data.data if data.device is dev else _move(data.data, data.device, dev)
@@ -140,7 +140,8 @@ class Tensor:
 
     def item(self) -> Any:
         if self.data.size != 1:
-            raise ValueError(f"item: only one-element tensors convert to a scalar, got {self.shape}")
+            raise ValueError(
+                f"item: only one-element tensors convert to a scalar, got shape {self.shape}")
         return self.data.item()
 
     def tolist(self) -> Any:
@@ -198,7 +199,8 @@ class Tensor:
             )
         if requires_grad and self.dtype.kind not in _FLOAT_KINDS:
             raise TypeError(
-                f"requires_grad_: only floating-point tensors can require gradients, got {self.dtype}"
+                "requires_grad_: only floating-point tensors can require gradients, "
+                f"got {self.dtype}"
             )
         self.requires_grad = requires_grad
         return self
@@ -217,9 +219,7 @@ class Tensor:
 
     def _accumulate_grad(self, g) -> None:
         if g.__class__ is not Tensor:
-            if isinstance(g, np.generic):
-                g = np.asarray(g)
-            if g.shape != self.shape:  # a scalar-shaped seed reaching a leaf directly
+            if g.shape != self.shape:  # a scalar-shaped seed or NumPy scalar reaching a leaf
                 g = self.device.xp.broadcast_to(g, self.shape).copy()
             g = Tensor._wrap(g, self.device)
         # Out of place: the incoming array may be shared with another leaf's grad.
@@ -248,14 +248,47 @@ class Tensor:
     __hash__ = object.__hash__
 
     # -- operators (the ops module is bound below) -----------------------------------------
-    def __add__(self, other): return ops.add(self, other)
-    def __radd__(self, other): return ops.add(other, self)
-    def __sub__(self, other): return ops.sub(self, other)
-    def __rsub__(self, other): return ops.sub(other, self)
-    def __mul__(self, other): return ops.mul(self, other)
-    def __rmul__(self, other): return ops.mul(other, self)
-    def __truediv__(self, other): return ops.div(self, other)
-    def __rtruediv__(self, other): return ops.div(other, self)
+    # Tensor/scalar operands go straight to the Function: these are the tape's hottest calls.
+    def __add__(self, other):
+        if other.__class__ is Tensor or other.__class__ in _SCALARS:
+            return _ew.Add.apply(self, other)
+        return ops.add(self, other)
+
+    def __radd__(self, other):
+        if other.__class__ in _SCALARS:
+            return _ew.Add.apply(other, self)
+        return ops.add(other, self)
+
+    def __sub__(self, other):
+        if other.__class__ is Tensor or other.__class__ in _SCALARS:
+            return _ew.Sub.apply(self, other)
+        return ops.sub(self, other)
+
+    def __rsub__(self, other):
+        if other.__class__ in _SCALARS:
+            return _ew.Sub.apply(other, self)
+        return ops.sub(other, self)
+
+    def __mul__(self, other):
+        if other.__class__ is Tensor or other.__class__ in _SCALARS:
+            return _ew.Mul.apply(self, other)
+        return ops.mul(self, other)
+
+    def __rmul__(self, other):
+        if other.__class__ in _SCALARS:
+            return _ew.Mul.apply(other, self)
+        return ops.mul(other, self)
+
+    def __truediv__(self, other):
+        if other.__class__ is Tensor or other.__class__ in _SCALARS:
+            return _ew.Div.apply(self, other)
+        return ops.div(self, other)
+
+    def __rtruediv__(self, other):
+        if other.__class__ in _SCALARS:
+            return _ew.Div.apply(other, self)
+        return ops.div(other, self)
+
     def __pow__(self, other): return ops.pow(self, other)
     def __rpow__(self, other): return ops.pow(other, self)
     def __matmul__(self, other): return ops.matmul(self, other)
@@ -290,6 +323,7 @@ class Tensor:
 
 
 from . import ops  # noqa: E402  (ops needs Tensor defined)
+from .ops import elementwise as _ew  # noqa: E402
 
 for _name in ops.TENSOR_METHODS:
     setattr(Tensor, _name, getattr(ops, _name))

@@ -21,8 +21,14 @@ class ArrayOps:
         self.tanh = xp.tanh
         self.sign = xp.sign
         self.where = xp.where
-        self.broadcast_to = xp.broadcast_to
         self.erf = backend.erf
+
+    def broadcast_to(self, g, shape):
+        # A materialised copy: faster than np.broadcast_to for small arrays, and gradients that
+        # reach leaves or fused kernels must be contiguous anyway.
+        out = self.xp.empty(shape, dtype=g.dtype)
+        out[...] = g
+        return out
 
     def sigmoid_grad(self, y, g):
         from . import fused_enabled

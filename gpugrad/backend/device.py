@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Union
 
 from .errors import DeviceError
 from .numpy_backend import NumpyBackend
 
 
 class Device:
-    __slots__ = ("type", "index", "backend", "xp")
+    __slots__ = ("type", "index", "backend", "xp", "ops")
 
     def __init__(self, type_: str, index: int, backend) -> None:
         self.type = type_
         self.index = index
         self.backend = backend
         self.xp = backend.xp
+        self.ops = backend.ops  # the array-mode namespace derivative rules receive
 
     def __repr__(self) -> str:
         return f"device('{self}')"
@@ -44,7 +44,7 @@ class Device:
         self.backend.synchronize()
 
 
-DeviceLike = Union[Device, str, None]
+DeviceLike = Device | str | None
 
 _CPU = Device("cpu", 0, NumpyBackend())
 _cuda_devices: dict[int, Device] = {}

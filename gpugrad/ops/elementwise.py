@@ -7,6 +7,8 @@ NumPy's weak-scalar promotion applies) and gets no gradient.
 
 from __future__ import annotations
 
+import operator
+
 from ..autograd import Function
 
 _SCALARS = (int, float, bool)
@@ -29,13 +31,13 @@ def sum_to(g, shape):
 
 
 def reduce_to(g, m):
-    if g is None or m is None:
+    """``g`` summed to the operand's shape and cast to its dtype (None for a scalar operand)."""
+    if m is None:
         return None
-    shape, dtype = m
-    if g.shape != shape:
-        g = sum_to(g, shape)
-    if g.dtype != dtype:
-        g = g.astype(dtype)
+    if g.shape != m[0]:
+        g = sum_to(g, m[0])
+    if g.dtype != m[1]:
+        g = g.astype(m[1])
     return g
 
 
@@ -48,10 +50,13 @@ def _check_broadcast(op: str, a, b) -> None:
 
 
 class Binary(Function):
-    """Shared forward bookkeeping for broadcasting binary ops."""
+    """Shared forward for broadcasting binary ops: ``compute`` plus the operands' metadata."""
+
+    compute = None  # a C-level callable (operator.add, ...) keeps the hot path short
 
     def forward(self, a, b):
-        self.ma, self.mb = meta(a), meta(b)
+        self.ma = None if a.__class__ in _SCALARS else (a.shape, a.dtype)
+        self.mb = None if b.__class__ in _SCALARS else (b.shape, b.dtype)
         try:
             return self.compute(a, b)
         except ValueError:
@@ -60,18 +65,18 @@ class Binary(Function):
 
 
 class Add(Binary):
-    def compute(self, a, b): return a + b
+    compute = staticmethod(operator.add)
     def backward(self, ops, g): return reduce_to(g, self.ma), reduce_to(g, self.mb)
 
 
 class Sub(Binary):
-    def compute(self, a, b): return a - b
+    compute = staticmethod(operator.sub)
     def backward(self, ops, g): return reduce_to(g, self.ma), reduce_to(-g, self.mb)
 
 
 class Mul(Binary):
     save_inputs = (0, 1)
-    def compute(self, a, b): return a * b
+    compute = staticmethod(operator.mul)
 
     def backward(self, ops, g, a, b):
         need_a, need_b = self.needs_input_grad
@@ -81,7 +86,7 @@ class Mul(Binary):
 
 class Div(Binary):
     save_inputs = (0, 1)
-    def compute(self, a, b): return a / b
+    compute = staticmethod(operator.truediv)
 
     def backward(self, ops, g, a, b):
         need_a, need_b = self.needs_input_grad
@@ -93,7 +98,7 @@ class Div(Binary):
 class Pow(Binary):
     save_inputs = (0, 1)
     save_output = True
-    def compute(self, a, b): return a ** b
+    compute = staticmethod(operator.pow)
 
     def backward(self, ops, g, a, b, y):
         need_a, need_b = self.needs_input_grad

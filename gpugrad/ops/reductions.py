@@ -35,7 +35,8 @@ def expand_reduced(g, shape, axes, keepdims: bool):
 
 class Sum(Function):
     def forward(self, x, axis=None, keepdims=False):
-        self.shape, self.axes, self.keepdims = x.shape, normalize_axis("sum", axis, x.ndim), keepdims
+        self.shape, self.keepdims = x.shape, keepdims
+        self.axes = normalize_axis("sum", axis, x.ndim)
         return x.sum(axis=self.axes, keepdims=keepdims)
 
     def backward(self, ops, g):
@@ -45,7 +46,8 @@ class Sum(Function):
 
 class Mean(Function):
     def forward(self, x, axis=None, keepdims=False):
-        self.shape, self.axes, self.keepdims = x.shape, normalize_axis("mean", axis, x.ndim), keepdims
+        self.shape, self.keepdims = x.shape, keepdims
+        self.axes = normalize_axis("mean", axis, x.ndim)
         axes = range(x.ndim) if self.axes is None else self.axes
         self.count = math.prod(x.shape[a] for a in axes)
         return x.mean(axis=self.axes, keepdims=keepdims)
