@@ -1,4 +1,4 @@
-"""The CUDA backend: CuPy, one object per GPU. The only module besides fused_cuda that imports cupy."""
+"""The CUDA backend: CuPy, one object per GPU (with fused_cuda, the only cupy importers)."""
 
 from __future__ import annotations
 
