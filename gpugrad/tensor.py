@@ -58,7 +58,7 @@ class Tensor:
     """An n-dimensional array on one device that can record the ops applied to it."""
 
     __slots__ = ("data", "device", "requires_grad", "grad", "_ctx", "_name", "__weakref__")
-    __array_priority__ = 1000  # make ndarray <op> Tensor defer to Tensor's reflected operators
+    __array_ufunc__ = None  # make ndarray <op> Tensor defer to Tensor's reflected operators
 
     def __init__(self, data: Any, dtype: Any = None, device: Any = None,
                  requires_grad: bool = False) -> None:
