@@ -1,0 +1,300 @@
+"""Presenting benchmark results: machine header, derived columns, text table, JSON and PNG plot."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "MissingDependency", "add_derived", "cpu_model", "format_table", "machine_info",
+    "plot", "require_matplotlib", "write_json",
+]
+
+SCHEMA_VERSION = 1
+
+
+class MissingDependency(RuntimeError):
+    """An optional package a feature needs is not installed (the message says what to install)."""
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo`` on Linux; ``platform`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may use, not what the box has
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _blas_info() -> list[dict[str, Any]]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keys = ("internal_api", "num_threads", "architecture", "version")
+    return [{k: p.get(k) for k in keys} for p in threadpool_info() if p.get("user_api") == "blas"]
+
+
+def machine_info(devices: list[str]) -> dict[str, Any]:
+    """CPU model and threads, each requested GPU's name and memory (or why CUDA is missing)."""
+    import gpugrad as gg
+
+    threads = _threads()
+    info: dict[str, Any] = {
+        "cpu": {"model": cpu_model(), "threads": threads, "blas": _blas_info(),
+                "summary": f"{cpu_model()}, {threads} threads"},
+        "gpus": [],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    if any(d != "cpu" for d in devices):
+        for spec in devices:
+            if spec == "cpu":
+                continue
+            dev = gg.device(spec)
+            name, mem = dev.backend.device_name(), dev.backend.total_memory()
+            info["gpus"].append({"device": str(dev), "name": name, "memory_bytes": mem,
+                                 "summary": f"{dev}: {name}, {mem / 2**30:.1f} GiB"})
+    if not gg.cuda.is_available():
+        info["cuda_unavailable_reason"] = gg.cuda.unavailable_reason()
+    return info
+
+
+def _key(row: dict[str, Any], **override: Any) -> tuple:
+    r = {**row, **override}
+    return (r["suite"], r["name"], r["case"], r["impl"], r.get("variant", ""), r["device"])
+
+
+def add_derived(rows: list[dict[str, Any]]) -> None:
+    """Fill ``throughput``, ``speedup_vs_cpu``, ``ratio_vs_torch`` and ``fused_speedup`` in place.
+
+    speedup_vs_cpu = the same impl's CPU median / this median (> 1: this device is faster);
+    ratio_vs_torch = this gpugrad median / torch's median on the same device (< 1: gpugrad faster);
+    fused_speedup = the unfused median / the fused median (kernels suite).
+    """
+    by_key = {_key(r): r for r in rows}
+    for r in rows:
+        r["throughput"] = r["work"] / r["median_s"] if r["median_s"] > 0 else None
+        cpu = by_key.get(_key(r, device="cpu"))
+        r["speedup_vs_cpu"] = cpu["median_s"] / r["median_s"] if cpu else None
+        r["ratio_vs_torch"] = None
+        if r["impl"] == "gpugrad":
+            torch_row = by_key.get(_key(r, impl="torch", variant=""))
+            if torch_row:
+                r["ratio_vs_torch"] = r["median_s"] / torch_row["median_s"]
+        r["fused_speedup"] = None
+        if r.get("variant") == "fused":
+            unfused = by_key.get(_key(r, variant="unfused"))
+            if unfused:
+                r["fused_speedup"] = unfused["median_s"] / r["median_s"]
+
+
+def _time(s: float | None) -> str:
+    if s is None:
+        return "—"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s * 1e9:.3g} ns"
+
+
+def _tput(v: float | None, unit: str) -> str:
+    if v is None:
+        return "—"
+    scale = {"GFLOP/s": 1e9, "GB/s": 1e9}.get(unit, 1.0)
+    v = v / scale
+    return f"{v:.3g} {unit}" if v < 1e4 else f"{v:.3e} {unit}"
+
+
+def _ratio(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}×"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The side-by-side text table, one section per suite, preceded by the machine header."""
+    m = result["machine"]
+    out = [f"gpugrad {result['versions']['gpugrad']} bench — {result['date']}",
+           f"CPU: {m['cpu']['summary']}"]
+    out += [f"GPU: {g['summary']}" for g in m["gpus"]]
+    if not m["gpus"] and m.get("cuda_unavailable_reason"):
+        out.append(f"GPU: none ({m['cuda_unavailable_reason']})")
+    out.append("median of repeats after warm-up; spread = IQR; cold = the first call (compile "
+               "and allocation), excluded from the median")
+    headers = ["case", "device", "impl", "median", "IQR", "throughput", "×CPU", "cold"]
+    if any(r["ratio_vs_torch"] is not None for r in result["rows"]):
+        headers.insert(7, "÷torch")
+    if any(r["fused_speedup"] is not None for r in result["rows"]):
+        headers.insert(7, "fused×")
+    by_suite: dict[str, list] = defaultdict(list)
+    for r in result["rows"]:
+        by_suite[r["suite"]].append(r)
+    for suite, rows in by_suite.items():
+        out.append("")
+        out.append(f"== {suite} ==")
+        table = [headers]
+        for r in rows:
+            impl = r["impl"] + (f" ({r['variant']})" if r.get("variant") else "")
+            cells = {"case": f"{r['name']} {r['case']}", "device": r["device"], "impl": impl,
+                     "median": _time(r["median_s"]), "IQR": _time(r["iqr_s"]),
+                     "throughput": _tput(r["throughput"], r["unit"]),
+                     "×CPU": _ratio(r["speedup_vs_cpu"]) if r["device"] != "cpu" else "",
+                     "fused×": _ratio(r["fused_speedup"]) if r.get("variant") == "fused" else "",
+                     "÷torch": _ratio(r["ratio_vs_torch"]), "cold": _time(r["first_call_s"])}
+            table.append([cells[h] for h in headers])
+        widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+        for i, row in enumerate(table):
+            out.append("  ".join(c.ljust(w) if j < 3 else c.rjust(w)
+                                 for j, (c, w) in enumerate(zip(row, widths))).rstrip())
+            if i == 0:
+                out.append("  ".join("-" * w for w in widths))
+    if result["skipped"]:
+        out.append("")
+        out.append("skipped:")
+        out += [f"  {s['suite']}/{s['name']} on {s['device']} ({s['impl']}): {s['reason']}"
+                for s in result["skipped"]]
+    return "\n".join(out)
+
+
+def result_header(devices: list[str], config: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    import gpugrad as gg
+
+    versions = {"gpugrad": gg.__version__, "numpy": np.__version__,
+                "python": platform.python_version()}
+    return {
+        "schema": SCHEMA_VERSION,
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "versions": versions,
+        "machine": machine_info(devices),
+        "devices": devices,
+        "config": config,
+        "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                               "OMP_NUM_THREADS", "GPUGRAD_FUSED")},
+    }
+
+
+def write_json(result: dict[str, Any], path: str | os.PathLike) -> None:
+    Path(path).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def require_matplotlib() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend, or a clear MissingDependency."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingDependency(
+            "--plot needs matplotlib, which is not installed: pip install 'gpugrad[plot]' "
+            "(or pip install matplotlib)") from None
+    matplotlib.use("Agg")  # no display needed; must precede the pyplot import
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def crossover(cpu: dict[float, float], dev: dict[float, float]) -> float | None:
+    """The smallest size from which ``dev`` beats the CPU at that size and every larger one."""
+    sizes = sorted(set(cpu) & set(dev))
+    best = None
+    for s in reversed(sizes):
+        if dev[s] < cpu[s]:
+            best = s
+        else:
+            break
+    return best
+
+
+def plot(result: dict[str, Any], path: str | os.PathLike) -> None:
+    """Time vs size per device (log-log, crossover marked) for each op, MLP step time per device,
+    and fused vs unfused kernel time."""
+    plt = require_matplotlib()
+    from matplotlib.ticker import NullFormatter
+
+    rows = result["rows"]
+    ops = [n for n in dict.fromkeys(r["name"] for r in rows if r["suite"] == "ops")]
+    mlp = [r for r in rows if r["suite"] == "mlp"]
+    kern = [r for r in rows if r["suite"] == "kernels"]
+    panels = len(ops) + bool(mlp) + bool(kern)
+    if panels == 0:
+        raise ValueError("nothing to plot: no rows were measured")
+    cols = min(3, panels)
+    nrows = -(-panels // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.2 * nrows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[panels:]:
+        ax.set_visible(False)
+    i = 0
+    for name in ops:
+        ax = flat[i]
+        i += 1
+        series: dict[tuple[str, str], dict[float, float]] = defaultdict(dict)
+        unit = ""
+        for r in rows:
+            if r["suite"] == "ops" and r["name"] == name:
+                series[(r["device"], r["impl"])][r["size"]] = r["median_s"]
+                unit = r["size_unit"]
+        for (dev, impl), pts in sorted(series.items()):
+            xs = sorted(pts)
+            style = "--" if impl == "torch" else "-"
+            ax.loglog(xs, [pts[x] for x in xs], style, marker="o", ms=3, label=f"{dev} {impl}")
+        cpu = series.get(("cpu", "gpugrad"), {})
+        for (dev, impl), pts in series.items():
+            if dev == "cpu" or impl != "gpugrad" or not cpu:
+                continue
+            x = crossover(cpu, pts)
+            if x is not None:
+                ax.axvline(x, color="grey", ls=":")
+                ax.annotate(f"{dev} wins from {x:g}", (x, ax.get_ylim()[0]), fontsize=8,
+                            rotation=90, va="bottom", ha="right")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels pile up on short ranges
+        ax.set_title(f"ops: {name}")
+        ax.set_xlabel(unit)
+        ax.set_ylabel("median time per call (s)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    for title, subset in (("MLP training step (and digits epoch)", mlp),
+                          ("fused vs unfused kernels (fwd+bwd)", kern)):
+        if not subset:
+            continue
+        ax = flat[i]
+        i += 1
+        cases = list(dict.fromkeys(f"{r['name']} {r['case']}" for r in subset))
+        bars = list(dict.fromkeys(
+            f"{r['device']} {r['impl']}" + (f" {r['variant']}" if r.get("variant") else "")
+            for r in subset))
+        width = 0.8 / len(bars)
+        for j, bar in enumerate(bars):
+            vals = {f"{r['name']} {r['case']}": r["median_s"] for r in subset
+                    if f"{r['device']} {r['impl']}" + (f" {r['variant']}" if r.get("variant")
+                                                       else "") == bar}
+            xs = [k + j * width for k in range(len(cases))]
+            ax.bar(xs, [vals.get(c, 0.0) for c in cases], width, label=bar)
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(cases))])
+        ax.set_xticklabels(cases, rotation=30, ha="right", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("median time (s)")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    m = result["machine"]
+    header = m["cpu"]["summary"] + "".join(f" | {g['summary']}" for g in m["gpus"])
+    fig.suptitle(f"gpugrad bench — {header}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
