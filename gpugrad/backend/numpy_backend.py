@@ -35,7 +35,8 @@ class NumpyBackend:
 
     def erf(self, x: np.ndarray) -> np.ndarray:
         # NumPy has no erf ufunc; math.erf is correctly rounded, and GELU is not a hot path on CPU.
-        return _erf(x).astype(x.dtype, copy=False)
+        # np.asarray: on a 0-d input frompyfunc returns a bare Python float, not an array.
+        return np.asarray(_erf(x), dtype=x.dtype)
 
     def from_dlpack(self, obj) -> np.ndarray:
         return np.from_dlpack(obj)

@@ -291,6 +291,8 @@ def astype(x, dtype) -> Tensor:
     dtype = np.dtype(dtype)
     if dtype == x.dtype:
         return x
+    if dtype.kind not in "fc":  # integer/bool results carry no gradient (like comparisons)
+        return Tensor._wrap(x.data.astype(dtype), x.device)
     return _sh.AsType.apply(x, dtype=dtype)
 
 

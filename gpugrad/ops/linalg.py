@@ -6,6 +6,11 @@ from ..autograd import Function
 from .elementwise import sum_to
 
 
+def _cast(g, dtype):
+    """A gradient in its input's dtype (a float32 operand of a float64 product gets float32)."""
+    return g if g.dtype == dtype else g.astype(dtype)
+
+
 class MatMul(Function):
     save_inputs = (0, 1)
 
@@ -39,9 +44,9 @@ class MatMul(Function):
             g2 = g
         ga = gb = None
         if need_a:
-            ga = sum_to(g2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+            ga = _cast(sum_to(g2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape), a.dtype)
         if need_b:
-            gb = sum_to(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape)
+            gb = _cast(sum_to(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape), b.dtype)
         return ga, gb
 
 
@@ -58,18 +63,25 @@ class Linear(Function):
             raise ValueError(f"linear: bias of shape {b.shape} does not match weight of shape "
                              f"{w.shape} (expected ({w.shape[0]},))")
         y = x @ w.T
+        self.b_dtype = None
         if b is not None:
-            y += b
+            self.b_dtype = b.dtype
+            if b.dtype == y.dtype:
+                y += b
+            else:  # e.g. a float64 bias on a float32 product: promote, like x @ w.T + b
+                y = y + b
         return y
 
     def backward(self, ops, g, x, w):
-        need_x, need_w, need_b = self.needs_input_grad + (False,) * (3 - len(self.edges))
-        gx = g @ w if need_x else None
+        need = self.needs_input_grad  # a list or tuple, one flag per input (2 or 3)
+        need_x, need_w = need[0], need[1]
+        need_b = len(need) > 2 and need[2]
+        gx = _cast(g @ w, x.dtype) if need_x else None
         gw = gb = None
         if need_w or need_b:
             g2 = g.reshape((-1, g.shape[-1]))
             if need_w:
-                gw = g2.T @ x.reshape((-1, x.shape[-1]))
+                gw = _cast(g2.T @ x.reshape((-1, x.shape[-1])), w.dtype)
             if need_b:
-                gb = g2.sum(axis=0)
+                gb = _cast(g2.sum(axis=0), self.b_dtype)
         return gx, gw, gb

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..autograd import Function
 
 
@@ -95,7 +97,8 @@ class LogSumExp(Function):
         xp = self.xp
         m = x.max(axis=self.axes, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)  # all -inf (or inf) rows: keep exp well defined
-        out = xp.log(xp.exp(x - m).sum(axis=self.axes, keepdims=True)) + m
+        with np.errstate(divide="ignore"):  # an all -inf row sums to 0: log gives -inf, quietly
+            out = xp.log(xp.exp(x - m).sum(axis=self.axes, keepdims=True)) + m
         return out if keepdims else out.reshape(
             () if self.axes is None else tuple(n for i, n in enumerate(x.shape)
                                                if i not in self.axes))

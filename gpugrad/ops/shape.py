@@ -28,6 +28,11 @@ def resolve_shape(op: str, shape, size: int, old) -> tuple[int, ...]:
     return shape
 
 
+def _cast(g, dtype):
+    """A gradient in its input's dtype (inputs of mixed dtypes meet in one promoted output)."""
+    return g if g.dtype == dtype else g.astype(dtype)
+
+
 class Reshape(Function):
     def forward(self, x, shape=()):
         self.shape = x.shape
@@ -70,11 +75,13 @@ class Concatenate(Function):
                     a != b for i, (a, b) in enumerate(zip(s, shapes[0])) if i != self.axis):
                 raise ValueError(f"concatenate: shapes {shapes} differ outside axis {axis}")
         self.bounds = np.cumsum([0] + [s[self.axis] for s in shapes]).tolist()
+        self.dtypes = [x.dtype for x in xs]
         return self.xp.concatenate(xs, axis=self.axis)
 
     def backward(self, ops, g):
         lead = (slice(None),) * self.axis
-        return tuple(g[lead + (slice(a, b),)] for a, b in zip(self.bounds, self.bounds[1:]))
+        return tuple(_cast(g[lead + (slice(a, b),)], dt)
+                     for a, b, dt in zip(self.bounds, self.bounds[1:], self.dtypes))
 
 
 class Stack(Function):
@@ -83,12 +90,12 @@ class Stack(Function):
         if len(shapes) != 1:
             raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
         (self.axis,) = normalize_axis("stack", axis, xs[0].ndim + 1)
-        self.count = len(xs)
+        self.dtypes = [x.dtype for x in xs]
         return self.xp.stack(xs, axis=self.axis)
 
     def backward(self, ops, g):
         lead = (slice(None),) * self.axis
-        return tuple(g[lead + (i,)] for i in range(self.count))
+        return tuple(_cast(g[lead + (i,)], dt) for i, dt in enumerate(self.dtypes))
 
 
 def _is_advanced(part) -> bool:
