@@ -1,0 +1,290 @@
+"""Layers: ``Linear``, activations, containers (``Sequential``, ``ModuleList``), ``MLP`` and the
+loss modules (thin wrappers over ``gpugrad.functional``)."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import functional as F
+from .. import ops
+from ..backend import device as _device
+from ..tensor import Tensor
+from . import init
+from .module import Module, Parameter
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias`` with weight (out_features, in_features), recorded as one node.
+
+    Initialized like ``torch.nn.Linear``: weight by ``kaiming_uniform_(a=sqrt(5))`` and bias from
+    U(-1/sqrt(in_features), 1/sqrt(in_features)) -- both U(-k, k) with k = 1/sqrt(in_features),
+    drawn weight first from the seeded host generator.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        for name, n in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+                raise ValueError(f"Linear: {name} must be a non-negative int, got {n!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        dev = _device(device)
+        dt = np.dtype(np.float32 if dtype is None else dtype)
+        if dt.kind != "f":
+            raise TypeError(f"Linear: dtype must be floating point, got {dt}")
+        self.weight = Parameter(Tensor._wrap(dev.xp.empty((out_features, in_features), dt), dev))
+        self.bias = (Parameter(Tensor._wrap(dev.xp.empty((out_features,), dt), dev))
+                     if bias else None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.in_features == 0:  # nothing to draw from; torch leaves the values as they are
+            init.zeros_(self.weight)
+            if self.bias is not None:
+                init.zeros_(self.bias)
+            return
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.in_features)
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+# -- activations ------------------------------------------------------------------------------
+class Identity(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class ReLU(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.relu(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.sigmoid(x)
+
+
+class Tanh(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.tanh(x)
+
+
+class GELU(Module):
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.gelu(x, approximate=self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}" if self.approximate != "none" else ""
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Softmax(Module):
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.softmax(x, axis=self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.log_softmax(x, axis=self.dim)
+
+
+class Flatten(Module):
+    """Flatten every dim after the first: (N, d1, d2, ...) -> (N, d1·d2·...)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.reshape(x, (x.shape[0], -1)) if x.ndim != 2 else x
+
+
+ACTIVATIONS: dict[str, Callable[[], Module]] = {
+    "relu": ReLU,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "gelu": GELU,
+    "leaky_relu": LeakyReLU,
+    "identity": Identity,
+}
+
+
+# -- containers -------------------------------------------------------------------------------
+class Sequential(Module):
+    """Modules applied in order; ``Sequential(a, b)`` or ``Sequential(OrderedDict(name=module))``.
+
+    Children are named "0", "1", ... (so a state_dict has keys like "0.weight", as in torch).
+    """
+
+    def __init__(self, *modules: Module | OrderedDict[str, Module]) -> None:
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, m in modules[0].items():
+                self.add_module(name, _check_module("Sequential", name, m))
+        else:
+            for i, m in enumerate(modules):
+                self.add_module(str(i), _check_module("Sequential", str(i), m))
+
+    def append(self, module: Module) -> Sequential:
+        self.add_module(str(len(self._modules)), _check_module("Sequential", "appended", module))
+        return self
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __getitem__(self, idx: int | slice) -> Any:
+        values = list(self._modules.values())
+        if isinstance(idx, slice):
+            return Sequential(*values[idx])
+        return values[idx]
+
+    def forward(self, x: Any) -> Any:
+        for layer in self._modules.values():
+            if layer is not None:
+                x = layer(x)
+        return x
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters are registered (a plain list would hide them)."""
+
+    def __init__(self, modules: Iterable[Module] = ()) -> None:
+        super().__init__()
+        for m in modules:
+            self.append(m)
+
+    def append(self, module: Module) -> ModuleList:
+        self.add_module(str(len(self._modules)), _check_module("ModuleList", "appended", module))
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        for m in modules:
+            self.append(m)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __getitem__(self, idx: int) -> Module:
+        return list(self._modules.values())[idx]
+
+
+def _check_module(owner: str, name: str, m: Any) -> Module:
+    if not isinstance(m, Module):
+        raise TypeError(f"{owner}: {name} must be a Module, got {type(m).__name__}")
+    return m
+
+
+class MLP(Sequential):
+    """Linear layers of the given ``sizes`` with an activation between them (none after the last).
+
+    ``MLP([784, 512, 512, 10])`` is Linear(784, 512), ReLU, Linear(512, 512), ReLU, Linear(512, 10);
+    ``activation`` is a name ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity") or a
+    callable returning a Module.
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: str | Callable[[], Module] = "relu",
+                 bias: bool = True, device: Any = None, dtype: Any = None) -> None:
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2:
+            raise ValueError(f"MLP: sizes needs at least an input and an output size, got {sizes}")
+        if min(sizes) < 1:
+            raise ValueError(f"MLP: every size must be >= 1, got {sizes}")
+        if isinstance(activation, str):
+            if activation not in ACTIVATIONS:
+                raise ValueError(f"MLP: unknown activation {activation!r}; choose from "
+                                 f"{sorted(ACTIVATIONS)} or pass a Module factory")
+            make = ACTIVATIONS[activation]
+        elif callable(activation):
+            make = activation
+        else:
+            raise TypeError(f"MLP: activation must be a name or a callable, got "
+                            f"{type(activation).__name__}")
+        layers: list[Module] = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(Linear(n_in, n_out, bias=bias, device=device, dtype=dtype))
+            if i < len(sizes) - 2:
+                layers.append(make())
+        super().__init__(*layers)
+        self.sizes = tuple(sizes)
+
+
+# -- losses as modules ------------------------------------------------------------------------
+class _Loss(Module):
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"{type(self).__name__}: reduction must be 'mean', 'sum' or 'none', "
+                             f"got {reduction!r}")
+        self.reduction = reduction
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
+
+
+class MSELoss(_Loss):
+    def forward(self, input: Any, target: Any) -> Tensor:  # noqa: A002
+        return F.mse_loss(input, target, self.reduction)
+
+
+class BCELoss(_Loss):
+    def forward(self, input: Any, target: Any) -> Tensor:  # noqa: A002
+        return F.binary_cross_entropy(input, target, self.reduction)
+
+
+class BCEWithLogitsLoss(_Loss):
+    def forward(self, input: Any, target: Any) -> Tensor:  # noqa: A002
+        return F.binary_cross_entropy_with_logits(input, target, self.reduction)
+
+
+class CrossEntropyLoss(_Loss):
+    def __init__(self, reduction: str = "mean", ignore_index: int = -100) -> None:
+        super().__init__(reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input: Any, target: Any) -> Tensor:  # noqa: A002
+        return F.cross_entropy(input, target, self.reduction, self.ignore_index)
+
+
+class NLLLoss(CrossEntropyLoss):
+    def forward(self, input: Any, target: Any) -> Tensor:  # noqa: A002
+        return F.nll_loss(input, target, self.reduction, self.ignore_index)
