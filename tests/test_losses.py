@@ -350,3 +350,33 @@ def test_reexports_and_explain(device):
     loss = F.cross_entropy(x, t([0, 2], device))
     table = str(gg.explain(loss))
     assert "CrossEntropy" in table or "crossentropy" in table.lower()
+
+
+def test_matches_real_torch_losses():
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    y = Y.copy()
+    y[2] = -100
+    xs = np.concatenate([X, [[1000.0, -1000.0, 0.0, 5.0, -5.0]]]).astype(np.float64)
+    ys = np.concatenate([y, [1]])
+    for reduction in REDUCTIONS:
+        cases = [
+            (F.cross_entropy, tf.cross_entropy, xs, ys),
+            (F.binary_cross_entropy_with_logits, tf.binary_cross_entropy_with_logits,
+             Z.astype(np.float64) * 100, P.astype(np.float64)),
+            (F.binary_cross_entropy, tf.binary_cross_entropy,
+             np.clip(P.astype(np.float64), 0, 1), T.astype(np.float64)),
+            (F.mse_loss, tf.mse_loss, Z.astype(np.float64), P.astype(np.float64)),
+        ]
+        for ours, theirs, a, b in cases:
+            ga = gg.tensor(a, requires_grad=True)
+            ta = torch.tensor(a, requires_grad=True)
+            mine = ours(ga, gg.tensor(b), reduction)
+            ref = theirs(ta, torch.tensor(b), reduction=reduction)
+            np.testing.assert_allclose(mine.numpy(), ref.detach().numpy(), rtol=1e-10,
+                                       atol=1e-12, err_msg=ours.__name__)
+            w = np.random.default_rng(1).standard_normal(mine.shape)
+            (mine * gg.tensor(w)).sum().backward()
+            (ref * torch.tensor(w)).sum().backward()
+            np.testing.assert_allclose(ga.grad.numpy(), ta.grad.numpy(), rtol=1e-9,
+                                       atol=1e-12, err_msg=ours.__name__)
