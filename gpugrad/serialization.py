@@ -211,4 +211,7 @@ def load(path: str | os.PathLike, device: Any = "cpu") -> Any:
         arrays = stn.load(data)
     except Exception as exc:  # SafetensorError and friends: truncated data, bad offsets, ...
         raise _bad(path, f"the tensor data is corrupt or truncated ({exc})") from None
-    return _rebuild(structure, arrays, dev, repr(path))
+    try:
+        return _rebuild(structure, arrays, dev, repr(path))
+    except (TypeError, KeyError, AttributeError) as exc:  # a hand-edited or corrupt structure
+        raise _bad(path, f"the structure metadata is malformed ({exc})") from None
