@@ -1,0 +1,153 @@
+// Fused sigmoid forward and backward.
+//
+//   forward:  y  = sigma(x), evaluated as  e = exp(-|x|),  r = 1 / (1 + e),
+//                 y = r        for x >= 0
+//                 y = e * r    for x <  0
+//             exp never sees a positive argument, so nothing overflows at |x| = 1000, and small
+//             outputs (x << 0) keep full relative precision (1 - r would cancel).
+//   backward: gx = ((1 - y) * y) * gy     (from the saved output; same order as the NumPy path)
+//
+// Storage dtypes: float32, float64, float16, bfloat16. Half types are converted to float32 for the
+// math and rounded back to nearest-even on store (PTX cvt for f16, integer rounding for bf16, so no
+// cuda_fp16.h / cuda_bf16.h is needed: NVRTC has no host or toolkit headers).
+//
+// Memory traffic (n elements of s bytes): forward reads n*s and writes n*s; backward reads 2*n*s
+// and writes n*s. Nothing else: one pass, grid-stride, 16-byte vector loads/stores when every
+// pointer is 16-byte aligned (the launcher checks), scalar grid-stride otherwise. Elementwise, so
+// results do not depend on the launch configuration: deterministic.
+
+typedef long long i64;
+
+struct half_t { unsigned short bits; };
+struct bf16_t { unsigned short bits; };
+
+template <typename T> struct AccOf { typedef float type; };
+template <> struct AccOf<double> { typedef double type; };
+
+__device__ __forceinline__ float to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+__device__ __forceinline__ float to_acc(half_t h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
+    return f;
+}
+__device__ __forceinline__ float to_acc(bf16_t h) {
+    return __uint_as_float(((unsigned int)h.bits) << 16);
+}
+
+template <typename T> struct Store;
+template <> struct Store<float> {
+    static __device__ __forceinline__ float from(float a) { return a; }
+};
+template <> struct Store<double> {
+    static __device__ __forceinline__ double from(double a) { return a; }
+};
+template <> struct Store<half_t> {
+    static __device__ __forceinline__ half_t from(float a) {
+        half_t h;
+        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(a));
+        return h;
+    }
+};
+template <> struct Store<bf16_t> {
+    // Round to nearest even on the upper 16 bits; NaN stays a quiet NaN instead of rounding to inf.
+    static __device__ __forceinline__ bf16_t from(float a) {
+        unsigned int u = __float_as_uint(a);
+        bf16_t h;
+        if ((u & 0x7fffffffu) > 0x7f800000u) {
+            h.bits = (unsigned short)((u >> 16) | 0x0040u);
+        } else {
+            u += 0x7fffu + ((u >> 16) & 1u);
+            h.bits = (unsigned short)(u >> 16);
+        }
+        return h;
+    }
+};
+
+__device__ __forceinline__ float exp_(float x) { return expf(x); }
+__device__ __forceinline__ double exp_(double x) { return exp(x); }
+__device__ __forceinline__ float abs_(float x) { return fabsf(x); }
+__device__ __forceinline__ double abs_(double x) { return fabs(x); }
+
+template <typename T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
+
+template <typename A> __device__ __forceinline__ A sigmoid_math(A x) {
+    const A e = exp_(-abs_(x));
+    const A r = A(1) / (A(1) + e);
+    return x >= A(0) ? r : e * r;
+}
+
+template <typename A> __device__ __forceinline__ A sigmoid_grad_math(A y, A g) {
+    return ((A(1) - y) * y) * g;
+}
+
+template <typename T>
+__device__ __forceinline__ void sigmoid_fwd_impl(const T* __restrict__ x, T* __restrict__ y, i64 n,
+                                                 int vec) {
+    typedef typename AccOf<T>::type A;
+    const int V = 16 / sizeof(T);
+    const i64 tid = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    const i64 stride = (i64)gridDim.x * blockDim.x;
+    i64 done = 0;
+    if (vec) {
+        const i64 nv = n / V;
+        const Pack<T, V>* xv = reinterpret_cast<const Pack<T, V>*>(x);
+        Pack<T, V>* yv = reinterpret_cast<Pack<T, V>*>(y);
+        for (i64 i = tid; i < nv; i += stride) {
+            const Pack<T, V> p = xv[i];
+            Pack<T, V> q;
+#pragma unroll
+            for (int k = 0; k < V; ++k) q.v[k] = Store<T>::from(sigmoid_math<A>(to_acc(p.v[k])));
+            yv[i] = q;
+        }
+        done = nv * V;
+    }
+    for (i64 i = done + tid; i < n; i += stride)
+        y[i] = Store<T>::from(sigmoid_math<A>(to_acc(x[i])));
+}
+
+template <typename T>
+__device__ __forceinline__ void sigmoid_bwd_impl(const T* __restrict__ y, const T* __restrict__ gy,
+                                                 T* __restrict__ gx, i64 n, int vec) {
+    typedef typename AccOf<T>::type A;
+    const int V = 16 / sizeof(T);
+    const i64 tid = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    const i64 stride = (i64)gridDim.x * blockDim.x;
+    i64 done = 0;
+    if (vec) {
+        const i64 nv = n / V;
+        const Pack<T, V>* yv = reinterpret_cast<const Pack<T, V>*>(y);
+        const Pack<T, V>* gv = reinterpret_cast<const Pack<T, V>*>(gy);
+        Pack<T, V>* ov = reinterpret_cast<Pack<T, V>*>(gx);
+        for (i64 i = tid; i < nv; i += stride) {
+            const Pack<T, V> a = yv[i];
+            const Pack<T, V> b = gv[i];
+            Pack<T, V> q;
+#pragma unroll
+            for (int k = 0; k < V; ++k)
+                q.v[k] = Store<T>::from(sigmoid_grad_math<A>(to_acc(a.v[k]), to_acc(b.v[k])));
+            ov[i] = q;
+        }
+        done = nv * V;
+    }
+    for (i64 i = done + tid; i < n; i += stride)
+        gx[i] = Store<T>::from(sigmoid_grad_math<A>(to_acc(y[i]), to_acc(gy[i])));
+}
+
+// 256 threads per block (the launcher's choice). Asking for 4 resident blocks caps registers at 64:
+// half occupancy with 16-byte accesses keeps enough bytes in flight, and without a min-blocks
+// hint CUDA 13's ptxas aimed at 32 registers and spilled (tools/check_kernels.py fails on spills).
+#define GPUGRAD_SIGMOID_KERNELS(SUFFIX, T)                                                         \
+    extern "C" __global__ void __launch_bounds__(256, 4)                                           \
+        sigmoid_fwd_##SUFFIX(const T* __restrict__ x, T* __restrict__ y, i64 n, int vec) {         \
+        sigmoid_fwd_impl<T>(x, y, n, vec);                                                         \
+    }                                                                                              \
+    extern "C" __global__ void __launch_bounds__(256, 4) sigmoid_bwd_##SUFFIX(                     \
+        const T* __restrict__ y, const T* __restrict__ gy, T* __restrict__ gx, i64 n, int vec) {   \
+        sigmoid_bwd_impl<T>(y, gy, gx, n, vec);                                                    \
+    }
+
+GPUGRAD_SIGMOID_KERNELS(f32, float)
+GPUGRAD_SIGMOID_KERNELS(f64, double)
+GPUGRAD_SIGMOID_KERNELS(f16, half_t)
+GPUGRAD_SIGMOID_KERNELS(bf16, bf16_t)
