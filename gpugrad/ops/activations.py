@@ -24,7 +24,8 @@ class Sigmoid(Function):
 class ReLU(Function):
     save_output = True
     def forward(self, x): return self.xp.maximum(x, 0)
-    def backward(self, ops, g, y): return (ops.where(y > 0, g, 0),)
+    # A mask product, not where(): NumPy's where is ~15x slower than a multiply on large arrays.
+    def backward(self, ops, g, y): return (g * (y > 0),)
 
 
 class LeakyReLU(Function):
