@@ -356,6 +356,48 @@ def test_getitem(device, name):
     check_grad(lambda a: a[didx] * T(w, device), [x], device)
 
 
+def test_mask_among_index_arrays_becomes_integer_indices(device):
+    # NumPy reads x[mask, idx] as x[mask.nonzero()[0], idx]; CuPy only takes a lone boolean array,
+    # so the recorded index must hold integer arrays only.
+    x = rand(X_SHAPE, 3)
+    mask = np.array([True, False, True, True])
+    t = T(x, device, requires_grad=True)
+    y = t[gg.tensor(mask, device=device), [1, 1, 4]]
+    assert_close(y, x[mask, [1, 1, 4]], rtol=0, atol=0)
+    assert not any(getattr(p, "dtype", None) == np.bool_ for p in y.grad_fn.index)
+    y.sum().backward()
+    expected = np.zeros(X_SHAPE)
+    np.add.at(expected, (mask, [1, 1, 4]), 1.0)
+    assert_close(t.grad, expected)
+
+
+@pytest.mark.parametrize("name", list(INDICES))
+def test_device_bounds_check_accepts_valid_indices(name):
+    # CuPy wraps out-of-bounds integer-array indices instead of raising, so gpugrad checks them
+    # itself on non-CPU devices; run that check here on every valid index form.
+    from gpugrad import ops
+
+    x = rand(X_SHAPE, 11)
+    spec = INDICES[name]
+    hidx = _host_index(spec, x)
+    didx = _device_index(spec, hidx, "cpu")
+    parts = tuple(ops._index_part(p, T(x, "cpu"))
+                  for p in (didx if isinstance(didx, tuple) else (didx,)))
+    ops._check_bounds(parts, X_SHAPE)
+
+
+@pytest.mark.parametrize("index", [([0, 4],), (slice(None), [5]), (Ellipsis, [-4]),
+                                   (None, 1, [0, 5]), (np.array([True, False, True, True]), 0,
+                                                       [3])])
+def test_device_bounds_check_rejects_out_of_bounds(index):
+    from gpugrad import ops
+
+    x = T(rand(X_SHAPE, 1), "cpu")
+    parts = tuple(ops._index_part(p, x) for p in index)
+    with pytest.raises(IndexError, match=r"out of bounds.*\(4, 5, 3\)"):
+        ops._check_bounds(parts, X_SHAPE)
+
+
 def test_getitem_repeated_indices_accumulate(device):
     t = T(np.zeros(3), device, requires_grad=True)
     t[[0, 0, 0, 2]].sum().backward()
@@ -391,6 +433,8 @@ MATMUL_SHAPES = [
     ((3,), (2, 3, 4)),
     ((2, 2, 3), (3,)),
     ((1, 2, 3), (4, 3, 2)),
+    ((3, 2, 3), (1, 3, 4)),
+    ((1, 2, 3), (2, 1, 3, 4)),
 ]
 
 

@@ -249,6 +249,9 @@ def _index_part(part, x: Tensor):
     elif isinstance(part, (list, np.ndarray)):
         part = x.device.backend.asarray(np.asarray(part))
     else:
+        if isinstance(part, float):
+            raise IndexError(f"getitem: only integers, slices, None, Ellipsis and integer or bool "
+                             f"arrays are valid indices, got {part!r} (tensor shape {x.shape})")
         return part
     if part.dtype.kind not in "iub":
         raise IndexError(f"getitem: index arrays must be integer or bool, got {part.dtype}")
@@ -274,9 +277,29 @@ def _check_bounds(index: tuple, shape: tuple) -> None:
                                     else 1)
 
 
+def _is_index_array(p, kind: str) -> bool:
+    return hasattr(p, "dtype") and not isinstance(p, np.generic) and p.ndim > 0 \
+        and p.dtype.kind in kind
+
+
+def _masks_to_indices(parts: tuple) -> tuple:
+    """A boolean array among other index arrays means its ``nonzero()`` integer arrays (NumPy's
+    rule). CuPy supports a boolean array only on its own, so spell it out for every device."""
+    out = []
+    for p in parts:
+        if _is_index_array(p, "b"):
+            out.extend(p.nonzero())
+        else:
+            out.append(p)
+    return tuple(out)
+
+
 def getitem(x, index) -> Tensor:
     x = _t(x)
     parts = tuple(_index_part(p, x) for p in (index if isinstance(index, tuple) else (index,)))
+    if len(parts) > 1 and any(_is_index_array(p, "b") for p in parts) and \
+            len([p for p in parts if _is_index_array(p, "biu")]) > 1:  # (sum is gg.sum here)
+        parts = _masks_to_indices(parts)
     if x.device.type != "cpu" and any(hasattr(p, "dtype") for p in parts):
         _check_bounds(parts, x.shape)
     return _sh.GetItem.apply(x, index=parts if isinstance(index, tuple) else parts[0])

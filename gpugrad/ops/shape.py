@@ -45,7 +45,8 @@ class Transpose(Function):
     def forward(self, x, axes=None):
         if axes is None:
             axes = tuple(reversed(range(x.ndim)))
-        elif sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+        elif (len(axes) != x.ndim or any(not -x.ndim <= a < x.ndim for a in axes)
+              or sorted(a % x.ndim for a in axes) != list(range(x.ndim))):
             raise ValueError(f"transpose: axes {tuple(axes)} are not a permutation of the "
                              f"{x.ndim} dims of a tensor of shape {x.shape}")
         self.inverse = tuple(int(i) for i in np.argsort([a % x.ndim for a in axes]))
@@ -99,7 +100,8 @@ class Stack(Function):
 
 
 def _is_advanced(part) -> bool:
-    return not isinstance(part, (int, np.integer, slice, type(None), type(Ellipsis)))
+    """An index array (integer or bool), as opposed to an int, slice, None or Ellipsis."""
+    return hasattr(part, "dtype") and not isinstance(part, np.integer)
 
 
 class GetItem(Function):
