@@ -53,7 +53,7 @@ UNARY = {
 
 
 @pytest.mark.parametrize("name", list(UNARY))
-@hsettings(8)
+@hsettings(15)
 @given(shape=shapes, seed=seeds)
 def test_unary(device, name, shape, seed):
     fn, ref, domain = UNARY[name]
@@ -129,7 +129,7 @@ BINARY = {k: v for k, v in BINARY.items() if v is not None}
 
 
 @pytest.mark.parametrize("name", list(BINARY))
-@hsettings(10)
+@hsettings(20)
 @given(shapes=pair_shapes(), seed=seeds)
 def test_binary_broadcasting(device, name, shapes, seed):
     fn, ref, dom_a, dom_b = BINARY[name]
@@ -233,7 +233,7 @@ def test_neg_and_pos(device):
 
 
 # -- where --------------------------------------------------------------------------------------
-@hsettings(10)
+@hsettings(20)
 @given(shapes=pair_shapes(3), seed=seeds)
 def test_where_broadcasting(device, shapes, seed):
     sc, sa, sb = shapes
@@ -296,6 +296,34 @@ def test_dtype_promotion_like_numpy(device):
     f32.grad = None
     (f32 + f64).sum().backward()
     assert_close(f32.grad, [1.0, 1.0], dtype=np.float32)
+
+
+HALF_OPS = dict(UNARY, **{
+    "t**2": (lambda t: t**2, lambda x: x**2, {}),
+    "2**t": (lambda t: 2**t, lambda x: 2.0**x, {}),
+    "1/t": (lambda t: 1 / t, lambda x: 1 / x, {"away_from": 0.0, "gap": 0.3}),
+    "sum": (lambda t: t.sum(axis=-1), lambda x: x.sum(axis=-1), {}),
+    "mean": (lambda t: gg.mean(t, axis=0), lambda x: x.mean(axis=0), {}),
+    "max": (lambda t: gg.max(t, axis=1), lambda x: x.max(axis=1), {}),
+    "softmax": (gg.softmax, lambda x: np.exp(x) / np.exp(x).sum(-1, keepdims=True), {}),
+    "logsumexp": (lambda t: gg.logsumexp(t, axis=1),
+                  lambda x: np.log(np.exp(x).sum(axis=1)), {}),
+    "matmul": (lambda t: t @ t.T, lambda x: x @ x.T, {}),
+    "getitem": (lambda t: t[[0, 0, 2]], lambda x: x[[0, 0, 2]], {}),
+    "where": (lambda t: gg.where(t > 0, t, 0.0), lambda x: np.where(x > 0, x, 0.0), {}),
+})
+
+
+@pytest.mark.parametrize("name", list(HALF_OPS))
+def test_float16_stays_float16(device, name):
+    fn, ref, domain = HALF_OPS[name]
+    x = rand((3, 3), 5, **domain).astype(np.float16).astype(np.float64)
+    t = T(x, device, dtype=gg.float16, requires_grad=True)
+    y = fn(t)
+    assert y.dtype == np.float16
+    assert_close(y, ref(x), rtol=5e-3, atol=5e-3)
+    y.sum().backward()
+    assert t.grad.dtype == np.float16 and t.grad.shape == x.shape
 
 
 # -- comparisons ---------------------------------------------------------------------------------

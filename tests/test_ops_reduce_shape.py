@@ -48,7 +48,7 @@ REDUCTIONS = {
 
 
 @pytest.mark.parametrize("name", list(REDUCTIONS))
-@hsettings(12)
+@hsettings(25)
 @given(sa=shape_and_axis(), keepdims=st.booleans(), seed=seeds)
 def test_reductions(device, name, sa, keepdims, seed):
     fn, ref = REDUCTIONS[name]
@@ -118,7 +118,7 @@ SOFTMAX = {
 
 
 @pytest.mark.parametrize("name", list(SOFTMAX))
-@hsettings(10)
+@hsettings(20)
 @given(sa=shape_and_axis(min_dims=1), seed=seeds)
 def test_softmax_family(device, name, sa, seed):
     fn, ref = SOFTMAX[name]
@@ -185,7 +185,7 @@ def test_logsumexp_all_neg_inf_row(device):
 
 
 # -- shape ops -----------------------------------------------------------------------------------
-@hsettings(10)
+@hsettings(20)
 @given(shape=shapes, seed=seeds, data=st.data())
 def test_reshape(device, shape, seed, data):
     x = rand(shape, seed)
@@ -198,7 +198,7 @@ def test_reshape(device, shape, seed, data):
     check_grad(lambda t: gg.reshape(t, target) * T(rand(y.shape, 1), device), [x], device)
 
 
-@hsettings(10)
+@hsettings(20)
 @given(shape=hnp.array_shapes(min_dims=1, max_dims=4, max_side=3), seed=seeds, data=st.data())
 def test_transpose_permute(device, shape, seed, data):
     x = rand(shape, seed)
@@ -230,7 +230,7 @@ def test_swapaxes_squeeze_unsqueeze(device):
         gg.squeeze(T(x, device), 0)
 
 
-@hsettings(10)
+@hsettings(20)
 @given(shape=shapes, seed=seeds, data=st.data())
 def test_broadcast_to(device, shape, seed, data):
     x = rand(shape, seed)
