@@ -166,8 +166,8 @@ def format_table(result: dict[str, Any]) -> str:
     if result["skipped"]:
         out.append("")
         out.append("skipped:")
-        out += [f"  {s['suite']}/{s['name']} on {s['device']} ({s['impl']}): {s['reason']}"
-                for s in result["skipped"]]
+        out += [f"  {s['suite']}/{s['name']} {s['case']} on {s['device']} ({s['impl']} "
+                f"{s['variant']}): {s['reason']}".replace(" )", ")") for s in result["skipped"]]
     return "\n".join(out)
 
 

@@ -385,13 +385,17 @@ def run_suites(
                             "device": ",".join(devices),
                             "reason": f"torch is not importable ({exc})"})
             against_torch = False
-    for spec in devices:
+    # All gpugrad workloads first, then all torch ones: alternating would let one library's
+    # spinning thread pool (OpenMP, OpenBLAS) steal cores from the other's next measurement.
+    impls = ["gpugrad"] + (["torch"] if against_torch else [])
+    order = []
+    for di, spec in enumerate(devices):
         dev = gg.device(spec)
-        for w in todo:
-            impls = [("gpugrad", w.make)]
-            if against_torch and w.make_torch is not None:
-                impls.append(("torch", w.make_torch))
-            for impl, make in impls:
+        for impl in impls:
+            for wi, w in enumerate(todo):
+                make = w.make if impl == "gpugrad" else w.make_torch
+                if make is None:
+                    continue
                 base = {"suite": w.suite, "name": w.name, "case": w.case, "impl": impl,
                         "variant": w.variant if impl == "gpugrad" else "", "device": str(dev)}
                 if progress:
@@ -404,8 +408,12 @@ def run_suites(
                         with _fused(w.variant):
                             m = measure(make(dev), Timer.for_device(dev), **_timing(w, quick))
                 except Exception as exc:  # report, don't abort: other rows are still worth having
-                    skipped.append({**base, "reason": f"{type(exc).__name__}: {exc}"})
+                    skipped.append({**base, "case": w.case,
+                                    "reason": f"{type(exc).__name__}: {exc}"})
                     continue
                 rows.append({**base, "size": w.size, "size_unit": w.size_unit, "work": w.work,
                              "unit": w.unit, **m.to_dict()})
+                order.append((wi, impls.index(impl), di))
+    # Present each case's rows together: gpugrad (fused, unfused), then torch, per device.
+    rows = [r for _, r in sorted(zip(order, rows), key=lambda t: t[0])]
     return rows, skipped
