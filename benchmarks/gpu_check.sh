@@ -39,6 +39,29 @@ echo "bench_kernels exit status: $bench_status" | tee -a "$OUT/kernels.log"
 # ---- other benchmarks: append below this line (e.g. `gpugrad bench ... --json "$OUT/....json"`).
 # Keep the total within ~6 minutes on an H100; use the same set +e / PIPESTATUS pattern so one
 # failing benchmark does not hide the others.
+# CLI and device-comparison benchmarks (owner: CLI/bench). Each step logs "<name> exit status"
+# to $OUT/<name>.log; any failure sets the script's exit status.
+cli_status=0
+run_step() {  # run_step NAME TIMEOUT CMD...: tee output to $OUT/NAME.log, keep going on failure
+    local name=$1 limit=$2; shift 2
+    set +e
+    timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+    local rc=${PIPESTATUS[0]}
+    set -e
+    echo "$name exit status: $rc" | tee -a "$OUT/$name.log"
+    [ "$rc" -eq 0 ] || { cli_status=1; status=1; }
+}
+run_step info 60 python -m gpugrad info --json "$OUT/info.json"
+run_step train_cuda 120 python -m gpugrad train --device cuda --no-progress \
+    --json "$OUT/train_cuda.json" --save "$OUT/train_cuda.safetensors"
+run_step parity 120 python -m gpugrad train --parity --json "$OUT/parity.json"
+# --plot needs matplotlib (an optional extra): ask for the PNG only where it is installed.
+plot_args=()
+python -c 'import matplotlib' 2>/dev/null && plot_args=(--plot "$OUT/bench.png")
+run_step bench 300 python -m gpugrad bench --devices cpu,cuda --against torch \
+    --json "$OUT/bench.json" ${plot_args[@]+"${plot_args[@]}"}
+run_step mlp 180 python benchmarks/bench_mlp.py --json "$OUT/mlp.json"
+run_step overhead 60 python benchmarks/bench_overhead.py --json "$OUT/overhead.json"
 # ---- end of other benchmarks
 
 echo "gpu_check: tests=$tests_status bench_kernels=$bench_status" | tee "$OUT/summary.log"
