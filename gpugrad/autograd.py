@@ -238,6 +238,7 @@ def run_backward(
             grads[fn] = g
             heapq.heappush(heap, (-fn.seq, fn))
 
+    handed: set[int] = set()  # ids of arrays already stored as some leaf's .grad
     prev_mode = _grad_mode.enabled
     _grad_mode.enabled = create_graph
     try:
@@ -267,6 +268,12 @@ def run_backward(
                         grads[edge] = gi
                         heapq.heappush(heap, (-edge.seq, edge))
                 elif not collect:
+                    if gi.__class__ is not Tensor:
+                        # A rule may hand one array to several inputs (add returns g, g) or a
+                        # view of it; a leaf's .grad must own its memory.
+                        if gi.base is not None or id(gi) in handed:
+                            gi = gi.copy()
+                        handed.add(id(gi))
                     edge._accumulate_grad(gi)
                 elif id(edge) in wanted_leaves:
                     leaf_grads[id(edge)] = _accumulate(leaf_grads.get(id(edge)), gi)
@@ -357,7 +364,7 @@ def _seed_gradient(out: Tensor, gradient, create_graph: bool, op: str):
                 raise DeviceError(
                     f"{op}: gradient is on {gradient.device} but the output is on {out.device}"
                 )
-            seed = gradient.data
+            seed = gradient.data.copy()  # the caller keeps its tensor; leaves own their grads
         else:
             seed = out.device.backend.asarray(gradient, dtype=out.dtype)
         if seed.shape != out.shape:

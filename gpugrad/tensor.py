@@ -33,7 +33,11 @@ def as_array(data: Any, dtype: Any = None, device: Device | None = None, copy: b
         return arr.copy() if copy and arr is data else arr
     if isinstance(data, np.generic):
         return dev.backend.asarray(np.asarray(data, dtype=dtype))
-    host = np.asarray(data, dtype=dtype)
+    try:
+        host = np.asarray(data, dtype=dtype)
+    except ValueError as exc:  # ragged nesting
+        raise TypeError(f"tensor: cannot build a tensor from {type(data).__name__} data: {exc}") \
+            from None
     if host.dtype == object or host.dtype.kind in "USV":
         raise TypeError(
             f"tensor: cannot build a tensor from {type(data).__name__} data "

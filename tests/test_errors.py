@@ -42,16 +42,7 @@ SHAPE_ERRORS = {
 }
 
 
-def _shape_case(name):
-    marks = []
-    if name == "where":
-        marks = [pytest.mark.xfail(strict=True, reason=(
-            "Where.forward (gpugrad/ops/elementwise.py) lets NumPy's ValueError through "
-            "without naming the op or the operand shapes; see the report"))]
-    return pytest.param(name, marks=marks)
-
-
-@pytest.mark.parametrize("name", [_shape_case(n) for n in SHAPE_ERRORS])
+@pytest.mark.parametrize("name", list(SHAPE_ERRORS))
 def test_shape_mismatch_value_error_names_op_and_shapes(device, name):
     fn, shapes = SHAPE_ERRORS[name]
     with pytest.raises(ValueError) as info:
@@ -76,9 +67,6 @@ def test_tensor_from_non_numbers_type_error(device, data):
         gg.tensor(data, device=device)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "as_array (gpugrad/tensor.py) lets NumPy's ValueError for ragged nested lists through "
-    "instead of a TypeError; see the report"))
 def test_tensor_from_ragged_list_type_error(device):
     with pytest.raises(TypeError, match="tensor"):
         gg.tensor([[1], [1, 2]], device=device)

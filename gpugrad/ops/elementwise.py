@@ -7,6 +7,7 @@ NumPy's weak-scalar promotion applies) and gets no gradient.
 
 from __future__ import annotations
 
+import math
 import operator
 
 from ..autograd import Function
@@ -104,7 +105,9 @@ class Pow(Binary):
         need_a, need_b = self.needs_input_grad
         ga = reduce_to(g * b * a ** (b - 1), self.ma) if need_a else None
         gb = None
-        if need_b:  # d(a^b)/db = a^b log a, taken as 0 where a <= 0
+        if need_b and a.__class__ in _SCALARS:  # d(c^b)/db = c^b log c for a constant base c
+            gb = reduce_to(g * y * math.log(a) if a > 0 else g * 0, self.mb)
+        elif need_b:  # d(a^b)/db = a^b log a, taken as 0 where a <= 0
             positive = a > 0
             gb = reduce_to(ops.where(positive, g * y * ops.log(ops.where(positive, a, 1)), 0),
                            self.mb)
@@ -208,7 +211,11 @@ class Where(Function):
 
     def forward(self, cond, a, b):
         self.ma, self.mb = meta(a), meta(b)
-        return self.xp.where(cond, a, b)
+        try:
+            return self.xp.where(cond, a, b)
+        except ValueError:
+            shapes = ", ".join(str(getattr(x, "shape", ())) for x in (cond, a, b))
+            raise ValueError(f"where: shapes {shapes} cannot be broadcast together") from None
 
     def backward(self, ops, g, cond):
         _, need_a, need_b = self.needs_input_grad
