@@ -228,6 +228,33 @@ def _finite(model: Any) -> bool:
     return all(gg.isfinite(p).astype("float32").min().item() == 1.0 for p in model.parameters())
 
 
+def _progress_bar() -> Any:
+    """tqdm (a runtime dependency); a plain stand-in if it is missing, so training still runs."""
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm
+    except ImportError:
+        class _Plain:
+            def __init__(self, iterable: Any, **_: Any) -> None:
+                self.iterable = iterable
+
+            def __iter__(self) -> Any:
+                return iter(self.iterable)
+
+            def set_postfix(self, **_: Any) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+            @staticmethod
+            def write(line: str) -> None:
+                print(line)
+
+        return _Plain
+
+
 def _standardize(x_train: Any, x_test: Any) -> tuple[Any, Any]:
     """Z-score every pixel with training statistics (constant pixels are left centred). Worth
     about half a point of test accuracy over the plain [0, 1] scaling."""
@@ -246,40 +273,14 @@ def _accuracy(model: Any, x: Any, y: Any) -> float:
     return float((pred == y).astype("float32").mean().item())
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
-    """Train the MLP described by ``args``; return the final metrics (what ``--json`` writes)."""
-    from tqdm.auto import tqdm
-
+def _epochs(args: argparse.Namespace, tqdm: Any, dev: Any, model: Any, opt: Any, loader: Any,
+            start: int, x_test: Any, y_test: Any, history: list[dict[str, Any]],
+            config: dict[str, Any]) -> str | None:
+    """Run epochs ``start..args.epochs``, appending to ``history``; return why training stopped
+    early (divergence), or None. A checkpoint is written only after an epoch that ended finite."""
     import gpugrad as gg
     import gpugrad.functional as F
-    from gpugrad.data import DataLoader, load_digits
 
-    dev = _device(args.device)
-    ckpt = _load_checkpoint(args.resume) if args.resume else None
-    _resolve(args, ckpt["config"] if ckpt else None)
-    hidden = parse_hidden(args.hidden)
-    if args.epochs < 0 or args.batch_size < 1 or not args.lr > 0:
-        raise CliError("--epochs must be >= 0, --batch-size >= 1 and --lr > 0")
-    config = _config(args, hidden, dev)
-    split = load_digits()  # fixed split (seed 0): every run is scored on the same test set
-    gg.manual_seed(args.seed)  # initial weights, identical on every device
-    model = gg.nn.MLP([split.num_features, *hidden, split.num_classes]).to(dev)
-    opt = _optimizer(args.optimizer, model.parameters(), args.lr)
-    x_train, x_test_host = _standardize(split.x_train, split.x_test)
-    loader = DataLoader(x_train, split.y_train, batch_size=args.batch_size, seed=args.seed,
-                        device=dev)
-    x_test, y_test = gg.tensor(x_test_host, device=dev), gg.tensor(split.y_test, device=dev)
-    start = _restore(ckpt, model, opt, loader) if ckpt else 0
-    if ckpt:
-        print(f"resumed from {args.resume} after epoch {start}")
-
-    print(f"training MLP {'-'.join(map(str, [split.num_features, *hidden, split.num_classes]))} "
-          f"on digits ({loader.num_samples} train / {len(split.y_test)} test) on {dev}, "
-          f"{args.optimizer} lr={args.lr:g} ({args.schedule}), batch {args.batch_size}, "
-          f"{args.epochs} epochs")
-    history: list[dict[str, Any]] = []
-    stopped = None
-    t_start = time.perf_counter()
     for epoch in range(start, args.epochs):
         t0 = time.perf_counter()
         lr = _lr_at(args, epoch)
@@ -309,13 +310,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                             f"loss became {running} at epoch {epoch + 1}, step {step + 1}")
                     bar.set_postfix(loss=f"{running:.4f}")
         except TrainingDiverged as exc:
-            stopped = str(exc)
-            break
+            return str(exc)
         finally:
             bar.close()
         if not _finite(model):  # the last update can overflow even when its loss was finite
-            stopped = f"parameters became non-finite at the end of epoch {epoch + 1}"
-            break
+            return f"parameters became non-finite at the end of epoch {epoch + 1}"
         train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
         dev.synchronize()
         seconds = time.perf_counter() - t0
@@ -326,6 +325,47 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                    f"train acc {train_acc:6.2%}  test acc {test_acc:6.2%}  {seconds:6.2f} s")
         if args.save:
             _save_checkpoint(args.save, model, opt, epoch + 1, loader.epoch, config)
+    return None
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Train the MLP described by ``args``; return the final metrics (what ``--json`` writes)."""
+    import numpy as np
+
+    import gpugrad as gg
+    from gpugrad.data import DataLoader, load_digits
+
+    tqdm = _progress_bar()
+    dev = _device(args.device)
+    ckpt = _load_checkpoint(args.resume) if args.resume else None
+    _resolve(args, ckpt["config"] if ckpt else None)
+    hidden = parse_hidden(args.hidden)
+    if args.epochs < 0 or args.batch_size < 1 or not args.lr > 0:
+        raise CliError("--epochs must be >= 0, --batch-size >= 1 and --lr > 0")
+    config = _config(args, hidden, dev)
+    split = load_digits()  # fixed split (seed 0): every run is scored on the same test set
+    gg.manual_seed(args.seed)  # initial weights, identical on every device
+    model = gg.nn.MLP([split.num_features, *hidden, split.num_classes]).to(dev)
+    opt = _optimizer(args.optimizer, model.parameters(), args.lr)
+    x_train, x_test_host = _standardize(split.x_train, split.x_test)
+    loader = DataLoader(x_train, split.y_train, batch_size=args.batch_size, seed=args.seed,
+                        device=dev)
+    x_test, y_test = gg.tensor(x_test_host, device=dev), gg.tensor(split.y_test, device=dev)
+    start = _restore(ckpt, model, opt, loader) if ckpt else 0
+    if ckpt:
+        print(f"resumed from {args.resume} after epoch {start}")
+
+    print(f"training MLP {'-'.join(map(str, [split.num_features, *hidden, split.num_classes]))} "
+          f"on digits ({loader.num_samples} train / {len(split.y_test)} test) on {dev}, "
+          f"{args.optimizer} lr={args.lr:g} ({args.schedule}), batch {args.batch_size}, "
+          f"{args.epochs} epochs")
+    history: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    # Divergence is detected and reported below; NumPy's overflow warnings would only precede
+    # that message with noise.
+    with np.errstate(over="ignore", invalid="ignore"):
+        stopped = _epochs(args, tqdm, dev, model, opt, loader, start, x_test, y_test, history,
+                          config)
     total = time.perf_counter() - t_start
 
     last = history[-1] if history else {}

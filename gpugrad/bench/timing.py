@@ -7,6 +7,7 @@ the cupy module on a CUDA device), so only ``gpugrad.backend`` ever imports it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -66,18 +67,21 @@ class Timer:
     """
 
     def __init__(self, kind: str = "cpu", xp: Any = None,
-                 sync: Callable[[], None] | None = None) -> None:
+                 sync: Callable[[], None] | None = None,
+                 context: Callable[[], Any] | None = None) -> None:
         if kind == "cuda" and xp is None:
             raise ValueError("Timer: kind='cuda' needs the cupy module (device.xp)")
         self.kind = kind
         self.xp = xp
         self.sync = sync or (lambda: None)
+        self.context = context  # makes the timed GPU current, so events land on its stream
 
     @classmethod
     def for_device(cls, device: Any) -> Timer:
         """The right timer for a ``gg.Device``: events on CUDA, the wall clock on CPU."""
         if getattr(device, "type", "cpu") == "cuda":
-            return cls("cuda", xp=device.xp, sync=device.synchronize)
+            return cls("cuda", xp=device.xp, sync=device.synchronize,
+                       context=getattr(device.backend, "use", None))
         return cls("cpu")
 
     @property
@@ -87,15 +91,16 @@ class Timer:
     def __call__(self, fn: Callable[[], Any], inner: int = 1) -> float:
         """Seconds taken by ``inner`` back-to-back calls of ``fn``."""
         if self.kind == "cuda":
-            cuda = self.xp.cuda
-            start, end = cuda.Event(), cuda.Event()
-            self.sync()
-            start.record()
-            for _ in range(inner):
-                fn()
-            end.record()
-            end.synchronize()
-            return cuda.get_elapsed_time(start, end) / 1e3  # milliseconds -> seconds
+            with self.context() if self.context else contextlib.nullcontext():
+                cuda = self.xp.cuda
+                start, end = cuda.Event(), cuda.Event()
+                self.sync()
+                start.record()
+                for _ in range(inner):
+                    fn()
+                end.record()
+                end.synchronize()
+                return cuda.get_elapsed_time(start, end) / 1e3  # milliseconds -> seconds
         self.sync()
         t0 = time.perf_counter()
         for _ in range(inner):
