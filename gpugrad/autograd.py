@@ -274,6 +274,9 @@ def run_backward(
                         if gi.base is not None or id(gi) in handed:
                             gi = gi.copy()
                         handed.add(id(gi))
+                        if edge.grad is None and gi.shape == edge.data.shape:
+                            edge.grad = Tensor._wrap(gi, edge.device)  # the common first write
+                            continue
                     edge._accumulate_grad(gi)
                 elif id(edge) in wanted_leaves:
                     leaf_grads[id(edge)] = _accumulate(leaf_grads.get(id(edge)), gi)
