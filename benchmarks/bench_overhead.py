@@ -106,12 +106,15 @@ def run(repeats: int, min_batch_s: float) -> dict[str, Any]:
 
 
 def print_table(r: dict[str, Any]) -> None:
-    print(f"# {r['benchmark']}  ({r['ops_per_iteration']} recorded ops per iteration)")
+    print(f"# {r['benchmark']}  ({r['ops_per_iteration']} recorded ops per iteration; "
+          "medians over timed batches)")
     print(f"# {r['machine']['cpu']['summary']}")
-    print(f"{'impl':<8} {'µs/iter':>9} {'µs/op':>8} {'IQR µs/op':>10} {'repeats×inner':>14}")
+    print(f"{'impl':<8} {'µs/iter':>9} {'µs/op':>8} {'IQR µs/op':>10} {'min µs/op':>10} "
+          f"{'repeats×inner':>14}")
+    n = r["ops_per_iteration"]
     for name, m in r["results"].items():
         print(f"{name:<8} {m['median_s'] * 1e6:9.2f} {m['per_op_s'] * 1e6:8.2f} "
-              f"{m['iqr_s'] / r['ops_per_iteration'] * 1e6:10.3f} "
+              f"{m['iqr_s'] / n * 1e6:10.3f} {m['min_s'] / n * 1e6:10.2f} "
               f"{m['repeats']:>6}×{m['inner']:<7}")
     print(f"gpugrad tape overhead (gpugrad − numpy): {r['overhead_per_op_s'] * 1e6:.2f} µs per op")
     if "torch" in r["results"]:

@@ -53,14 +53,14 @@ run_step() {  # run_step NAME TIMEOUT CMD...: tee output to $OUT/NAME.log, keep 
 }
 run_step info 60 python -m gpugrad info --json "$OUT/info.json"
 run_step train_cuda 120 python -m gpugrad train --device cuda --no-progress \
-    --json "$OUT/train_cuda.json" --save "$OUT/train_cuda.safetensors"
+    --json "$OUT/train_cuda.json"
 run_step parity 120 python -m gpugrad train --parity --json "$OUT/parity.json"
 # --plot needs matplotlib (an optional extra): ask for the PNG only where it is installed.
 plot_args=()
 python -c 'import matplotlib' 2>/dev/null && plot_args=(--plot "$OUT/bench.png")
-run_step bench 300 python -m gpugrad bench --devices cpu,cuda --against torch \
+run_step bench 240 python -m gpugrad bench --devices cpu,cuda --against torch \
     --json "$OUT/bench.json" ${plot_args[@]+"${plot_args[@]}"}
-run_step mlp 180 python benchmarks/bench_mlp.py --json "$OUT/mlp.json"
+run_step mlp 150 python benchmarks/bench_mlp.py --json "$OUT/mlp.json"
 run_step overhead 60 python benchmarks/bench_overhead.py --json "$OUT/overhead.json"
 # ---- end of other benchmarks
 

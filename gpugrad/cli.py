@@ -11,7 +11,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,68 +40,10 @@ def _device(spec: str) -> Any:
 
 
 # -- info ---------------------------------------------------------------------------------------
-def _dist_versions(prefix: str) -> dict[str, str]:
-    """Installed distributions named ``prefix*`` (reads metadata only: imports nothing)."""
-    from importlib import metadata
-
-    found = {}
-    for dist in metadata.distributions():
-        name = (dist.metadata.get("Name") or "").lower()
-        if name.startswith(prefix):
-            found[name] = dist.version
-    return found
-
-
-def _kernel_status() -> dict[str, Any]:
-    from gpugrad import backend
-
-    status: dict[str, Any] = {"fused_enabled": backend.fused_enabled(), "dir": None,
-                              "sources": None, "note": None}
-    try:
-        from gpugrad.backend import kernels
-    except ImportError as exc:  # the loader is optional for everything but CUDA fused ops
-        status["note"] = f"kernel loader not available ({exc})"
-        return status
-    try:
-        status["dir"] = str(kernels.kernels_dir())
-        status["sources"] = [f"{name}.cu" for name in kernels.families()]
-    except (FileNotFoundError, AttributeError) as exc:
-        status["note"] = str(exc)
-    return status
-
-
-def info_dict() -> dict[str, Any]:
-    """Everything ``gpugrad info`` prints, as a dict (also what ``info --json`` writes)."""
-    import numpy as np
-
-    import gpugrad as gg
-    from gpugrad.bench.report import _blas_info, _threads, cpu_model
-
-    devices: list[dict[str, Any]] = [
-        {"device": "cpu", "name": cpu_model(), "threads": _threads(), "blas": _blas_info()}]
-    for i in range(gg.cuda.device_count()):
-        dev = gg.device(f"cuda:{i}")
-        devices.append({"device": str(dev), "name": dev.backend.device_name(),
-                        "memory_bytes": dev.backend.total_memory()})
-    versions = {"gpugrad": gg.__version__, "python": platform.python_version(),
-                "numpy": np.__version__}
-    if gg.cuda.is_available():
-        versions["cupy"] = gg.device("cuda").xp.__version__  # the backend's cupy module
-    else:
-        versions.update(_dist_versions("cupy"))  # installed but unusable is worth knowing
-    return {
-        "versions": versions,
-        "platform": platform.platform(),
-        "devices": devices,
-        "cuda_available": gg.cuda.is_available(),
-        "cuda_unavailable_reason": gg.cuda.unavailable_reason() or None,
-        "default_device": str(gg.backend.default_device()),
-        "kernels": _kernel_status(),
-    }
-
-
 def cmd_info(args: argparse.Namespace) -> int:
-    d = info_dict()
+    from gpugrad.bench.report import environment_info
+
+    d = environment_info()
     if args.json:
         Path(args.json).write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
     v = d["versions"]
@@ -228,31 +169,28 @@ def _finite(model: Any) -> bool:
     return all(gg.isfinite(p).astype("float32").min().item() == 1.0 for p in model.parameters())
 
 
+class _NoBar:
+    """Stands in for tqdm if it is missing (it is a runtime dependency), so training still runs."""
+
+    def __init__(self, iterable: Any, **_: Any) -> None:
+        self.iterable = iterable
+
+    def __iter__(self) -> Any:
+        return iter(self.iterable)
+
+    def set_postfix(self, **_: Any) -> None:
+        pass
+
+    close = set_postfix
+    write = staticmethod(print)
+
+
 def _progress_bar() -> Any:
-    """tqdm (a runtime dependency); a plain stand-in if it is missing, so training still runs."""
     try:
         from tqdm.auto import tqdm
-
-        return tqdm
     except ImportError:
-        class _Plain:
-            def __init__(self, iterable: Any, **_: Any) -> None:
-                self.iterable = iterable
-
-            def __iter__(self) -> Any:
-                return iter(self.iterable)
-
-            def set_postfix(self, **_: Any) -> None:
-                pass
-
-            def close(self) -> None:
-                pass
-
-            @staticmethod
-            def write(line: str) -> None:
-                print(line)
-
-        return _Plain
+        return _NoBar
+    return tqdm
 
 
 def _standardize(x_train: Any, x_test: Any) -> tuple[Any, Any]:
@@ -527,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `gpugrad info | head`: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "MissingDependency", "add_derived", "cpu_model", "format_table", "machine_info",
+    "MissingDependency", "add_derived", "cpu_model", "environment_info", "format_table",
+    "machine_info",
     "plot", "require_matplotlib", "write_json",
 ]
 
@@ -76,6 +77,66 @@ def machine_info(devices: list[str]) -> dict[str, Any]:
     return info
 
 
+def _dist_versions(prefix: str) -> dict[str, str]:
+    """Installed distributions named ``prefix*`` (reads metadata only: imports nothing)."""
+    from importlib import metadata
+
+    found = {}
+    for dist in metadata.distributions():
+        name = (dist.metadata.get("Name") or "").lower()
+        if name.startswith(prefix):
+            found[name] = dist.version
+    return found
+
+
+def _kernel_status() -> dict[str, Any]:
+    from gpugrad import backend
+
+    status: dict[str, Any] = {"fused_enabled": backend.fused_enabled(), "dir": None,
+                              "sources": None, "note": None}
+    try:
+        from gpugrad.backend import kernels
+    except ImportError as exc:  # the loader is optional for everything but CUDA fused ops
+        status["note"] = f"kernel loader not available ({exc})"
+        return status
+    try:
+        status["dir"] = str(kernels.kernels_dir())
+        status["sources"] = [f"{name}.cu" for name in kernels.families()]
+    except (FileNotFoundError, AttributeError) as exc:
+        status["note"] = str(exc)
+    return status
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions, devices and fused-kernel status: what ``gpugrad info`` prints (and ``--json``
+    writes); also the ``environment`` section of every bench result."""
+    import numpy as np
+
+    import gpugrad as gg
+
+    devices: list[dict[str, Any]] = [
+        {"device": "cpu", "name": cpu_model(), "threads": _threads(), "blas": _blas_info()}]
+    for i in range(gg.cuda.device_count()):
+        dev = gg.device(f"cuda:{i}")
+        devices.append({"device": str(dev), "name": dev.backend.device_name(),
+                        "memory_bytes": dev.backend.total_memory()})
+    versions = {"gpugrad": gg.__version__, "python": platform.python_version(),
+                "numpy": np.__version__}
+    if gg.cuda.is_available():
+        versions["cupy"] = gg.device("cuda").xp.__version__  # the backend's cupy module
+    else:
+        versions.update(_dist_versions("cupy"))  # installed but unusable is worth knowing
+    return {
+        "versions": versions,
+        "platform": platform.platform(),
+        "devices": devices,
+        "cuda_available": gg.cuda.is_available(),
+        "cuda_unavailable_reason": gg.cuda.unavailable_reason() or None,
+        "default_device": str(gg.backend.default_device()),
+        "kernels": _kernel_status(),
+    }
+
+
 def _key(row: dict[str, Any], **override: Any) -> tuple:
     r = {**row, **override}
     return (r["suite"], r["name"], r["case"], r["impl"], r.get("variant", ""), r["device"])
@@ -117,9 +178,8 @@ def _time(s: float | None) -> str:
 def _tput(v: float | None, unit: str) -> str:
     if v is None:
         return "—"
-    scale = {"GFLOP/s": 1e9, "GB/s": 1e9}.get(unit, 1.0)
-    v = v / scale
-    return f"{v:.3g} {unit}" if v < 1e4 else f"{v:.3e} {unit}"
+    v = v / {"GFLOP/s": 1e9, "GB/s": 1e9}.get(unit, 1.0)
+    return f"{v:,.0f} {unit}" if v >= 100 else f"{v:.3g} {unit}"
 
 
 def _ratio(v: float | None) -> str:
@@ -188,6 +248,7 @@ def result_header(devices: list[str], config: dict[str, Any]) -> dict[str, Any]:
         "config": config,
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                                "OMP_NUM_THREADS", "GPUGRAD_FUSED")},
+        "kernels": environment_info()["kernels"],
     }
 
 
