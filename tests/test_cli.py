@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gpugrad.cli import main
+from gpugrad.cli import DEFAULTS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["train", "--device", "cpu", "--hidden", "16", "--batch-size", "128", "--no-progress"]
@@ -55,7 +55,7 @@ def test_train_json_keys(tmp_path, capsys):
         assert key in m
     assert m["device"] == "cpu" and m["epochs_completed"] == 1 and m["stopped"] is None
     assert 0.0 <= m["test_accuracy"] <= 1.0 and m["train_loss"] > 0
-    assert m["config"]["hidden"] == [16] and m["config"]["optimizer"] == "adam"
+    assert m["config"]["hidden"] == [16] and m["config"]["optimizer"] == DEFAULTS["optimizer"]
     out = capsys.readouterr().out
     assert "epoch   1/1" in out and "test accuracy" in out
 
