@@ -117,7 +117,8 @@ def test_bench_quick_json_structure(tmp_path, capsys):
     path = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--devices", "cpu", "--json", str(path), "--quiet"]) == 0
     r = json.loads(path.read_text())
-    for key in ("schema", "date", "versions", "machine", "devices", "config", "rows", "skipped"):
+    for key in ("schema", "date", "versions", "machine", "devices", "config", "kernels",
+                "kernel_build_s", "rows", "skipped"):
         assert key in r
     assert r["devices"] == ["cpu"] and r["config"]["quick"] is True
     assert r["machine"]["cpu"]["threads"] >= 1 and r["machine"]["cpu"]["model"]

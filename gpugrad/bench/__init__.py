@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .report import add_derived, format_table, plot, result_header, write_json
-from .suites import SUITES, run_suites
+from .suites import SUITES, kernel_build_times, run_suites
 from .timing import Measurement, Timer, measure
 
 __all__ = [
@@ -40,6 +40,8 @@ def run_bench(
     devices = [str(gg.device(d)) for d in devices]  # normalise, and fail early if unavailable
     config = {"suites": list(suites), "quick": quick, "against": "torch" if against_torch else None}
     result = result_header(devices, config)
+    result["kernel_build_s"] = {d: kernel_build_times(gg.device(d)) for d in devices
+                                if d != "cpu" and ("kernels" in suites or "mlp" in suites)}
     rows, skipped = run_suites(devices, list(suites), quick, against_torch, progress)
     add_derived(rows)
     result["rows"] = rows

@@ -194,8 +194,12 @@ def format_table(result: dict[str, Any]) -> str:
     out += [f"GPU: {g['summary']}" for g in m["gpus"]]
     if not m["gpus"] and m.get("cuda_unavailable_reason"):
         out.append(f"GPU: none ({m['cuda_unavailable_reason']})")
-    out.append("median of repeats after warm-up; spread = IQR; cold = the first call (compile "
-               "and allocation), excluded from the median")
+    for dev, times in result.get("kernel_build_s", {}).items():
+        built = ", ".join(f"{k} {v:.3f} s" if isinstance(v, float) else f"{k} failed ({v})"
+                          for k, v in times.items())
+        out.append(f"kernel build on {dev} (before timing; NVRTC or CuPy's disk cache): {built}")
+    out.append("median of repeats after warm-up; spread = IQR; cold = the first call (allocation, "
+               "caches, lazy compiles), excluded from the median")
     headers = ["case", "device", "impl", "median", "IQR", "throughput", "×CPU", "cold"]
     if any(r["ratio_vs_torch"] is not None for r in result["rows"]):
         headers.insert(7, "÷torch")

@@ -15,6 +15,7 @@ reason instead of aborting the whole run.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -330,6 +331,26 @@ def workloads(suites: list[str], quick: bool) -> list[Workload]:
 
 
 # -- running ------------------------------------------------------------------------------------
+def kernel_build_times(dev: Any) -> dict[str, Any]:
+    """Seconds to build each ``kernels/*.cu`` module on a CUDA device: NVRTC compilation, or a
+    load from CuPy's on-disk cache when an earlier process compiled it. Run before the timed
+    workloads, so this cold cost is reported apart and stays out of every row."""
+    from gpugrad.backend import kernels
+
+    out: dict[str, Any] = {}
+    for family in kernels.families():
+        try:
+            with dev.backend.use():
+                t0 = time.perf_counter()
+                kernels._module(family, dev.index).compile()  # the module fused_cuda launches from
+                dev.synchronize()
+                out[family] = time.perf_counter() - t0
+        except Exception as exc:  # report it; the kernels rows will then show the failure too
+            out[family] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+
 @contextlib.contextmanager
 def _fused(variant: str) -> Iterator[None]:
     from gpugrad import backend
