@@ -334,10 +334,15 @@ def _parity(args: argparse.Namespace) -> int:
         return 2
     from gpugrad.utils import parity
 
-    _resolve(args, None)
-    sizes = [64, *parse_hidden(args.hidden), 10]  # digits: 64 features, 10 classes
-    r = parity(steps=args.parity_steps, seed=args.seed, devices=("cpu", "cuda"), sizes=sizes,
-               batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer)
+    # Flags given on the command line override gg.utils.parity's reference run (the one the
+    # device-parity tests hold to rtol 1e-4); flags left out keep its settings.
+    kwargs: dict[str, Any] = {"steps": args.parity_steps, "devices": ("cpu", "cuda")}
+    if args.hidden is not None:
+        kwargs["sizes"] = [64, *parse_hidden(args.hidden), 10]  # digits: 64 features, 10 classes
+    for key in ("batch_size", "lr", "optimizer", "seed"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    r = parity(**kwargs)
     cpu, gpu = (r.losses[k] for k in r.devices)
     print(f"{'step':>6} {'cpu loss':>12} {'cuda loss':>12} {'|diff|':>10} {'rel diff':>10}")
     every = max(1, len(cpu) // 20)  # about 20 rows; the maxima below cover every step
@@ -405,7 +410,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 # -- entry point --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gpugrad", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="gpugrad", description="gpugrad: reverse-mode autograd on CuPy (CUDA) and NumPy "
+        "(CPU). Start with `gpugrad train`.")
     sub = p.add_subparsers(dest="command", metavar="{info,train,bench}")
     sub.required = True
 
@@ -420,14 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--hidden", help=f"hidden layer sizes, comma-separated, e.g. 256,128 "
                     f"(default {DEFAULTS['hidden']})")
     pt.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],
-                    help="total epochs (a resumed run continues up to this count)")
+                    help="total epochs; a resumed run continues up to this count (default "
+                    f"{DEFAULTS['epochs']})")
     pt.add_argument("--batch-size", type=int,
                     help=f"samples per step (default {DEFAULTS['batch_size']})")
     pt.add_argument("--lr", type=float, help=f"learning rate (default {DEFAULTS['lr']:g})")
     pt.add_argument("--optimizer", choices=OPTIMIZERS,
                     help=f"(default {DEFAULTS['optimizer']})")
     pt.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
-                    help="learning-rate schedule over the epochs")
+                    help="learning-rate schedule over the epochs (default cosine)")
     pt.add_argument("--seed", type=int, help="seed for the initial weights and the batch order "
                     f"(default {DEFAULTS['seed']})")
     pt.add_argument("--save", metavar="PATH", help="checkpoint after every epoch (atomic write)")
@@ -435,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--json", metavar="PATH", help="write the final metrics as JSON")
     pt.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     pt.add_argument("--parity", action="store_true",
-                    help="run the same seeded training on CPU and CUDA and compare the losses")
+                    help="run the same seeded training on CPU and CUDA and compare the losses "
+                    "(gg.utils.parity's reference run, changed by any flags given)")
     pt.add_argument("--parity-steps", type=int, default=200, help="steps for --parity")
     pt.add_argument("--parity-rtol", type=float, default=1e-4,
                     help="largest relative loss difference --parity accepts")

@@ -113,6 +113,24 @@ def test_parity_without_cuda_says_so(capsys):
     assert "CUDA is unavailable" in capsys.readouterr().err
 
 
+def test_parity_report_path(tmp_path, monkeypatch, capsys):
+    """The --parity report and JSON, with CPU standing in for CUDA (a same-seed CPU rerun must
+    be bit-identical, so the difference is exactly 0)."""
+    import gpugrad as gg
+    import gpugrad.utils
+
+    real = gpugrad.utils.parity
+    monkeypatch.setattr(gg.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpugrad.utils, "parity",
+                        lambda **kw: real(**{**kw, "devices": ("cpu", "cpu")}))
+    path = tmp_path / "parity.json"
+    assert main(["train", "--parity", "--parity-steps", "20", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "parity OK" in out and "cpu loss" in out
+    r = json.loads(path.read_text())
+    assert r["ok"] and r["max_rel_diff"] == 0.0 and len(r["losses"][r["devices"][0]]) == 20
+
+
 def test_bench_quick_json_structure(tmp_path, capsys):
     path = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--devices", "cpu", "--json", str(path), "--quiet"]) == 0
