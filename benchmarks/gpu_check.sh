@@ -41,7 +41,6 @@ echo "bench_kernels exit status: $bench_status" | tee -a "$OUT/kernels.log"
 # failing benchmark does not hide the others.
 # CLI and device-comparison benchmarks (owner: CLI/bench). Each step logs "<name> exit status"
 # to $OUT/<name>.log; any failure sets the script's exit status.
-cli_status=0
 run_step() {  # run_step NAME TIMEOUT CMD...: tee output to $OUT/NAME.log, keep going on failure
     local name=$1 limit=$2; shift 2
     set +e
@@ -49,7 +48,7 @@ run_step() {  # run_step NAME TIMEOUT CMD...: tee output to $OUT/NAME.log, keep 
     local rc=${PIPESTATUS[0]}
     set -e
     echo "$name exit status: $rc" | tee -a "$OUT/$name.log"
-    [ "$rc" -eq 0 ] || { cli_status=1; status=1; }
+    [ "$rc" -eq 0 ] || status=1
 }
 run_step info 60 python -m gpugrad info --json "$OUT/info.json"
 run_step train_cuda 120 python -m gpugrad train --device cuda --no-progress \
