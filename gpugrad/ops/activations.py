@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..autograd import Function
 from ..backend import fused_enabled
 
@@ -15,8 +17,8 @@ class Sigmoid(Function):
     def forward(self, x):
         if fused_enabled():
             return self.device.backend.fused.sigmoid_forward(x)
-        xp = self.xp
-        return xp.tanh(x * 0.5) * 0.5 + 0.5  # tanh form: never overflows, unlike 1/(1+exp(-x))
+        with np.errstate(over="ignore"):  # exp(-x) = inf gives exactly 0, as it should
+            return 1 / (1 + self.xp.exp(-x))
 
     def backward(self, ops, g, y): return (ops.sigmoid_grad(y, g),)
 
