@@ -16,37 +16,7 @@
 // n*s; the gradient adds a write of n*s. Backward reads 2*n*s (+ n*s for a per-element gy) and
 // writes n*s.
 
-typedef long long i64;
-
-__device__ __forceinline__ float exp_(float x) { return expf(x); }
-__device__ __forceinline__ double exp_(double x) { return exp(x); }
-__device__ __forceinline__ float log1p_(float x) { return log1pf(x); }
-__device__ __forceinline__ double log1p_(double x) { return log1p(x); }
-__device__ __forceinline__ float abs_(float x) { return fabsf(x); }
-__device__ __forceinline__ double abs_(double x) { return fabs(x); }
-
-#define FULL_MASK 0xffffffffu
-
-template <typename T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
-
-template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> load_pack(const T* p, i64 i, int vec) {
-    if (vec) return reinterpret_cast<const Pack<T, V>*>(p)[i];
-    Pack<T, V> r;
-#pragma unroll
-    for (int k = 0; k < V; ++k) r.v[k] = p[i * V + k];
-    return r;
-}
-
-template <typename T, int V>
-__device__ __forceinline__ void store_pack(T* p, i64 i, const Pack<T, V>& r, int vec) {
-    if (vec) {
-        reinterpret_cast<Pack<T, V>*>(p)[i] = r;
-        return;
-    }
-#pragma unroll
-    for (int k = 0; k < V; ++k) p[i * V + k] = r.v[k];
-}
+#include "common.cuh"
 
 template <typename T>
 __device__ __forceinline__ void bce_elem(T z, T t, T& loss, T& sig) {

@@ -23,57 +23,7 @@
 // Memory traffic per element of s bytes: SGD reads p, g (+ b) and writes p (+ b): 3-5 s;
 // Adam reads p, g, m, v and writes p, m, v: 7 s. Elementwise: deterministic.
 
-typedef long long i64;
-
-struct half_t { unsigned short bits; };
-struct bf16_t { unsigned short bits; };
-
-template <typename T> struct AccOf { typedef float type; };
-template <> struct AccOf<double> { typedef double type; };
-
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ double to_acc(double x) { return x; }
-__device__ __forceinline__ float to_acc(half_t h) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
-    return f;
-}
-__device__ __forceinline__ float to_acc(bf16_t h) {
-    return __uint_as_float(((unsigned int)h.bits) << 16);
-}
-
-template <typename T> struct Store;
-template <> struct Store<float> {
-    static __device__ __forceinline__ float from(float a) { return a; }
-};
-template <> struct Store<double> {
-    static __device__ __forceinline__ double from(double a) { return a; }
-};
-template <> struct Store<half_t> {
-    static __device__ __forceinline__ half_t from(float a) {
-        half_t h;
-        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(a));
-        return h;
-    }
-};
-template <> struct Store<bf16_t> {
-    static __device__ __forceinline__ bf16_t from(float a) {
-        unsigned int u = __float_as_uint(a);
-        bf16_t h;
-        if ((u & 0x7fffffffu) > 0x7f800000u) {
-            h.bits = (unsigned short)((u >> 16) | 0x0040u);
-        } else {
-            u += 0x7fffu + ((u >> 16) & 1u);
-            h.bits = (unsigned short)(u >> 16);
-        }
-        return h;
-    }
-};
-
-__device__ __forceinline__ float sqrt_(float x) { return sqrtf(x); }
-__device__ __forceinline__ double sqrt_(double x) { return sqrt(x); }
-
-template <typename T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
+#include "common.cuh"
 
 template <typename A>
 __device__ __forceinline__ A lerp_(A self, A end, A w) {

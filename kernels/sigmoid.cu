@@ -8,68 +8,15 @@
 //   backward: gx = ((1 - y) * y) * gy     (from the saved output; same order as the NumPy path)
 //
 // Storage dtypes: float32, float64, float16, bfloat16. Half types are converted to float32 for the
-// math and rounded back to nearest-even on store (PTX cvt for f16, integer rounding for bf16, so no
-// cuda_fp16.h / cuda_bf16.h is needed: NVRTC has no host or toolkit headers).
+// math and rounded back to nearest-even on store (common.cuh: PTX cvt for f16, integer rounding for
+// bf16, so no cuda_fp16.h / cuda_bf16.h is needed: NVRTC has no host or toolkit headers).
 //
 // Memory traffic (n elements of s bytes): forward reads n*s and writes n*s; backward reads 2*n*s
 // and writes n*s. Nothing else: one pass, grid-stride, 16-byte vector loads/stores when every
 // pointer is 16-byte aligned (the launcher checks), scalar grid-stride otherwise. Elementwise, so
 // results do not depend on the launch configuration: deterministic.
 
-typedef long long i64;
-
-struct half_t { unsigned short bits; };
-struct bf16_t { unsigned short bits; };
-
-template <typename T> struct AccOf { typedef float type; };
-template <> struct AccOf<double> { typedef double type; };
-
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ double to_acc(double x) { return x; }
-__device__ __forceinline__ float to_acc(half_t h) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
-    return f;
-}
-__device__ __forceinline__ float to_acc(bf16_t h) {
-    return __uint_as_float(((unsigned int)h.bits) << 16);
-}
-
-template <typename T> struct Store;
-template <> struct Store<float> {
-    static __device__ __forceinline__ float from(float a) { return a; }
-};
-template <> struct Store<double> {
-    static __device__ __forceinline__ double from(double a) { return a; }
-};
-template <> struct Store<half_t> {
-    static __device__ __forceinline__ half_t from(float a) {
-        half_t h;
-        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(a));
-        return h;
-    }
-};
-template <> struct Store<bf16_t> {
-    // Round to nearest even on the upper 16 bits; NaN stays a quiet NaN instead of rounding to inf.
-    static __device__ __forceinline__ bf16_t from(float a) {
-        unsigned int u = __float_as_uint(a);
-        bf16_t h;
-        if ((u & 0x7fffffffu) > 0x7f800000u) {
-            h.bits = (unsigned short)((u >> 16) | 0x0040u);
-        } else {
-            u += 0x7fffu + ((u >> 16) & 1u);
-            h.bits = (unsigned short)(u >> 16);
-        }
-        return h;
-    }
-};
-
-__device__ __forceinline__ float exp_(float x) { return expf(x); }
-__device__ __forceinline__ double exp_(double x) { return exp(x); }
-__device__ __forceinline__ float abs_(float x) { return fabsf(x); }
-__device__ __forceinline__ double abs_(double x) { return fabs(x); }
-
-template <typename T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
+#include "common.cuh"
 
 template <typename A> __device__ __forceinline__ A sigmoid_math(A x) {
     const A e = exp_(-abs_(x));

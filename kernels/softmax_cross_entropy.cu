@@ -29,7 +29,7 @@
 // cover the same 16-byte packs), so two runs give bit-identical results. No atomics: the one
 // cross-row reduction is ce_finalize, a single block of 1024 threads summing in double.
 
-typedef long long i64;
+#include "common.cuh"
 
 template <typename T> struct Lim;
 template <> struct Lim<float> {
@@ -39,36 +39,8 @@ template <> struct Lim<double> {
     static __device__ __forceinline__ double lowest() { return -1.7976931348623157e+308; }
 };
 
-__device__ __forceinline__ float exp_(float x) { return expf(x); }
-__device__ __forceinline__ double exp_(double x) { return exp(x); }
-__device__ __forceinline__ float log_(float x) { return logf(x); }
-__device__ __forceinline__ double log_(double x) { return log(x); }
-
-template <typename T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
-
 // One dynamic shared-memory symbol for the whole module (instantiations must agree on its type).
 extern __shared__ __align__(16) unsigned char g_smem[];
-
-#define FULL_MASK 0xffffffffu
-
-template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> load_pack(const T* p, i64 i, int vec) {
-    if (vec) return reinterpret_cast<const Pack<T, V>*>(p)[i];
-    Pack<T, V> r;
-#pragma unroll
-    for (int k = 0; k < V; ++k) r.v[k] = p[i * V + k];
-    return r;
-}
-
-template <typename T, int V>
-__device__ __forceinline__ void store_pack(T* p, i64 i, const Pack<T, V>& r, int vec) {
-    if (vec) {
-        reinterpret_cast<Pack<T, V>*>(p)[i] = r;
-        return;
-    }
-#pragma unroll
-    for (int k = 0; k < V; ++k) p[i * V + k] = r.v[k];
-}
 
 template <typename T>
 __device__ __forceinline__ void ms_combine(T& m, T& s, T m2, T s2) {

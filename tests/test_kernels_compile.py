@@ -1,7 +1,8 @@
 """Kernel checks that need no GPU (they run in CI).
 
 1. Every kernels/*.cu compiles with NVRTC for sm_80 and sm_90 with no error, warning or register
-   spill (the same check as tools/check_kernels.py).
+   spill (the same check as tools/check_kernels.py), as the text CuPy gets: its "*.cuh" headers
+   pasted in by kernels.expand_source, which accepts no other include.
 2. Every launch in fused_cuda matches its kernel's C signature: fused_cuda runs against a fake
    cupy (numpy-backed arrays with host addresses) whose kernels check each argument's C type (and
    a pointer's element type), the block size against __launch_bounds__, the dynamic shared memory
@@ -21,7 +22,7 @@ import pytest
 
 from gpugrad.backend import fused_cpu, kernels
 
-FILES = sorted(kernels.kernels_dir().glob("*.cu"))
+FILES = [kernels.kernel_path(family) for family in kernels.families()]
 
 
 def _nvrtc_or_skip() -> None:
@@ -46,9 +47,57 @@ def test_kernel_compiles(path, arch):
 def test_kernel_files_found():
     assert kernels.families() == ["bce_with_logits", "optimizers", "sigmoid",
                                   "softmax_cross_entropy"]  # fmt: skip
-    assert 'extern "C"' in kernels.read_source("sigmoid")
+    assert (kernels.kernels_dir() / "common.cuh").is_file()  # a header, not a family
+    src = kernels.read_source("sigmoid")
+    assert 'extern "C"' in src and "struct half_t" in src
+    assert not re.search(r"^\s*#\s*include", src, re.M)
     with pytest.raises(FileNotFoundError, match="nope.cu"):
         kernels.kernel_path("nope")
+
+
+def test_expand_source_pastes_local_headers(tmp_path):
+    (tmp_path / "a.cuh").write_text('#include "b.cuh"\nint a;\n')
+    (tmp_path / "b.cuh").write_text("int b;")  # no final newline
+    (tmp_path / "k.cu").write_text('// k\n  # include "a.cuh"  // helpers\nint k;\n')
+    assert kernels.expand_source(tmp_path / "k.cu") == (
+        '// k\n#line 1 "a.cuh"\n#line 1 "b.cuh"\nint b;\n#line 2 "a.cuh"\nint a;\n'
+        '#line 3 "k.cu"\nint k;\n')  # fmt: skip
+    (tmp_path / "b.cuh").write_text("int b2;")  # a header edit changes the text (CuPy's cache key)
+    assert "int b2;" in kernels.expand_source(tmp_path / "k.cu")
+    (tmp_path / "plain.cu").write_text("int x;\n// #include <nothing.h>\n")
+    assert kernels.expand_source(tmp_path / "plain.cu") == "int x;\n// #include <nothing.h>\n"
+
+
+@pytest.mark.parametrize(
+    "line,needle",
+    [
+        ("#include <cuda_fp16.h>", "unsupported"),
+        ('#include "sub/x.cuh"', "unsupported"),
+        ('#include "../x.cuh"', "unsupported"),
+        ('#include "x.h"', "unsupported"),
+        ("#include GPUGRAD_HEADER", "unsupported"),
+        ("#include_next <math.h>", "unsupported"),
+        ('#include "missing.cuh"', "missing.cuh not found"),
+        ('#include "loop.cuh"', "include cycle k.cu -> loop.cuh -> loop.cuh"),
+    ],
+)
+def test_expand_source_rejects_other_includes(tmp_path, line, needle):
+    (tmp_path / "x.h").write_text("int x;\n")
+    (tmp_path / "loop.cuh").write_text('#include "loop.cuh"\n')
+    (tmp_path / "k.cu").write_text(f"int k;\n{line}\n")
+    with pytest.raises(kernels.IncludeError, match=re.escape(needle)):
+        kernels.expand_source(tmp_path / "k.cu")
+    ok, log = kernels.compile_check(tmp_path / "k.cu", "sm_80")  # reported, not raised
+    assert not ok and needle in log
+
+
+def test_compile_errors_name_the_header_and_line(tmp_path):
+    _nvrtc_or_skip()
+    (tmp_path / "h.cuh").write_text("// helper\n__device__ int h() { return undefined_h; }\n")
+    kernel = 'extern "C" __global__ void k(int* y) { y[0] = undefined_k; }'
+    (tmp_path / "k.cu").write_text(f'// kernel\n#include "h.cuh"\n\n{kernel}\n')
+    ok, log = kernels.compile_check(tmp_path / "k.cu", "sm_80")
+    assert not ok and "h.cuh(2)" in log and "k.cu(4)" in log, log
 
 
 @pytest.mark.parametrize(

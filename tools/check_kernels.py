@@ -1,5 +1,7 @@
 """Compile every kernels/*.cu with NVRTC for sm_80 and sm_90 (no GPU needed).
 
+Each file is compiled as CuPy gets it at run time: with its ``#include "*.cuh"`` headers pasted in
+by gpugrad.backend.kernels.expand_source (the headers are never compiled on their own).
 Exits non-zero, printing NVRTC's log, on any compile error, compiler warning or register spill.
 Usage: python tools/check_kernels.py [--arch sm_80 --arch sm_90] [-v]
 """
@@ -28,11 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         binding = kernels.nvrtc_binding()
         major, minor = kernels.nvrtc_version()
-        files = sorted(kernels.kernels_dir().glob("*.cu"))
+        files = [kernels.kernel_path(family) for family in kernels.families()]
+        headers = sorted(p.name for p in kernels.kernels_dir().glob("*.cuh"))
     except (RuntimeError, FileNotFoundError) as exc:
         print(f"check_kernels: {exc}", file=sys.stderr)
         return 2
-    print(f"NVRTC {major}.{minor} via {binding}; {len(files)} kernel files; arches {arches}")
+    print(f"NVRTC {major}.{minor} via {binding}; {len(files)} kernel files (headers "
+          f"{', '.join(headers) or 'none'}); arches {arches}")  # fmt: skip
     failures = 0
     for path in files:
         for arch in arches:

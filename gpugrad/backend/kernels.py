@@ -1,9 +1,13 @@
 """The CUDA kernel sources (``kernels/*.cu``): finding, reading, compile-checking and loading them.
 
 The sources live in ``<repo>/kernels`` in a checkout and in ``gpugrad/kernels`` in an installed
-wheel (hatch force-include). :func:`compile_check` runs NVRTC's low-level program API, which needs
-no GPU, so CI can compile every kernel; :func:`get_function` is the CuPy-side loader used by
-``fused_cuda``. Nothing here imports cupy at import time: CPU-only runs and CI use this module too.
+wheel (hatch force-include). Each ``.cu`` file is one kernel family; the ``.cuh`` headers beside
+them hold shared helpers and are never compiled on their own: :func:`expand_source` pastes a
+header's text in place of its ``#include "name.cuh"`` line, so NVRTC gets one self-contained source
+and CuPy's kernel cache, keyed on that text, sees every header edit. :func:`compile_check` runs
+NVRTC's low-level program API on that same expanded text, which needs no GPU, so CI can compile
+every kernel; :func:`get_function` is the CuPy-side loader used by ``fused_cuda``. Nothing here
+imports cupy at import time: CPU-only runs and CI use this module too.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ _CANDIDATE_DIRS = (
     _HERE.parent.parent / "kernels",  # source checkout (also editable installs): <repo>/kernels
 )
 _WARNING = re.compile(r"\bwarning\b", re.IGNORECASE)
+_INCLUDE = re.compile(r"^\s*#\s*include(.*)$")
+_LOCAL_HEADER = re.compile(r'^\s*"([A-Za-z0-9_][A-Za-z0-9_.-]*\.cuh)"\s*(//.*)?$')
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,7 +47,7 @@ def kernels_dir() -> Path:
 
 
 def families() -> list[str]:
-    """Kernel family names, one per ``kernels/<family>.cu``."""
+    """Kernel family names, one per ``kernels/<family>.cu`` (``*.cuh`` headers are not families)."""
     return sorted(p.stem for p in kernels_dir().glob("*.cu"))
 
 
@@ -54,8 +60,54 @@ def kernel_path(family: str) -> Path:
     return path
 
 
+class IncludeError(ValueError):
+    """An ``#include`` that :func:`expand_source` does not resolve, or a header it cannot read."""
+
+
+def expand_source(path: str | Path) -> str:
+    """The source NVRTC compiles for the kernel file ``path``, as CuPy and the CI check get it.
+
+    Each line ``#include "name.cuh"`` is replaced by the text of ``name.cuh`` from the same folder
+    (itself expanded the same way), between ``#line`` directives so that NVRTC's messages name the
+    header's and the kernel file's own lines. No other include is allowed: NVRTC has no toolkit or
+    host headers, and a header NVRTC looked up itself would not be part of the text CuPy's cache
+    is keyed on. Anything else (``<...>``, a path, a file that is not a ``.cuh`` in the folder, an
+    include cycle) raises :class:`IncludeError`.
+    """
+    return _expand(Path(path), ())
+
+
+def _expand(path: Path, stack: tuple[Path, ...]) -> str:
+    if path in stack:
+        chain = " -> ".join(p.name for p in (*stack, path))
+        raise IncludeError(f"{stack[-1]}: include cycle {chain}")
+    out = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").split("\n")):
+        inc = _INCLUDE.match(line)
+        if inc is None:
+            out.append(line)
+            continue
+        where = f"{path}:{i + 1}"
+        name = _LOCAL_HEADER.match(inc.group(1))
+        if name is None:
+            raise IncludeError(
+                f"{where}: unsupported {line.strip()!r}; kernel sources may only include a header "
+                f'of their own folder by name, as #include "name.cuh" (NVRTC has no toolkit '
+                "headers; the loader pastes local headers into the source)"
+            )
+        header = path.parent / name.group(1)
+        if not header.is_file():
+            raise IncludeError(f"{where}: header {header.name} not found in {path.parent}")
+        body = _expand(header, (*stack, path))
+        if body and not body.endswith("\n"):
+            body += "\n"
+        out.append(f'#line 1 "{header.name}"\n{body}#line {i + 2} "{path.name}"')
+    return "\n".join(out)
+
+
 def read_source(family: str) -> str:
-    return kernel_path(family).read_text(encoding="utf-8")
+    """``kernels/<family>.cu`` with its headers pasted in: the text CuPy compiles (and caches)."""
+    return expand_source(kernel_path(family))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,15 +205,20 @@ def compile_check(
 ) -> tuple[bool, str]:
     """Compile one ``.cu`` file to SASS for ``arch`` with NVRTC; no GPU needed.
 
-    Returns ``(ok, log)``. ``ok`` is False on a compile error and also on any compiler or ptxas
-    warning, register spills included (``--warn-on-spills``): the kernels are meant to build clean.
-    ``verbose`` adds ptxas's per-kernel register and shared-memory report to the log.
+    The source is :func:`expand_source`'s, the text CuPy gets at run time. Returns ``(ok, log)``.
+    ``ok`` is False on a compile error (an include :func:`expand_source` rejects included) and also
+    on any compiler or ptxas warning, register spills included (``--warn-on-spills``): the kernels
+    are meant to build clean. ``verbose`` adds ptxas's per-kernel register and shared-memory report
+    to the log.
     """
     path = Path(path)
     options = [*NVRTC_OPTIONS, _arch_option(arch), "--ptxas-options=--warn-on-spills"]
     if verbose:
         options.append("--ptxas-options=-v")
-    src = path.read_text(encoding="utf-8")
+    try:
+        src = expand_source(path)
+    except IncludeError as exc:
+        return False, str(exc)
     if nvrtc_binding() == "cuda-bindings":
         ok, log = _compile_cuda_bindings(src, path.name, options)
     else:
