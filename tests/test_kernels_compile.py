@@ -243,18 +243,29 @@ def fake():
         ascontiguousarray=lambda a: np.ascontiguousarray(a).view(FakeArray),
         cuda=SimpleNamespace(Device=FakeDevice),
     )
+    # A fresh fused_cuda, and a fresh copy of the cupy-importing sibling it imports, bound to the
+    # fake cupy; sys.modules and the gpugrad.backend package are left as they were.
     path = Path(kernels.__file__).with_name("fused_cuda.py")
     spec = importlib.util.spec_from_file_location("gpugrad.backend._fused_cuda_fake", path)
     mod = importlib.util.module_from_spec(spec)
-    saved = sys.modules.get("cupy")
+    package = sys.modules["gpugrad.backend"]
+    sibling = "fused_cuda_tables"
+    names = ("cupy", f"{package.__name__}.{sibling}")
+    saved = {name: sys.modules.pop(name, None) for name in names}
+    saved_attr = vars(package).get(sibling)
     sys.modules["cupy"] = cupy
     try:
         spec.loader.exec_module(mod)
     finally:
-        if saved is None:
-            del sys.modules["cupy"]
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+        if saved_attr is None:
+            vars(package).pop(sibling, None)
         else:
-            sys.modules["cupy"] = saved
+            setattr(package, sibling, saved_attr)
     mod.kernels = rec
     rec.mod = mod
     return rec

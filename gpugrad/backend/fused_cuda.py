@@ -5,13 +5,12 @@ to kernels are numpy scalars whose dtype matches the C parameter exactly (int64 
 int32 <-> int, float32/float64 <-> float/double); a null pointer is ``np.uint64(0)``.
 Half inputs: sigmoid and the optimizers have float16/bfloat16 kernels (float32 math inside);
 cross-entropy and BCE convert half inputs to float32 here and round the results back.
+The optimizers' cached device pointer tables (one launch per dtype group): ``fused_cuda_tables``.
 """
 
 from __future__ import annotations
 
 import functools
-import threading
-from collections import OrderedDict
 
 import cupy
 import numpy as np
@@ -25,6 +24,7 @@ from .fused_cpu import (
     _float_dtype,
 )
 from .fused_cpu import _check_group as _check_group_shapes
+from .fused_cuda_tables import CHUNK, grad_table, static_table
 
 #: Test hook: when True, every output buffer is filled with NaN before the kernel that must write
 #: all of it runs, so an element a kernel forgets shows up as NaN instead of stale memory.
@@ -40,7 +40,6 @@ _CE_WARPS_PER_BLOCK = 8
 _CE_INLINE_COUNT = 1 << 18  # label reads (N * blocks) below which blocks count rows themselves
 _DEFAULT_SMEM = 48 * 1024
 _STATIC_SMEM_RESERVE = 1024  # the kernels' static shared arrays use at most 768 bytes
-_OPT_CHUNK = 2048  # elements per optimizer block; multiple of 8, so packs stay 16-byte aligned
 _F32, _F64, _F16 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)
 
 
@@ -381,21 +380,7 @@ def bce_with_logits_backward(
 
 
 # ---------------------------------------------------------------------------------------------
-# optimizers: one launch per dtype group over a cached pointer table
-
-
-class _Table:
-    __slots__ = ("tab", "sizes", "blocks", "nblocks", "gkey", "gtab")
-
-    def __init__(self, tab, sizes, blocks, nblocks: int) -> None:
-        self.tab, self.sizes, self.blocks, self.nblocks = tab, sizes, blocks, nblocks
-        self.gkey: tuple | None = None
-        self.gtab = None
-
-
-_tables: OrderedDict[tuple, _Table] = OrderedDict()
-_tables_lock = threading.Lock()
-_MAX_TABLES = 32
+# optimizers: one launch per dtype group over a cached pointer table (fused_cuda_tables)
 
 
 def _check_group(op: str, params, grads, states: list) -> None:
@@ -412,49 +397,6 @@ def _check_group(op: str, params, grads, states: list) -> None:
             if not a.flags.c_contiguous:
                 raise ValueError(f"{op}: {what} of parameter {i} (shape {a.shape}) must be "
                                  "C-contiguous to be updated in place")  # fmt: skip
-
-
-def _static_table(kind: str, dev_id: int, sfx: str, columns: list[list]) -> _Table:
-    """Table of parameter/state pointers, sizes and the block map, cached by their addresses."""
-    ptrs = tuple(tuple(0 if a is None else a.data.ptr for a in col) for col in columns)
-    sizes = tuple(a.size for a in columns[0])
-    key = (kind, dev_id, sfx, ptrs, sizes)
-    with _tables_lock:
-        entry = _tables.get(key)
-        if entry is not None:
-            _tables.move_to_end(key)
-            return entry
-    for col in columns:
-        for a in col:
-            if a is not None and a.device.id != dev_id:
-                raise ValueError(f"{kind}: arrays on cuda:{a.device.id} and cuda:{dev_id}")
-    sizes_np = np.asarray(sizes, dtype=np.int64)
-    per = -(-sizes_np // _OPT_CHUNK)
-    nblocks = int(per.sum())
-    if nblocks > 2**31 - 1:
-        raise ValueError(f"{kind}: {sizes_np.sum()} elements is too many for one launch")
-    first = np.repeat(np.cumsum(per) - per, per)
-    block_map = np.empty((nblocks, 2), dtype=np.int64)
-    block_map[:, 0] = np.repeat(np.arange(len(sizes), dtype=np.int64), per)
-    block_map[:, 1] = (np.arange(nblocks, dtype=np.int64) - first) * _OPT_CHUNK
-    tab = np.asarray(ptrs, dtype=np.uint64).T.copy().view(np.int64)  # (K, S) row-major
-    entry = _Table(cupy.asarray(tab), cupy.asarray(sizes_np), cupy.asarray(block_map), nblocks)
-    with _tables_lock:
-        _tables[key] = entry
-        while len(_tables) > _MAX_TABLES:
-            _tables.popitem(last=False)
-    return entry
-
-
-def _grad_table(entry: _Table, grads: list, dev_id: int, op: str):
-    gkey = tuple(g.data.ptr for g in grads)
-    if entry.gkey != gkey:
-        for i, g in enumerate(grads):
-            if g.device.id != dev_id:
-                raise ValueError(f"{op}: grad {i} is on cuda:{g.device.id}, params on {dev_id}")
-        entry.gtab = cupy.asarray(np.asarray(gkey, dtype=np.uint64).view(np.int64))
-        entry.gkey = gkey
-    return entry.gtab
 
 
 def _groups(params) -> dict[str, list[int]]:
@@ -485,14 +427,14 @@ def sgd_step(
         with cupy.cuda.Device(dev):
             ps = [params[i] for i in idx]
             bufs = [momentum_bufs[i] for i in idx] if use_buf else [None] * len(idx)
-            entry = _static_table("sgd_step", dev, sfx, [ps, bufs])
+            entry = static_table("sgd_step", dev, sfx, [ps, bufs])
             gs = [_contig(grads[i]) for i in idx]
-            gtab = _grad_table(entry, gs, dev, "sgd_step")
+            gtab = grad_table(entry, gs, dev, "sgd_step")
             acc = _acc_scalar(ps[0].dtype)
             _fn("optimizers", f"sgd_step_{sfx}", dev)(
                 (entry.nblocks,),
                 (_THREADS,),
-                (entry.tab, gtab, entry.sizes, entry.blocks, np.int32(_OPT_CHUNK), acc(lr),
+                (entry.tab, gtab, entry.sizes, entry.blocks, np.int32(CHUNK), acc(lr),
                  acc(momentum), acc(1.0 - dampening), np.int32(bool(nesterov)),
                  acc(weight_decay), np.int32(bool(first_step))),
             )  # fmt: skip
@@ -524,14 +466,14 @@ def adam_step(
         with cupy.cuda.Device(dev):
             cols = [[params[i] for i in idx], [exp_avgs[i] for i in idx],
                     [exp_avg_sqs[i] for i in idx]]  # fmt: skip
-            entry = _static_table("adam_step", dev, sfx, cols)
+            entry = static_table("adam_step", dev, sfx, cols)
             gs = [_contig(grads[i]) for i in idx]
-            gtab = _grad_table(entry, gs, dev, "adam_step")
+            gtab = grad_table(entry, gs, dev, "adam_step")
             acc = _acc_scalar(cols[0][0].dtype)
             _fn("optimizers", f"adam_step_{sfx}", dev)(
                 (entry.nblocks,),
                 (_THREADS,),
-                (entry.tab, gtab, entry.sizes, entry.blocks, np.int32(_OPT_CHUNK),
+                (entry.tab, gtab, entry.sizes, entry.blocks, np.int32(CHUNK),
                  acc(weight_decay), acc(decay), acc(1.0 - beta1), acc(beta2), acc(1.0 - beta2),
                  acc(eps), acc(step_size), acc(bc2_sqrt), np.int32(bool(decoupled))),
             )  # fmt: skip
