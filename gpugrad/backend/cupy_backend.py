@@ -1,4 +1,4 @@
-"""The CUDA backend: CuPy, one object per GPU (with fused_cuda, the only cupy importers)."""
+"""The CUDA backend: CuPy, one object per GPU (cupy is imported only inside gpugrad/backend/)."""
 
 from __future__ import annotations
 
