@@ -178,7 +178,11 @@ class Tensor:
         return int(self.item())
 
     def to(self, device: Any = None, dtype: Any = None) -> Tensor:
-        """Move (and/or cast) the tensor; differentiable, like torch's ``.to``."""
+        """Move (and/or cast) the tensor; differentiable, like torch's ``.to``.
+
+        ``t.to("cuda")``, ``t.to(gg.float64)``, ``t.to("cuda", gg.float16)``."""
+        if isinstance(device, (np.dtype, type)):
+            device, dtype = None, device
         out = self
         if device is not None and _device(device) is not self.device:
             out = ops.to_device(out, _device(device))

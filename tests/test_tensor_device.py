@@ -313,3 +313,11 @@ def test_mixing_devices_in_backward_and_indexing():
     idx = gg.Tensor._wrap(np.array([0, 1]), FAKE)
     with pytest.raises(gg.DeviceError, match="getitem"):
         a[idx]
+
+
+def test_to_accepts_a_dtype_positionally(device):
+    t = gg.tensor([1.0, 2.0], device=device, requires_grad=True)
+    u = t.to(gg.float64)
+    assert u.dtype == np.float64 and str(u.device) == str(t.device)
+    u.sum().backward()
+    assert t.grad.dtype == np.float32
