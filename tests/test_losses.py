@@ -202,7 +202,7 @@ def test_second_backward_with_retain_graph_recomputes(device, fused):
 
 
 def test_forward_computes_the_gradient_only_when_needed(device, monkeypatch):
-    set_fused(True)
+    monkeypatch.setattr(gg.backend, "_FUSED", True)  # restored afterwards, unlike set_fused
     x = t(X, device, grad=True)
     fused = x.device.backend.fused
     calls = []
@@ -268,6 +268,7 @@ def test_double_backward_bce_with_logits(device, fused):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_fused_and_composite_agree(device, reduction):
     results = []
+    prev = fused_enabled()
     for on in (True, False):
         set_fused(on)
         try:
@@ -277,7 +278,7 @@ def test_fused_and_composite_agree(device, reduction):
             (ce.sum() + bce.sum()).backward()
             results.append([ce.numpy(), bce.numpy(), x.grad.numpy(), z.grad.numpy()])
         finally:
-            set_fused(True)
+            set_fused(prev)
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
