@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import autograd
-from .backend import Device
+from .backend import Device, DeviceError
 from .backend import device as _device
 
 _SCALARS = (int, float, bool)
@@ -324,10 +324,17 @@ class Tensor:
                 "__setitem__: in-place assignment into a tensor that requires grad would "
                 "corrupt the recorded graph; assign into .data under no_grad, or build a new tensor"
             )
-        value = value.data if isinstance(value, Tensor) else value
-        if isinstance(index, Tensor):
-            index = index.data
-        self.data[index] = value
+        if isinstance(value, Tensor):
+            if value.device is not self.device:
+                raise DeviceError(f"__setitem__: value is on {value.device} but the tensor is on "
+                                  f"{self.device}; move it with .to(device) first")
+            value = value.data
+        elif self.device.type != "cpu" and value.__class__ not in _SCALARS and \
+                not isinstance(value, np.generic):
+            # CuPy takes only scalars and arrays of its own device (a NumPy array or a list
+            # assigned to a slice raises there): bring the value over, as ops do with operands.
+            value = as_array(value, self.dtype, self.device, copy=False)
+        self.data[ops._prepare_index(self, index, "__setitem__")] = value
 
 
 from . import ops  # noqa: E402  (ops needs Tensor defined)

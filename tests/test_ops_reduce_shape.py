@@ -398,6 +398,26 @@ def test_device_bounds_check_rejects_out_of_bounds(index):
         ops._check_bounds(parts, X_SHAPE)
 
 
+def test_setitem_values_and_bounds(device):
+    """``t[index] = value`` behaves alike on every device: NumPy arrays and lists are brought to
+    the tensor's device (CuPy rejects them for slices), integer-array indices are bounds-checked
+    (CuPy would wrap them silently) and a value on another device is a DeviceError."""
+    t = T(np.zeros((2, 3)), device)
+    t[0, 0:2] = np.array([1.0, 2.0])
+    t[1] = [3.0, 4.0, 5.0]
+    t[[0], [2]] = np.array([6.0])
+    t[T(np.array([[False, True, False], [False, False, False]]), "cpu")] = 7.0
+    t[[]] = 9.0
+    assert_close(t, [[1.0, 7.0, 6.0], [3.0, 4.0, 5.0]])
+    for index in ([2], (0, [3]), (Ellipsis, [-4])):
+        with pytest.raises(IndexError, match=r"index -?\d+ is out of bounds"):
+            t[index] = 0.0
+    if device != "cpu":
+        with pytest.raises(gg.DeviceError, match="__setitem__"):
+            t[0] = gg.tensor([1.0, 2.0, 3.0])
+    assert_close(t, [[1.0, 7.0, 6.0], [3.0, 4.0, 5.0]])
+
+
 def test_getitem_repeated_indices_accumulate(device):
     t = T(np.zeros(3), device, requires_grad=True)
     t[[0, 0, 0, 2]].sum().backward()

@@ -238,27 +238,30 @@ def stack(tensors, axis: int = 0) -> Tensor:
     return _sh.Stack.apply(*_tensors("stack", tensors), axis=axis)
 
 
-def _index_part(part, x: Tensor):
+def _index_part(part, x: Tensor, op: str = "getitem"):
     if part.__class__ is Tensor:
         if part.device is not x.device:
             if part.device.type != "cpu":
-                raise DeviceError(f"getitem: index is on {part.device} but the tensor is on "
+                raise DeviceError(f"{op}: index is on {part.device} but the tensor is on "
                                   f"{x.device}")
             part = part.to(x.device)
         part = part.data
     elif isinstance(part, (list, np.ndarray)):
-        part = x.device.backend.asarray(np.asarray(part))
+        host = np.asarray(part)
+        if host.size == 0 and isinstance(part, list):
+            host = host.astype(np.intp)  # [] means no indices (NumPy's rule), not a float array
+        part = x.device.backend.asarray(host)
     else:
         if isinstance(part, float):
-            raise IndexError(f"getitem: only integers, slices, None, Ellipsis and integer or bool "
+            raise IndexError(f"{op}: only integers, slices, None, Ellipsis and integer or bool "
                              f"arrays are valid indices, got {part!r} (tensor shape {x.shape})")
         return part
     if part.dtype.kind not in "iub":
-        raise IndexError(f"getitem: index arrays must be integer or bool, got {part.dtype}")
+        raise IndexError(f"{op}: index arrays must be integer or bool, got {part.dtype}")
     return part
 
 
-def _check_bounds(index: tuple, shape: tuple) -> None:
+def _check_bounds(index: tuple, shape: tuple, op: str = "getitem") -> None:
     """CuPy does not bounds-check integer-array indices (it wraps); check them like NumPy does."""
     consumed = [0 if p is None else (p.ndim if hasattr(p, "dtype") and p.dtype == np.bool_
                                      else 1) for p in index if p is not Ellipsis]
@@ -271,7 +274,7 @@ def _check_bounds(index: tuple, shape: tuple) -> None:
             lo, hi = int(p.min()), int(p.max())
             if lo < -shape[dim] or hi >= shape[dim]:
                 bad = hi if hi >= shape[dim] else lo
-                raise IndexError(f"getitem: index {bad} is out of bounds for axis {dim} with "
+                raise IndexError(f"{op}: index {bad} is out of bounds for axis {dim} with "
                                  f"size {shape[dim]} (tensor shape {shape})")
         dim += 0 if p is None else (p.ndim if hasattr(p, "dtype") and p.dtype == np.bool_
                                     else 1)
@@ -294,15 +297,21 @@ def _masks_to_indices(parts: tuple) -> tuple:
     return tuple(out)
 
 
-def getitem(x, index) -> Tensor:
-    x = _t(x)
-    parts = tuple(_index_part(p, x) for p in (index if isinstance(index, tuple) else (index,)))
+def _prepare_index(x: Tensor, index, op: str):
+    """``index`` for ``x.data[...]``: arrays on x's device, masks among other index arrays spelled
+    out, and integer arrays bounds-checked on CUDA (CuPy wraps out-of-range values silently)."""
+    parts = tuple(_index_part(p, x, op) for p in (index if isinstance(index, tuple) else (index,)))
     if len(parts) > 1 and any(_is_index_array(p, "b") for p in parts) and \
             len([p for p in parts if _is_index_array(p, "biu")]) > 1:  # (sum is gg.sum here)
         parts = _masks_to_indices(parts)
     if x.device.type != "cpu" and any(hasattr(p, "dtype") for p in parts):
-        _check_bounds(parts, x.shape)
-    return _sh.GetItem.apply(x, index=parts if isinstance(index, tuple) else parts[0])
+        _check_bounds(parts, x.shape, op)
+    return parts if isinstance(index, tuple) else parts[0]
+
+
+def getitem(x, index) -> Tensor:
+    x = _t(x)
+    return _sh.GetItem.apply(x, index=_prepare_index(x, index, "getitem"))
 
 
 def unindex(g, index, shape, accumulate: bool) -> Tensor:
