@@ -51,7 +51,9 @@ class CupyBackend:
         self._cuda_device.synchronize()
 
     def use(self):
-        """Context manager making this GPU current (for allocations in multi-GPU programs)."""
+        """Context manager making this GPU current (CuPy allocates and launches there). One cached
+        ``cupy.cuda.Device``: CuPy keeps the previous devices on a per-thread stack, so the same
+        object may be entered again, nested or from several threads. Use ``Device.activate()``."""
         return self._cuda_device
 
     def device_name(self) -> str:

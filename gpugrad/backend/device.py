@@ -2,6 +2,11 @@
 
 A ``Device`` owns its backend (array module plus the few things the Array API lacks). Devices are
 interned, so the tensor hot path compares them with ``is``.
+
+CuPy allocates and launches kernels on the *current* GPU, whatever GPU the operands live on, so
+everything that touches a CUDA device's arrays runs inside ``device.activate()``: autograd does
+it once for every op (``Function.apply``) and every backward node, and the few places that build
+or update device arrays outside an op (creation, optimizers, loaders, ...) do it themselves.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from .numpy_backend import NumpyBackend
 
 
 class Device:
-    __slots__ = ("type", "index", "backend", "xp", "ops")
+    __slots__ = ("type", "index", "backend", "xp", "ops", "_context")
 
     def __init__(self, type_: str, index: int, backend) -> None:
         self.type = type_
@@ -22,6 +27,16 @@ class Device:
         self.backend = backend
         self.xp = backend.xp
         self.ops = backend.ops  # the array-mode namespace derivative rules receive
+        self._context = backend.use()
+
+    def activate(self):
+        """Context manager making this device CuPy's current device, so that arrays are allocated
+        and kernels launched on it; nothing to do for the CPU. Re-entrant and cheap (cached)::
+
+            with t.device.activate():
+                buf = t.device.xp.zeros_like(t.data)
+        """
+        return self._context
 
     def __repr__(self) -> str:
         return f"device('{self}')"

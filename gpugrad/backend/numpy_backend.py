@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from .array_ops import ArrayOps
 
 _erf = np.frompyfunc(math.erf, 1, 1)
+_NO_CONTEXT = contextlib.nullcontext()  # stateless: one instance can be entered any number of times
 
 
 class NumpyBackend:
@@ -43,6 +45,10 @@ class NumpyBackend:
 
     def synchronize(self) -> None:
         pass
+
+    def use(self):
+        """A context manager that does nothing: NumPy has no current device."""
+        return _NO_CONTEXT
 
     def device_name(self) -> str:
         import platform
