@@ -16,6 +16,7 @@ Derivative rules are written once and run in two modes:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
@@ -100,6 +101,7 @@ class Function:
 
     # set by apply(): device; when recorded also edges, needs_input_grad, saved, seq, params
     name: str | None = None
+    source = None  # the inputs' device when it is not ``device`` (set by ToDevice's forward)
     params: dict = {}  # keyword arguments of forward, kept for gg.explain's replay
     _saves_prefix = False
 
@@ -146,7 +148,11 @@ class Function:
                 needs.append(False)
         fn = cls.__new__(cls)
         fn.device = dev
-        out = fn.forward(*arrays, **params)
+        if dev.type == "cpu":
+            out = fn.forward(*arrays, **params)
+        else:
+            with dev.activate():  # CuPy allocates and launches on the current GPU: make it dev
+                out = fn.forward(*arrays, **params)
         if out.__class__ is not np.ndarray and isinstance(out, np.generic):
             out = np.asarray(out)  # NumPy returns scalars from 0-d ufuncs; tensors hold arrays
         result = Tensor.__new__(Tensor)
@@ -233,17 +239,30 @@ def run_backward(
             elif not collect and out.requires_grad:
                 out._accumulate_grad(g)
         elif fn in grads:
-            grads[fn] = grads[fn] + g
+            with out.device.activate():
+                grads[fn] = grads[fn] + g
         else:
             grads[fn] = g
             heapq.heappush(heap, (-fn.seq, fn))
 
     handed: set[int] = set()  # ids of arrays already stored as some leaf's .grad
+    active = None  # the device of the node being run: CuPy computes on the current GPU
+    gpus = None  # the GPU contexts entered so far (an ExitStack from the first GPU node on)
     prev_mode = _grad_mode.enabled
     _grad_mode.enabled = create_graph
     try:
         while heap:
             fn = heapq.heappop(heap)[1]
+            # A node runs on the device its input gradients belong to: its own, or its source
+            # (ToDevice). Enter that GPU's context when it changes; the contexts are left, in
+            # order, when the walk ends.
+            dev = fn.source or fn.device
+            if dev is not active:
+                active = dev
+                if dev.type != "cpu":
+                    if gpus is None:
+                        gpus = contextlib.ExitStack()
+                    gpus.enter_context(dev.activate())
             g = grads.pop(fn)
             if collect and fn in wanted_nodes:
                 captured[fn] = g
@@ -284,6 +303,8 @@ def run_backward(
                 fn.saved = FREED
     finally:
         _grad_mode.enabled = prev_mode
+        if gpus is not None:
+            gpus.close()
 
     if not collect:
         return None
@@ -360,14 +381,16 @@ def _seed_gradient(out: Tensor, gradient, create_graph: bool, op: str):
         if out.device.type == "cpu" and out.ndim == 0:
             seed = np.array(1, dtype=out.dtype)  # 5x cheaper than ones_like: the usual loss
         else:
-            seed = out.device.xp.ones(out.shape, dtype=out.dtype)
+            with out.device.activate():
+                seed = out.device.xp.ones(out.shape, dtype=out.dtype)
     else:
         if isinstance(gradient, Tensor):
             if gradient.device is not out.device:
                 raise DeviceError(
                     f"{op}: gradient is on {gradient.device} but the output is on {out.device}"
                 )
-            seed = gradient.data.copy()  # the caller keeps its tensor; leaves own their grads
+            with out.device.activate():  # the caller keeps its tensor; leaves own their grads
+                seed = gradient.data.copy()
         else:
             seed = out.device.backend.asarray(gradient, dtype=out.dtype)
         if seed.shape != out.shape:
