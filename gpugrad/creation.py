@@ -38,7 +38,11 @@ def _dtype(dtype: Any, default=np.float32) -> np.dtype:
 
 def _new(array_fn, shape, dtype, device, requires_grad) -> Tensor:
     dev = _device(device)
-    t = Tensor._wrap(array_fn(dev.xp), dev)
+    if dev.type == "cpu":
+        t = Tensor._wrap(array_fn(np), dev)
+    else:
+        with dev.activate():  # CuPy allocates on the current GPU
+            t = Tensor._wrap(array_fn(dev.xp), dev)
     return t.requires_grad_() if requires_grad else t
 
 

@@ -22,6 +22,13 @@ def _is_device_array(data: Any) -> bool:
 def as_array(data: Any, dtype: Any = None, device: Device | None = None, copy: bool = True):
     """``data`` as an array on ``device``; Python floats default to float32, ints to int64."""
     dev = _device(device)
+    if dev.type == "cpu":
+        return _as_array(data, dtype, dev, copy)
+    with dev.activate():  # casts and copies allocate on the current GPU
+        return _as_array(data, dtype, dev, copy)
+
+
+def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
     if isinstance(data, Tensor):
         arr = data.data if data.device is dev else _move(data.data, data.device, dev)
         arr = arr.astype(dtype) if dtype is not None else arr
@@ -334,7 +341,12 @@ class Tensor:
             # CuPy takes only scalars and arrays of its own device (a NumPy array or a list
             # assigned to a slice raises there): bring the value over, as ops do with operands.
             value = as_array(value, self.dtype, self.device, copy=False)
-        self.data[ops._prepare_index(self, index, "__setitem__")] = value
+        index = ops._prepare_index(self, index, "__setitem__")
+        if self.device.type == "cpu":
+            self.data[index] = value
+        else:
+            with self.device.activate():  # CuPy writes with a kernel on the current GPU
+                self.data[index] = value
 
 
 from . import ops  # noqa: E402  (ops needs Tensor defined)

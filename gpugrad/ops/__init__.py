@@ -91,15 +91,23 @@ def where(cond, a, b) -> Tensor:
 
 
 # -- comparisons and logic: bool results, never differentiable ------------------------------
+# These run outside Function.apply, so they make a GPU tensor's device current themselves (CuPy
+# computes on the current GPU); the CPU branch is spelled out to keep it as cheap as before.
 def _compare(name: str, ufunc: str):
+    np_ufunc = getattr(np, ufunc)
+
     def compare(a, b) -> Tensor:
         a = _t(a, b if b.__class__ is Tensor else None)
         b = _operand(b, a)
         if b.__class__ is Tensor and b.device is not a.device:
             raise DeviceError(f"{name}: tensors are on different devices ({a.device} and "
                               f"{b.device})")
-        out = getattr(a.device.xp, ufunc)(a.data, b.data if b.__class__ is Tensor else b)
-        return Tensor._wrap(a.device.xp.asarray(out), a.device)
+        dev = a.device
+        b = b.data if b.__class__ is Tensor else b
+        if dev.type == "cpu":  # NumPy returns a scalar for 0-d inputs; tensors hold arrays
+            return Tensor._wrap(np.asarray(np_ufunc(a.data, b)), dev)
+        with dev.activate():  # CuPy computes on the current GPU
+            return Tensor._wrap(getattr(dev.xp, ufunc)(a.data, b), dev)
 
     compare.__name__ = name
     return compare
@@ -116,14 +124,23 @@ logical_or = _compare("logical_or", "logical_or")
 logical_xor = _compare("logical_xor", "logical_xor")
 
 
-def logical_not(x) -> Tensor:
-    x = _t(x)
-    return Tensor._wrap(x.device.xp.logical_not(x.data), x.device)
+def _unary(name: str, ufunc: str):
+    np_ufunc = getattr(np, ufunc)
+
+    def unary(x) -> Tensor:
+        x = _t(x)
+        dev = x.device
+        if dev.type == "cpu":
+            return Tensor._wrap(np_ufunc(x.data), dev)
+        with dev.activate():
+            return Tensor._wrap(getattr(dev.xp, ufunc)(x.data), dev)
+
+    unary.__name__ = name
+    return unary
 
 
-def isfinite(x) -> Tensor:
-    x = _t(x)
-    return Tensor._wrap(x.device.xp.isfinite(x.data), x.device)
+logical_not = _unary("logical_not", "logical_not")
+isfinite = _unary("isfinite", "isfinite")
 
 
 # -- reductions -----------------------------------------------------------------------------
@@ -157,12 +174,18 @@ def log_softmax(x, axis: int = -1) -> Tensor:
 
 def argmax(x, axis=None, keepdims: bool = False) -> Tensor:
     x = _t(x)
-    return Tensor._wrap(x.data.argmax(axis=axis, keepdims=keepdims), x.device)
+    if x.device.type == "cpu":
+        return Tensor._wrap(x.data.argmax(axis=axis, keepdims=keepdims), x.device)
+    with x.device.activate():  # not an op: make the GPU current here
+        return Tensor._wrap(x.data.argmax(axis=axis, keepdims=keepdims), x.device)
 
 
 def argmin(x, axis=None, keepdims: bool = False) -> Tensor:
     x = _t(x)
-    return Tensor._wrap(x.data.argmin(axis=axis, keepdims=keepdims), x.device)
+    if x.device.type == "cpu":
+        return Tensor._wrap(x.data.argmin(axis=axis, keepdims=keepdims), x.device)
+    with x.device.activate():
+        return Tensor._wrap(x.data.argmin(axis=axis, keepdims=keepdims), x.device)
 
 
 def _float(x, op: str) -> Tensor:
@@ -303,9 +326,11 @@ def _prepare_index(x: Tensor, index, op: str):
     parts = tuple(_index_part(p, x, op) for p in (index if isinstance(index, tuple) else (index,)))
     if len(parts) > 1 and any(_is_index_array(p, "b") for p in parts) and \
             len([p for p in parts if _is_index_array(p, "biu")]) > 1:  # (sum is gg.sum here)
-        parts = _masks_to_indices(parts)
+        with x.device.activate():  # nonzero() runs on the index arrays' (x's) device
+            parts = _masks_to_indices(parts)
     if x.device.type != "cpu" and any(hasattr(p, "dtype") for p in parts):
-        _check_bounds(parts, x.shape, op)
+        with x.device.activate():
+            _check_bounds(parts, x.shape, op)
     return parts if isinstance(index, tuple) else parts[0]
 
 
@@ -324,7 +349,10 @@ def astype(x, dtype) -> Tensor:
     if dtype == x.dtype:
         return x
     if dtype.kind not in "fc":  # integer/bool results carry no gradient (like comparisons)
-        return Tensor._wrap(x.data.astype(dtype), x.device)
+        if x.device.type == "cpu":
+            return Tensor._wrap(x.data.astype(dtype), x.device)
+        with x.device.activate():  # not an op: make the GPU current here
+            return Tensor._wrap(x.data.astype(dtype), x.device)
     return _sh.AsType.apply(x, dtype=dtype)
 
 
