@@ -85,6 +85,10 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Ten
     s = _shape((shape,) if isinstance(shape, int) else tuple(shape))
     if dtype is None:
         dtype = as_array(fill_value, device="cpu").dtype
+    if not isinstance(fill_value, (int, float, bool, np.generic)):
+        # a tensor, array or list (broadcast like NumPy): an array on the target device, which
+        # is what CuPy can fill from
+        fill_value = as_array(fill_value, device=device, copy=False)
     return _new(lambda xp: xp.full(s, fill_value, _dtype(dtype)), s, dtype, device, requires_grad)
 
 

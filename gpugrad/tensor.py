@@ -41,7 +41,10 @@ def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
     if isinstance(data, np.generic):
         return dev.backend.asarray(np.asarray(data, dtype=dtype))
     try:
-        host = np.asarray(data, dtype=dtype)
+        try:
+            host = np.asarray(data, dtype=dtype)
+        except TypeError:  # GPU tensors or arrays nested in lists: NumPy cannot read them
+            host = np.asarray(_to_host(data), dtype=dtype)
     except ValueError as exc:  # ragged nesting
         raise TypeError(f"tensor: cannot build a tensor from {type(data).__name__} data: {exc}") \
             from None
@@ -56,6 +59,17 @@ def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
         elif host.dtype.kind in "iu":
             host = host.astype(np.int64)
     return host if dev.type == "cpu" else dev.backend.asarray(host)
+
+
+def _to_host(data: Any) -> Any:
+    """Nested lists/tuples with every GPU tensor or array in them copied to the host."""
+    if isinstance(data, Tensor):
+        return data.numpy()
+    if _is_device_array(data):
+        return data.get()
+    if isinstance(data, (list, tuple)):
+        return [_to_host(x) for x in data]
+    return data
 
 
 def _move(array, src: Device, dst: Device):

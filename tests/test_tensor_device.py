@@ -84,6 +84,28 @@ def test_full_and_like(device):
     assert gg.zeros_like(base, dtype=gg.float32).dtype == np.float32
 
 
+def test_full_with_a_tensor_fill_value(device):
+    for fill in (gg.tensor(2.5, device=device), gg.tensor(2.5)):  # same device, or the CPU
+        t = gg.full((2, 3), fill, device=device)
+        assert t.dtype == np.float32 and str(t.device) == expected_str(device)
+        assert_close(t, np.full((2, 3), 2.5))
+    row = gg.full((2, 3), gg.tensor([1.0, 2.0, 3.0], device=device), device=device)
+    assert_close(row, np.tile([1.0, 2.0, 3.0], (2, 1)))  # broadcast, like NumPy
+    assert_close(gg.full((2, 2), [1, 2], device=device), [[1, 2], [1, 2]])
+
+
+def test_tensor_from_a_list_of_tensors(device):
+    a, b = gg.tensor(1.5, device=device), gg.tensor(-2.0, device=device)
+    for target in (device, "cpu"):
+        t = gg.tensor([a, b], device=target)
+        assert t.dtype == np.float32 and str(t.device) == expected_str(target)
+        assert_close(t, [1.5, -2.0])
+    rows = gg.tensor([gg.tensor([1.0, 2.0], device=device), [3.0, 4.0]], device=device)
+    assert_close(rows, [[1.0, 2.0], [3.0, 4.0]])
+    with pytest.raises(TypeError, match="not understood"):
+        gg.tensor([a, b], dtype="no-such-dtype", device=device)
+
+
 def test_arange(device):
     for args, kwargs, want in (((5,), {}, np.arange(5)), ((2, 8, 3), {}, np.arange(2, 8, 3)),
                                ((0, 1, 0.25), {}, np.arange(0, 1, 0.25)),
