@@ -291,8 +291,9 @@ class DataLoader:
         epoch, self.epoch = self.epoch, self.epoch + 1
         x, y = self._x, self._y
         if self.shuffle:
-            perm = self.device.xp.asarray(self.permutation(epoch))
-            x, y = x[perm], y[perm]
+            with self.device.activate():  # the upload and the gathers run on the loader's GPU
+                perm = self.device.xp.asarray(self.permutation(epoch))
+                x, y = x[perm], y[perm]
         return self._batches(x, y)
 
     def _batches(self, x: Any, y: Any) -> Iterator[tuple[Any, Any]]:

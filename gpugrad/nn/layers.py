@@ -13,6 +13,7 @@ import numpy as np
 from .. import functional as F
 from .. import ops
 from ..backend import device as _device
+from ..creation import empty
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
@@ -37,9 +38,8 @@ class Linear(Module):
         dt = np.dtype(np.float32 if dtype is None else dtype)
         if dt.kind != "f":
             raise TypeError(f"Linear: dtype must be floating point, got {dt}")
-        self.weight = Parameter(Tensor._wrap(dev.xp.empty((out_features, in_features), dt), dev))
-        self.bias = (Parameter(Tensor._wrap(dev.xp.empty((out_features,), dt), dev))
-                     if bias else None)
+        self.weight = Parameter(empty(out_features, in_features, dtype=dt, device=dev))
+        self.bias = Parameter(empty(out_features, dtype=dt, device=dev)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -200,7 +200,8 @@ class Module:
             if set_to_none or p.grad is None:
                 p.grad = None
             else:
-                p.grad.data[...] = 0
+                with p.device.activate():
+                    p.grad.data[...] = 0
 
     # -- devices ---------------------------------------------------------------------------
     def to(self, device: Any = None, dtype: Any = None) -> Module:
@@ -274,7 +275,8 @@ class Module:
             raise ValueError(f"load_state_dict for {type(self).__name__}: " + "; ".join(problems))
         for name, value in arrays.items():
             target = own[name]
-            target.data[...] = _to_array(value, target)
+            with target.device.activate():  # the cast and the copy run on the target's GPU
+                target.data[...] = _to_array(value, target)
         return IncompatibleKeys(missing, unexpected)
 
     # -- display ---------------------------------------------------------------------------
@@ -300,7 +302,8 @@ def _move_in_place(t: Tensor, dev, dtype) -> None:
         data = host if dev.type == "cpu" else dev.backend.asarray(host)
         t.device = dev
     if dtype is not None and data.dtype.kind == "f" and data.dtype != dtype:
-        data = data.astype(dtype)
+        with t.device.activate():
+            data = data.astype(dtype)
     t.data = data
 
 

@@ -96,7 +96,8 @@ class Optimizer:
                 if set_to_none or p.grad is None:
                     p.grad = None
                 else:
-                    p.grad.data[...] = 0
+                    with p.device.activate():
+                        p.grad.data[...] = 0
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update the parameters; ``closure`` (re-evaluating the loss) is called first if given."""
@@ -125,7 +126,8 @@ class Optimizer:
                 if g.shape != p.data.shape:
                     raise ValueError(f"optimizer: gradient of shape {g.shape} does not match "
                                      f"its parameter of shape {p.shape}")
-                g = p.device.xp.ascontiguousarray(g, dtype=p.data.dtype)
+                with p.device.activate():
+                    g = p.device.xp.ascontiguousarray(g, dtype=p.data.dtype)
             params.append(p)
             grads.append(g)
         return params, grads
@@ -196,7 +198,8 @@ class Optimizer:
         if hasattr(arr, "__cuda_array_interface__") and p.device.type == "cpu":
             arr = arr.get()
         # Always a fresh array: state is updated in place and must not alias the checkpoint.
-        data = p.device.xp.array(p.device.backend.asarray(arr), dtype=p.dtype, copy=True)
+        with p.device.activate():
+            data = p.device.xp.array(p.device.backend.asarray(arr), dtype=p.dtype, copy=True)
         return Tensor._wrap(data, p.device)
 
     def __repr__(self) -> str:
@@ -276,7 +279,8 @@ class SGD(Optimizer):
                 buf = st.get("momentum_buffer") if st is not None else None
                 first = buf is None
                 if first:
-                    buf = Tensor._wrap(p.device.xp.empty_like(p.data), p.device)
+                    with p.device.activate():
+                        buf = Tensor._wrap(p.device.xp.empty_like(p.data), p.device)
                     self.state.setdefault(p, {})["momentum_buffer"] = buf
             else:
                 first = False
@@ -292,7 +296,8 @@ class SGD(Optimizer):
     def _launch(device, ps, gs, bufs, opts, first: bool) -> None:
         fused = _fused(device)
         step = fused.sgd_step if fused is not None else sgd_composite
-        step(ps, gs, bufs, first_step=first, **opts)
+        with device.activate():  # the update runs on the bucket's GPU
+            step(ps, gs, bufs, first_step=first, **opts)
 
 
 # -- Adam / AdamW -----------------------------------------------------------------------------
@@ -356,11 +361,12 @@ class Adam(Optimizer):
             st = self.state.get(p)
             if st is None:
                 xp = p.device.xp
-                st = self.state[p] = {
-                    "step": 0,
-                    "exp_avg": Tensor._wrap(xp.zeros_like(p.data), p.device),
-                    "exp_avg_sq": Tensor._wrap(xp.zeros_like(p.data), p.device),
-                }
+                with p.device.activate():  # state lives on the parameter's GPU
+                    st = self.state[p] = {
+                        "step": 0,
+                        "exp_avg": Tensor._wrap(xp.zeros_like(p.data), p.device),
+                        "exp_avg_sq": Tensor._wrap(xp.zeros_like(p.data), p.device),
+                    }
             st["step"] += 1
             b = buckets.setdefault((p.device, st["step"]), ([], [], [], []))
             b[0].append(p.data)
@@ -370,7 +376,8 @@ class Adam(Optimizer):
         for (device, step), (ps, gs, ms, vs) in buckets.items():
             fused = _fused(device)
             update = fused.adam_step if fused is not None else adam_composite
-            update(ps, gs, ms, vs, step=step, **opts)
+            with device.activate():  # the update runs on the bucket's GPU
+                update(ps, gs, ms, vs, step=step, **opts)
 
 
 class AdamW(Adam):
