@@ -107,7 +107,8 @@ def explain(t: Tensor) -> Explanation:
         fresh = type(fn).__new__(type(fn))
         fresh.device = fn.device
         args = [value_of(e) for e in fn.edges]
-        out = fresh.forward(*args, **fn.params)
+        with fn.device.activate():  # as Function.apply does
+            out = fresh.forward(*args, **fn.params)
         fresh.edges = fn.edges
         fresh.needs_input_grad = tuple(
             isinstance(e, (Function, Tensor)) and getattr(a, "dtype", None) is not None
@@ -117,24 +118,26 @@ def explain(t: Tensor) -> Explanation:
 
     # Backward replay: local derivatives (vector-Jacobian product with ones) and upstream grads.
     xp = t.device.xp
-    upstream = {id(t._ctx): xp.ones_like(values[id(t._ctx)])}
+    with t.device.activate():
+        upstream = {id(t._ctx): xp.ones_like(values[id(t._ctx)])}
     local: dict[int, dict[str, object]] = {}
     leaf_up: dict[int, object] = {}
     for fn in reversed(fns):
         fresh, out = replay[id(fn)], values[id(fn)]
         ops = fn.device.backend.ops
-        ones = fresh.backward(ops, xp.ones_like(out), *fresh.saved)
-        local[id(fn)] = {label(e): _host(fn.device, d) for e, d in zip(fn.edges, ones)
-                         if d is not None}
-        g = upstream.get(id(fn))
-        if g is None:
-            continue
-        for edge, gi in zip(fn.edges, fresh.backward(ops, g, *fresh.saved)):
-            if gi is None:
+        with fn.device.activate():  # as the backward engine does
+            ones = fresh.backward(ops, xp.ones_like(out), *fresh.saved)
+            local[id(fn)] = {label(e): _host(fn.device, d) for e, d in zip(fn.edges, ones)
+                             if d is not None}
+            g = upstream.get(id(fn))
+            if g is None:
                 continue
-            key = id(edge)
-            target = upstream if isinstance(edge, Function) else leaf_up
-            target[key] = gi if key not in target else target[key] + gi
+            for edge, gi in zip(fn.edges, fresh.backward(ops, g, *fresh.saved)):
+                if gi is None:
+                    continue
+                key = id(edge)
+                target = upstream if isinstance(edge, Function) else leaf_up
+                target[key] = gi if key not in target else target[key] + gi
 
     rows = [Row(names[id(leaf)], "input" if leaf.requires_grad else "constant",
                 _host(leaf.device, leaf.data),

@@ -138,10 +138,9 @@ def _class_problem(op: str, input: Any, target: Any, ignore_index: int):  # noqa
     elif x.ndim > 2:  # classes last, then one row per position
         x = _ops.reshape(_ops.transpose(x, (0, *range(2, x.ndim), 1)), (-1, c))
     labels = target.data
-    if labels.dtype != np.int64:
-        labels = labels.astype(np.int64)
-    if labels.ndim != 1:
-        labels = labels.reshape(-1)
+    if labels.dtype != np.int64 or labels.ndim != 1:
+        with x.device.activate():  # a cast or copy, on the labels' GPU
+            labels = labels.astype(np.int64, copy=False).reshape(-1)
     return x, Tensor._wrap(labels, x.device), expected
 
 
@@ -174,13 +173,15 @@ def nll_loss(input: Any, target: Any, reduction: str = "mean",  # noqa: A002
     x, labels, shape = _class_problem("nll_loss", input, target, ignore_index)
     xp = x.device.xp
     lab = labels.data
-    _losses.check_labels(xp, lab, x.shape[1], int(ignore_index))
-    valid = lab != ignore_index
-    picked = x[xp.arange(lab.shape[0]), xp.where(valid, lab, 0)]
-    weight = valid.astype(x.dtype)
-    if reduction == "mean":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            weight /= valid.sum().astype(x.dtype)
+    with x.device.activate():  # array math outside any op: run it on x's GPU
+        _losses.check_labels(xp, lab, x.shape[1], int(ignore_index))
+        valid = lab != ignore_index
+        rows, cols = xp.arange(lab.shape[0]), xp.where(valid, lab, 0)
+        weight = valid.astype(x.dtype)
+        if reduction == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                weight /= valid.sum().astype(x.dtype)
+    picked = x[rows, cols]
     loss = -(picked * Tensor._wrap(weight, x.device))
     if reduction == "none":
         return _ops.reshape(loss, shape) if loss.shape != shape else loss

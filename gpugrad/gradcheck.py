@@ -23,8 +23,8 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor] | Tensor, eps:
     direction ``v``, so one backward pass checks the whole vector-Jacobian product ``vᵀJ``.
     """
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-    xs = [Tensor._wrap(t.data.astype(np.float64), t.device, t.requires_grad)
-          if isinstance(t, Tensor) and t.dtype.kind == "f" else t for t in inputs]
+    xs = [_float64_copy(t) if isinstance(t, Tensor) and t.dtype.kind == "f" else t
+          for t in inputs]
     wrt = [i for i, x in enumerate(xs) if isinstance(x, Tensor) and x.requires_grad]
     if not wrt:
         raise ValueError("gradcheck: no input requires grad")
@@ -33,7 +33,8 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor] | Tensor, eps:
     v = out.device.backend.asarray(v_host)
 
     def project(o: Tensor) -> float:
-        return float((o.data * v).sum())
+        with o.device.activate():
+            return float((o.data * v).sum())
 
     analytic = grad((out * Tensor._wrap(v, out.device)).sum(), [xs[i] for i in wrt],
                     allow_unused=True)
@@ -47,11 +48,11 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor] | Tensor, eps:
         for j in range(host.size):
             idx = np.unravel_index(j, host.shape)
             orig = host[idx]
-            x.data[idx] = orig + eps
+            _poke(x, idx, orig + eps)
             plus = project(fn(*xs))
-            x.data[idx] = orig - eps
+            _poke(x, idx, orig - eps)
             minus = project(fn(*xs))
-            x.data[idx] = orig
+            _poke(x, idx, orig)
             flat[j] = (plus - minus) / (2 * eps)
         bad = np.abs(a - numeric) > atol + rtol * np.abs(numeric)
         if bad.any():
@@ -64,3 +65,14 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor] | Tensor, eps:
                 raise GradcheckError(msg)
             return False
     return True
+
+
+def _float64_copy(t: Tensor) -> Tensor:
+    with t.device.activate():  # CuPy casts on the current GPU
+        return Tensor._wrap(t.data.astype(np.float64), t.device, t.requires_grad)
+
+
+def _poke(x: Tensor, idx: tuple, value) -> None:
+    """Write one element of ``x`` in place (outside the graph)."""
+    with x.device.activate():
+        x.data[idx] = value

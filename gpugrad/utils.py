@@ -68,7 +68,7 @@ def _train_losses(device: str, steps: int, seed: int, sizes: Sequence[int], batc
     loader = DataLoader(x_train, split.y_train, batch_size=batch_size, shuffle=True,
                         drop_last=True, seed=seed, device=dev)
     # Losses stay on the device until the end: no host sync per step.
-    out = dev.xp.empty(steps, dtype=np.float64)
+    out = gg.empty(steps, dtype=np.float64, device=dev).data
     done = 0
     while done < steps:
         for xb, yb in loader:
@@ -76,7 +76,8 @@ def _train_losses(device: str, steps: int, seed: int, sizes: Sequence[int], batc
             opt.zero_grad()
             loss.backward()
             opt.step()
-            out[done] = loss.data
+            with dev.activate():
+                out[done] = loss.data
             done += 1
             if done == steps:
                 break
