@@ -13,14 +13,6 @@ from gpugrad.backend import fused_enabled, set_fused
 REDUCTIONS = ["mean", "sum", "none"]
 
 
-@pytest.fixture(params=[True, False], ids=["fused", "composite"])
-def fused(request):
-    prev = fused_enabled()
-    set_fused(request.param)
-    yield request.param
-    set_fused(prev)
-
-
 def t(a, device, dtype=None, grad=False):
     return gg.tensor(np.asarray(a), dtype=dtype, device=device, requires_grad=grad)
 

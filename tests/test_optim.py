@@ -11,20 +11,11 @@ import pytest
 
 import gpugrad as gg
 import gpugrad.optim as optim
-from gpugrad.backend import fused_enabled, set_fused
 from gpugrad.serialization import load, save
 
 RNG = np.random.default_rng(0)
 P0 = [RNG.standard_normal((3, 4)), RNG.standard_normal(5)]
 GRADS = [[RNG.standard_normal(p.shape) for p in P0] for _ in range(5)]
-
-
-@pytest.fixture(params=[True, False], ids=["fused", "composite"])
-def fused(request):
-    prev = fused_enabled()
-    set_fused(request.param)
-    yield request.param
-    set_fused(prev)
 
 
 # -- float64 references of torch.optim's update rules -----------------------------------------
