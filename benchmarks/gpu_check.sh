@@ -14,6 +14,7 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.."
 export PYTHONPATH=. PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}  # the GPU image names its interpreter python3
 LOG="$OUT/gpu_check.log"
 : >"$LOG"
 failed=()
@@ -28,16 +29,16 @@ step() {  # step NAME TIMEOUT CMD...: run, append output to the log, remember fa
     [ "$rc" -eq 0 ] || failed+=("$name")
 }
 
-step machine 30 bash -c 'date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,memory.total \
-    --format=csv,noheader; python -c "import platform, numpy, cupy; print(platform.python_version(), \
-    numpy.__version__, cupy.__version__)"; python -m gpugrad info'
-step tests 240 python -m pytest -p no:cacheprovider tests
-step kernels 90 python benchmarks/bench_kernels.py --json "$OUT/kernels.json"
-step train_cuda 45 python -m gpugrad train --device cuda --no-progress
-step parity 60 python -m gpugrad train --parity --json "$OUT/parity.json"
+step machine 30 bash -c "date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,memory.total \
+    --format=csv,noheader; $PY -c 'import platform, numpy, cupy; print(platform.python_version(), \
+    numpy.__version__, cupy.__version__)'; $PY -m gpugrad info"
+step tests 240 "$PY" -m pytest -p no:cacheprovider tests
+step kernels 90 "$PY" benchmarks/bench_kernels.py --json "$OUT/kernels.json"
+step train_cuda 45 "$PY" -m gpugrad train --device cuda --no-progress
+step parity 60 "$PY" -m gpugrad train --parity --json "$OUT/parity.json"
 plot_args=()  # --plot needs matplotlib (an optional extra): ask for the PNG only where it exists
-python -c 'import matplotlib' 2>/dev/null && plot_args=(--plot "$OUT/bench.png")
-step bench 120 python -m gpugrad bench --quick --devices cpu,cuda --against torch \
+"$PY" -c 'import matplotlib' 2>/dev/null && plot_args=(--plot "$OUT/bench.png")
+step bench 120 "$PY" -m gpugrad bench --quick --devices cpu,cuda --against torch \
     --json "$OUT/bench.json" ${plot_args[@]+"${plot_args[@]}"}
 
 if [ ${#failed[@]} -eq 0 ]; then
