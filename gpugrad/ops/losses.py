@@ -14,6 +14,10 @@ In graph mode (``create_graph=True``) backward rebuilds the gradient from gpugra
 What is saved: the inputs the graph-mode rule needs. The logits are the smallest activation of a
 network and the caller normally still holds them, so keeping a reference costs no extra memory in
 a training step; backward releases it.
+
+PyTorch's extra options (class ``weight``, ``label_smoothing``, ``pos_weight``) are not here: the
+wrappers in ``gpugrad.functional`` compose them from ordinary ops (``log_softmax``, indexing, and
+these Functions with ``reduction="none"``), so the fused kernels only ever see the defaults.
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ def _scale_in_place(d, g, reduction: str):
 
 
 # -- softmax cross-entropy --------------------------------------------------------------------
-def check_labels(xp, labels, num_classes: int, ignore_index: int) -> None:
+def check_labels(xp, labels, num_classes: int, ignore_index: int,
+                 op: str = "cross_entropy") -> None:
     """Raise ValueError if any label is outside [0, C) and not ``ignore_index`` (one host sync)."""
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index < 0 or ignore_index >= num_classes:
@@ -61,7 +66,7 @@ def check_labels(xp, labels, num_classes: int, ignore_index: int) -> None:
     if bool(bad.any()):
         row = int(xp.argmax(bad))
         raise ValueError(
-            f"cross_entropy: label {int(labels[row])} at row {row} is outside [0, {num_classes}) "
+            f"{op}: label {int(labels[row])} at row {row} is outside [0, {num_classes}) "
             f"and is not ignore_index={ignore_index} (logits have {num_classes} classes)"
         )
 
@@ -89,8 +94,8 @@ def ce_composite(xp, logits, labels, ignore_index: int, reduction: str, with_gra
         e /= s[:, None]
         e[rows, safe] -= 1
         w = valid.astype(x.dtype)
-        if reduction == "mean":
-            w /= count
+        if reduction == "mean":  # all rows ignored: w is all 0 and stays so (torch's zero grad)
+            w /= xp.maximum(count, 1)
         e *= w[:, None]
     return out.astype(logits.dtype, copy=False), e.astype(logits.dtype, copy=False)
 
@@ -138,9 +143,8 @@ class CrossEntropy(Function):
         onehot = xp.zeros((n, c), dtype=logits.dtype)
         onehot[xp.arange(n), xp.where(valid, labels, 0)] = 1
         w = valid.astype(logits.dtype)
-        if self.reduction == "mean":
-            with np.errstate(invalid="ignore", divide="ignore"):
-                w = w / valid.sum().astype(logits.dtype)
+        if self.reduction == "mean":  # all rows ignored: zero gradient, like the forward pass
+            w = w / xp.maximum(valid.sum(), 1).astype(logits.dtype)
         onehot *= valid[:, None]
         d = (ops.softmax(logits, axis=-1) - onehot) * w[:, None]
         if self.reduction == "none":
