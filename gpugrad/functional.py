@@ -22,12 +22,14 @@ from .autograd import is_grad_enabled
 from .backend import DeviceError
 from .ops import gelu, leaky_relu, linear, log_softmax, relu, sigmoid, softmax, tanh
 from .ops import losses as _losses
+from .ops.stochastic import dropout
 from .tensor import Tensor
 
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "dropout",
     "gelu",
     "leaky_relu",
     "linear",

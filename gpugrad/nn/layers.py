@@ -14,6 +14,7 @@ from .. import functional as F
 from .. import ops
 from ..backend import device as _device
 from ..creation import empty
+from ..ops.stochastic import dropout as _dropout
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
@@ -132,6 +133,30 @@ class Flatten(Module):
         return ops.reshape(x, (x.shape[0], -1)) if x.ndim != 2 else x
 
 
+class Dropout(Module):
+    """Zero each element with probability ``p`` and scale the rest by ``1/(1-p)`` in ``train()``
+    mode; the identity in ``eval()`` mode. Masks follow ``gg.manual_seed`` and are identical on
+    every device (see ``gg.functional.dropout``)."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = _check_p("Dropout", p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def _check_p(owner: str, p: Any) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{owner}: p must be a float in [0, 1], got {p!r}")
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"{owner}: p must be in [0, 1], got {p}")
+    return float(p)
+
+
 ACTIVATIONS: dict[str, Callable[[], Module]] = {
     "relu": ReLU,
     "sigmoid": Sigmoid,
@@ -220,10 +245,16 @@ class MLP(Sequential):
     ``MLP([784, 512, 512, 10])`` is Linear(784, 512), ReLU, Linear(512, 512), ReLU, Linear(512, 10);
     ``activation`` is a name ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity") or a
     callable returning a Module.
+
+    ``dropout=p > 0`` applies dropout after each hidden activation in ``train()`` mode. It is not a
+    child module: the layers keep their indices, so the state_dict keys ("0.weight", "2.weight",
+    ...) and ``model[i]`` are the same with or without dropout, and a checkpoint trained with
+    dropout loads into a plain ``MLP(sizes)`` for inference (and vice versa).
     """
 
     def __init__(self, sizes: Sequence[int], activation: str | Callable[[], Module] = "relu",
-                 bias: bool = True, device: Any = None, dtype: Any = None) -> None:
+                 bias: bool = True, device: Any = None, dtype: Any = None,
+                 dropout: float = 0.0) -> None:
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2:
             raise ValueError(f"MLP: sizes needs at least an input and an output size, got {sizes}")
@@ -239,6 +270,7 @@ class MLP(Sequential):
         else:
             raise TypeError(f"MLP: activation must be a name or a callable, got "
                             f"{type(activation).__name__}")
+        p = _check_p("MLP", dropout)  # before any layer draws its weights from the seeded generator
         layers: list[Module] = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(Linear(n_in, n_out, bias=bias, device=device, dtype=dtype))
@@ -246,6 +278,20 @@ class MLP(Sequential):
                 layers.append(make())
         super().__init__(*layers)
         self.sizes = tuple(sizes)
+        self.dropout = p
+
+    def forward(self, x: Any) -> Any:
+        if not (self.dropout and self.training):
+            return super().forward(x)
+        for i, layer in enumerate(self._modules.values()):
+            if layer is not None:
+                x = layer(x)
+            if i % 2 == 1:  # layers alternate Linear, activation, ..., Linear
+                x = _dropout(x, self.dropout)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"dropout={self.dropout}" if self.dropout else ""
 
 
 # -- losses as modules ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from . import elementwise as _ew
 from . import linalg as _la
 from . import reductions as _red
 from . import shape as _sh
+from .stochastic import dropout
 
 _SCALARS = (int, float, bool)
 
