@@ -109,10 +109,11 @@ def test_matches_real_torch_optim():
 def test_defaults_match_pytorch():
     p = [gg.zeros(2, requires_grad=True)]
     assert optim.Adam(p).defaults == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                                          weight_decay=0.0)
+                                          weight_decay=0.0, amsgrad=False, maximize=False)
     assert optim.AdamW(p).defaults["weight_decay"] == 1e-2
     d = optim.SGD(p, lr=0.1).defaults
-    assert d == dict(lr=0.1, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0)
+    assert d == dict(lr=0.1, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
+                     maximize=False)
 
 
 def test_params_without_grad_are_skipped(device, fused):

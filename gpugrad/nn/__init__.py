@@ -2,7 +2,7 @@
 ``MLP``, loss modules, and ``nn.init``. ``nn.functional`` is ``gpugrad.functional``."""
 
 from .. import functional
-from . import init
+from . import init, utils
 from .layers import (
     ACTIVATIONS,
     GELU,
@@ -53,4 +53,5 @@ __all__ = [
     "Tanh",
     "functional",
     "init",
+    "utils",
 ]

@@ -1,11 +1,13 @@
 """Optimizers with PyTorch's parameter groups, defaults and update formulas: ``SGD``, ``Adam``,
-``AdamW``.
+``AdamW`` (``RMSprop`` and ``Adagrad`` live in their own modules).
 
 ``step()`` updates every parameter of a group in place on its device with one call of the fused
 entry point (``device.backend.fused.sgd_step`` / ``adam_step``: one kernel launch on CUDA) --
 hyper-parameters travel as Python floats, so a step never copies anything to or from the host.
-With ``GPUGRAD_FUSED=0`` the same formulas run as ordinary in-place array math. Parameters whose
-``.grad`` is None are skipped, and their state does not advance (as in PyTorch).
+With ``GPUGRAD_FUSED=0`` the same formulas run as ordinary in-place array math. The options the
+kernels do not implement (``maximize=True``, Adam's ``amsgrad=True``) always take that composite
+path, for the groups that set them. Parameters whose ``.grad`` is None are skipped, and their
+state does not advance (as in PyTorch).
 """
 
 from __future__ import annotations
@@ -20,9 +22,23 @@ from ..autograd import enable_grad
 from ..backend import fused_enabled
 from ..tensor import Tensor
 
+# Group keys that schedulers write next to the options (OneCycleLR's cycle bounds), so a param
+# group copied from a scheduled optimizer is still accepted.
+_SCHEDULER_KEYS = {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
+
 
 def _fused(device):
     return device.backend.fused if fused_enabled() else None
+
+
+def lerp_(a: Any, b: Any, w: float) -> None:
+    """a = lerp(a, b, w) in place with torch.lerp's two branches (exact at w = 1, where the
+    one-line form a + w·(b - a) is not; torch may fuse the multiply-add, so the rest agrees to
+    rounding)."""
+    if w < 0.5:
+        a += w * (b - a)
+    else:
+        a[...] = b - (b - a) * (1 - w)
 
 
 class Optimizer:
@@ -68,7 +84,7 @@ class Optimizer:
                 raise ValueError(f"{name}: parameter {i} (shape {p.shape}) appears in more than "
                                  "one param group or twice in one")
             seen.add(id(p))
-        unknown = set(group) - set(self.defaults) - {"params", "initial_lr"}
+        unknown = set(group) - set(self.defaults) - {"params"} - _SCHEDULER_KEYS
         if unknown:
             raise ValueError(f"{name}: unknown option(s) {sorted(unknown)} in a param group; "
                              f"valid options are {sorted(self.defaults)}")
@@ -83,9 +99,18 @@ class Optimizer:
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0:
             raise ValueError(f"{type(self).__name__}: invalid learning rate {lr!r} (must be a "
                              "number >= 0)")
-        wd = group.get("weight_decay", 0.0)
-        if not wd >= 0:
-            raise ValueError(f"{type(self).__name__}: invalid weight_decay {wd!r} (must be >= 0)")
+        self._check_nonnegative(group, "weight_decay")
+
+    def _check_nonnegative(self, group: dict[str, Any], *names: str) -> None:
+        for key in names:
+            if key in group and not group[key] >= 0:  # "not >=" also rejects NaN
+                raise ValueError(f"{type(self).__name__}: invalid {key} {group[key]!r} (must be "
+                                 ">= 0)")
+
+    def _new_state(self, p: Tensor, fill: float = 0.0) -> Tensor:
+        """A state array shaped like ``p`` on its device (and GPU), filled with ``fill``."""
+        with p.device.activate():
+            return Tensor._wrap(p.device.xp.full_like(p.data, fill), p.device)
 
     # -- the public loop API -----------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -224,9 +249,11 @@ def _plain(v: Any) -> Any:
 # -- SGD --------------------------------------------------------------------------------------
 def sgd_composite(params: list, grads: list, momentum_bufs: list, *, lr: float, momentum: float,
                   dampening: float, nesterov: bool, weight_decay: float,
-                  first_step: bool) -> None:
-    """torch.optim.SGD's update in ordinary in-place array math (the GPUGRAD_FUSED=0 path)."""
+                  first_step: bool, maximize: bool = False) -> None:
+    """torch.optim.SGD's update in ordinary in-place array math (the GPUGRAD_FUSED=0 path, and
+    the path of ``maximize=True``)."""
     for i, (p, g) in enumerate(zip(params, grads)):
+        g = -g if maximize else g
         d = g + weight_decay * p if weight_decay else g
         if momentum:
             b = momentum_bufs[i]
@@ -243,15 +270,16 @@ class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and
     (L2) weight decay -- ``torch.optim.SGD``'s formulas:
 
-    d = g + wd·p;  b = d (first step) or momentum·b + (1 - dampening)·d;
+    g = -g (maximize);  d = g + wd·p;  b = d (first step) or momentum·b + (1 - dampening)·d;
     d = d + momentum·b (nesterov) or b;  p -= lr·d
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
-                 dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
+                 dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 *, maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      nesterov=nesterov, weight_decay=weight_decay))
+                                      nesterov=nesterov, weight_decay=weight_decay,
+                                      maximize=maximize))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
@@ -268,6 +296,7 @@ class SGD(Optimizer):
         momentum = float(group["momentum"])
         opts = dict(lr=float(group["lr"]), momentum=momentum, dampening=float(group["dampening"]),
                     nesterov=bool(group["nesterov"]), weight_decay=float(group["weight_decay"]))
+        maximize = bool(group.get("maximize", False))
         # One call per (device, first step?) bucket -- normally exactly one. Parameters stepping
         # for the first time get their buffer set to d (no dampening), the others the running
         # update; without momentum there are no buffers.
@@ -290,35 +319,39 @@ class SGD(Optimizer):
             if buf is not None:
                 bufs.append(buf.data)
         for (device, first), (ps, gs, bufs) in buckets.items():
-            self._launch(device, ps, gs, bufs, opts, first)
+            self._launch(device, ps, gs, bufs, opts, first, maximize)
 
     @staticmethod
-    def _launch(device, ps, gs, bufs, opts, first: bool) -> None:
+    def _launch(device, ps, gs, bufs, opts, first: bool, maximize: bool) -> None:
         fused = _fused(device)
-        step = fused.sgd_step if fused is not None else sgd_composite
         with device.activate():  # the update runs on the bucket's GPU
-            step(ps, gs, bufs, first_step=first, **opts)
+            if fused is not None and not maximize:  # the kernel has no maximize
+                fused.sgd_step(ps, gs, bufs, first_step=first, **opts)
+            else:
+                sgd_composite(ps, gs, bufs, first_step=first, maximize=maximize, **opts)
 
 
 # -- Adam / AdamW -----------------------------------------------------------------------------
-def adam_composite(params: list, grads: list, exp_avgs: list, exp_avg_sqs: list, *, step: int,
-                   lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-                   decoupled: bool) -> None:
-    """torch.optim.Adam / AdamW's update in in-place array math (the GPUGRAD_FUSED=0 path)."""
+def adam_composite(xp: Any, params: list, grads: list, exp_avgs: list, exp_avg_sqs: list,
+                   max_exp_avg_sqs: list | None, *, step: int, lr: float, beta1: float,
+                   beta2: float, eps: float, weight_decay: float, decoupled: bool,
+                   maximize: bool = False) -> None:
+    """torch.optim.Adam / AdamW's update in in-place array math (the GPUGRAD_FUSED=0 path, and
+    the path of ``amsgrad`` / ``maximize``). ``max_exp_avg_sqs`` is None unless amsgrad."""
     bias_correction1 = 1 - beta1**step
     bias_correction2_sqrt = math.sqrt(1 - beta2**step)
     step_size = lr / bias_correction1
-    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+    for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
+        g = -g if maximize else g
         if weight_decay and decoupled:
             p *= 1 - lr * weight_decay
         d = g + weight_decay * p if weight_decay and not decoupled else g
-        if 1 - beta1 < 0.5:  # torch's lerp(m, d, w) has two branches; follow both to the bit
-            m += (1 - beta1) * (d - m)
-        else:
-            m[...] = d - (d - m) * beta1
+        lerp_(m, d, 1 - beta1)
         v *= beta2
         v += (1 - beta2) * d * d
-        denom = v ** 0.5
+        if max_exp_avg_sqs is not None:  # amsgrad: normalise by the largest v seen so far
+            v = xp.maximum(max_exp_avg_sqs[i], v, out=max_exp_avg_sqs[i])
+        denom = xp.sqrt(v)
         denom /= bias_correction2_sqrt
         denom += eps
         p -= step_size * (m / denom)
@@ -326,15 +359,18 @@ def adam_composite(params: list, grads: list, exp_avgs: list, exp_avg_sqs: list,
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with PyTorch's defaults and formulas; ``weight_decay`` adds wd·p to the
-    gradient (L2). For decoupled weight decay use ``AdamW``."""
+    gradient (L2). For decoupled weight decay use ``AdamW``. ``amsgrad=True`` divides by the
+    running maximum of v (state ``max_exp_avg_sq``); ``maximize=True`` ascends (g = -g)."""
 
     _decoupled = False
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, amsgrad: bool = False, *,
+                 maximize: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay))
+                                      weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
@@ -343,8 +379,7 @@ class Adam(Optimizer):
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"{name}: invalid betas {group['betas']!r} (two numbers in [0, 1))")
         group["betas"] = betas
-        if not group["eps"] >= 0:
-            raise ValueError(f"{name}: invalid eps {group['eps']!r} (must be >= 0)")
+        self._check_nonnegative(group, "eps")
 
     def _step_group(self, group: dict[str, Any]) -> None:
         params, grads = self._grads(group)
@@ -354,30 +389,34 @@ class Adam(Optimizer):
         opts = dict(lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2),
                     eps=float(group["eps"]), weight_decay=float(group["weight_decay"]),
                     decoupled=self._decoupled)
+        amsgrad = bool(group.get("amsgrad", False))
+        maximize = bool(group.get("maximize", False))
         # The bias corrections depend on each parameter's own step count; parameters skipped on
         # some steps can lag, so bucket by (device, step): normally one call for the whole group.
-        buckets: dict[tuple[Any, int], tuple[list, list, list, list]] = {}
+        buckets: dict[tuple[Any, int], tuple[list, list, list, list, list]] = {}
         for p, g in zip(params, grads):
             st = self.state.get(p)
-            if st is None:
-                xp = p.device.xp
-                with p.device.activate():  # state lives on the parameter's GPU
-                    st = self.state[p] = {
-                        "step": 0,
-                        "exp_avg": Tensor._wrap(xp.zeros_like(p.data), p.device),
-                        "exp_avg_sq": Tensor._wrap(xp.zeros_like(p.data), p.device),
-                    }
+            if st is None:  # state lives on the parameter's device
+                st = self.state[p] = {"step": 0, "exp_avg": self._new_state(p),
+                                      "exp_avg_sq": self._new_state(p)}
+            if amsgrad and "max_exp_avg_sq" not in st:  # also when amsgrad is switched on later
+                st["max_exp_avg_sq"] = self._new_state(p)
             st["step"] += 1
-            b = buckets.setdefault((p.device, st["step"]), ([], [], [], []))
+            b = buckets.setdefault((p.device, st["step"]), ([], [], [], [], []))
             b[0].append(p.data)
             b[1].append(g)
             b[2].append(st["exp_avg"].data)
             b[3].append(st["exp_avg_sq"].data)
-        for (device, step), (ps, gs, ms, vs) in buckets.items():
+            if amsgrad:
+                b[4].append(st["max_exp_avg_sq"].data)
+        for (device, step), (ps, gs, ms, vs, vmaxs) in buckets.items():
             fused = _fused(device)
-            update = fused.adam_step if fused is not None else adam_composite
             with device.activate():  # the update runs on the bucket's GPU
-                update(ps, gs, ms, vs, step=step, **opts)
+                if fused is not None and not (amsgrad or maximize):  # options the kernel lacks
+                    fused.adam_step(ps, gs, ms, vs, step=step, **opts)
+                else:
+                    adam_composite(device.xp, ps, gs, ms, vs, vmaxs if amsgrad else None,
+                                   step=step, maximize=maximize, **opts)
 
 
 class AdamW(Adam):
@@ -388,5 +427,7 @@ class AdamW(Adam):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2) -> None:
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, maximize=maximize)
