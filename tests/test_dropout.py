@@ -241,6 +241,14 @@ def test_bad_types_raise_type_error(device):
         nn.Dropout("0.5")
 
 
+def test_scale_overflowing_the_dtype_raises(device):
+    x = gg.ones(64, dtype="float16", device=device)
+    with pytest.raises(ValueError, match=r"dropout: p=0.99999 is too close to 1 for float16"):
+        F.dropout(x, 0.99999)
+    assert np.isfinite(F.dropout(x, 0.999).numpy()).all()  # 1/(1-p) = 1000 fits in float16
+    assert F.dropout(x.astype("float32"), 0.99999).numpy().max() < np.inf
+
+
 def test_too_many_elements_raise_value_error():
     huge = gg.from_numpy(np.broadcast_to(np.float32(1), (2**16, 2**16)))  # 4 GiB view, no memory
     with pytest.raises(ValueError, match=r"dropout: input of shape \(65536, 65536\) has 4294967"):

@@ -62,6 +62,10 @@ def dropout(input: Any, p: float = 0.5, training: bool = True) -> Tensor:  # noq
                          f"{random_bits.LIMIT - 1} are supported (uint32 counter), p={p}")
     if not training or p == 0.0:
         return x
+    if p < 1.0 and 1.0 / (1.0 - p) > float(np.finfo(x.dtype).max):
+        # 0 * inf would turn every dropped element into NaN
+        raise ValueError(f"dropout: p={p} is too close to 1 for {x.dtype}: the scale 1/(1-p) "
+                         f"overflows it (shape {x.shape}); use p=1 or a wider dtype")
     if p == 1.0:
         key = (0, 0)  # unused: everything is dropped, so the random stream is left alone
     else:
