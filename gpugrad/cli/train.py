@@ -1,9 +1,6 @@
-"""The ``gpugrad`` command line: ``info``, ``train`` and ``bench``.
-
-``gpugrad train`` is the first thing a newcomer runs: an MLP on the bundled handwritten digits, on
-the best available device, with a progress bar and per-epoch metrics. ``gpugrad bench`` runs the
-same workloads on each device side by side; its machinery lives in ``gpugrad.bench``.
-"""
+"""``gpugrad train``: an MLP on the bundled handwritten digits, on the best available device,
+with a progress bar, per-epoch metrics, checkpoints (``--save/--resume``) and a CPU-vs-CUDA parity
+run (``--parity``)."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "main"]
+from .common import CliError, parse_device
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 # Defaults from a sweep of the CLI itself (hidden sizes, lr, batch, Adam/AdamW, 16 seeds): with
@@ -26,54 +23,6 @@ DEFAULTS = {"hidden": "256,128", "epochs": 30, "batch_size": 64, "lr": 3e-3, "op
             "seed": 0}
 
 
-class CliError(Exception):
-    """A user-facing error: printed as ``gpugrad: error: ...`` with exit status 2."""
-
-
-def _device(spec: str) -> Any:
-    import gpugrad as gg
-
-    try:
-        return gg.device(spec)
-    except (ValueError, gg.DeviceError) as exc:
-        raise CliError(str(exc)) from None
-
-
-# -- info ---------------------------------------------------------------------------------------
-def cmd_info(args: argparse.Namespace) -> int:
-    from gpugrad.bench.report import environment_info
-
-    d = environment_info()
-    if args.json:
-        Path(args.json).write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
-    v = d["versions"]
-    print(f"gpugrad {v['gpugrad']}")
-    print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "gpugrad"))
-    print(f"platform: {d['platform']}")
-    print("devices:")
-    for dev in d["devices"]:
-        if dev["device"] == "cpu":
-            blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['num_threads']} threads)"
-                             for b in dev["blas"])
-            print(f"  cpu     {dev['name']}, {dev['threads']} threads"
-                  + (f"; BLAS: {blas}" if blas else ""))
-        else:
-            print(f"  {dev['device']:<7} {dev['name']}, {dev['memory_bytes'] / 2**30:.1f} GiB")
-    if not d["cuda_available"]:
-        print(f"  cuda    unavailable: {d['cuda_unavailable_reason']}")
-    print(f"default device: {d['default_device']} (set GPUGRAD_DEVICE to change it)")
-    k = d["kernels"]
-    state = "on" if k["fused_enabled"] else "off"
-    print(f"fused kernels: {state} (GPUGRAD_FUSED=0 switches them off)")
-    if k["sources"] is None:
-        print(f"kernel sources: {k['note'] or 'not found'}")
-    else:
-        where = f" in {k['dir']}" if k.get("dir") else ""
-        print(f"kernel sources{where}: {', '.join(k['sources']) or 'none found'}")
-    return 0
-
-
-# -- train --------------------------------------------------------------------------------------
 def parse_hidden(text: str) -> list[int]:
     """``"256,128"`` -> ``[256, 128]``; an empty string means no hidden layer."""
     try:
@@ -274,7 +223,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     from gpugrad.data import DataLoader, load_digits
 
     tqdm = _progress_bar()
-    dev = _device(args.device)
+    dev = parse_device(args.device)
     ckpt = _load_checkpoint(args.resume) if args.resume else None
     _resolve(args, ckpt["config"] if ckpt else None)
     hidden = parse_hidden(args.hidden)
@@ -371,55 +320,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 1 if metrics["stopped"] else 0
 
 
-# -- bench --------------------------------------------------------------------------------------
-def cmd_bench(args: argparse.Namespace) -> int:
-    from gpugrad.bench import SUITES, available_devices, format_table, plot, run_bench, write_json
-    from gpugrad.bench.report import MissingDependency, require_matplotlib
-
-    suites = [s for s in args.suite.split(",") if s]
-    unknown = [s for s in suites if s not in SUITES]
-    if unknown:
-        raise CliError(f"--suite: unknown suite(s) {', '.join(unknown)}; choose from "
-                       f"{', '.join(SUITES)}")
-    if args.against not in (None, "torch"):
-        raise CliError("--against: only 'torch' is supported")
-    if args.plot:
-        try:
-            require_matplotlib()  # fail before minutes of benchmarking, not after
-        except MissingDependency as exc:
-            raise CliError(str(exc)) from None
-    devices = args.devices.split(",") if args.devices else available_devices()
-    for spec in devices:
-        _device(spec)  # an unavailable device is an error up front, with the reason
-
-    def progress(label: str) -> None:
-        if not args.quiet:
-            print(f"  {label}", file=sys.stderr, flush=True)
-
-    result = run_bench(devices, suites, quick=args.quick, against_torch=args.against == "torch",
-                       progress=progress)
-    print(format_table(result))
-    if args.json:
-        write_json(result, args.json)
-        print(f"\nwrote {args.json}")
-    if args.plot:
-        plot(result, args.plot)
-        print(f"wrote {args.plot}")
-    return 0
-
-
-# -- entry point --------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="gpugrad", description="gpugrad: reverse-mode autograd on CuPy (CUDA) and NumPy "
-        "(CPU). Start with `gpugrad train`.")
-    sub = p.add_subparsers(dest="command", metavar="{info,train,bench}")
-    sub.required = True
-
-    pi = sub.add_parser("info", help="devices, versions and fused-kernel status")
-    pi.add_argument("--json", metavar="PATH", help="also write the information as JSON")
-    pi.set_defaults(func=cmd_info)
-
+def add_parser(sub: argparse._SubParsersAction) -> None:
     pt = sub.add_parser("train", help="train an MLP on the bundled handwritten digits",
                         description="Train an MLP on the bundled handwritten digits. With "
                         "--resume, flags left out are taken from the checkpoint.")
@@ -449,35 +350,3 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--parity-rtol", type=float, default=1e-4,
                     help="largest relative loss difference --parity accepts")
     pt.set_defaults(func=cmd_train)
-
-    pb = sub.add_parser("bench", help="time the same workloads on each device, side by side")
-    pb.add_argument("--devices", help="comma-separated, e.g. cpu,cuda (default: all available)")
-    pb.add_argument("--suite", default="mlp,kernels,ops",
-                    help="comma-separated subset of mlp,kernels,ops")
-    pb.add_argument("--quick", action="store_true", help="fewer sizes and repeats (a smoke run)")
-    pb.add_argument("--against", choices=["torch"], help="also time PyTorch on the same device")
-    pb.add_argument("--json", metavar="PATH", help="write all rows and the header as JSON")
-    pb.add_argument("--plot", metavar="PATH", help="write a PNG (needs gpugrad[plot])")
-    pb.add_argument("--quiet", action="store_true", help="no per-workload progress lines")
-    pb.set_defaults(func=cmd_bench)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except CliError as exc:
-        print(f"gpugrad {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `gpugrad info | head`: stop quietly, as Unix tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-
-
-if __name__ == "__main__":
-    sys.exit(main())
