@@ -44,7 +44,7 @@ class ParityResult:
 
 
 def _train_losses(device: str, steps: int, seed: int, sizes: Sequence[int], batch_size: int,
-                  lr: float, optimizer: str, dtype: Any) -> list[float]:
+                  lr: float, optimizer: str, dtype: Any, dropout: float) -> list[float]:
     import gpugrad as gg
     import gpugrad.functional as F
     import gpugrad.nn as nn
@@ -55,7 +55,7 @@ def _train_losses(device: str, steps: int, seed: int, sizes: Sequence[int], batc
     split = load_digits(seed=seed)
     dev = gg.device(device)
     manual_seed(seed)
-    model = nn.MLP(sizes, device=dev, dtype=dtype)
+    model = nn.MLP(sizes, device=dev, dtype=dtype, dropout=dropout)
     if optimizer == "sgd":
         opt: optim.Optimizer = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     elif optimizer == "adam":
@@ -86,7 +86,7 @@ def _train_losses(device: str, steps: int, seed: int, sizes: Sequence[int], batc
 
 def parity(steps: int = 200, seed: int = 0, devices: Sequence[str] = ("cpu", "cuda"),
            sizes: Sequence[int] = (64, 128, 10), batch_size: int = 64, lr: float = 0.05,
-           optimizer: str = "sgd", dtype: Any = np.float32) -> ParityResult:
+           optimizer: str = "sgd", dtype: Any = np.float32, dropout: float = 0.0) -> ParityResult:
     """Train the same MLP on the bundled digits on each of ``devices`` and compare the losses.
 
     Every run starts from ``gg.manual_seed(seed)`` with the same batches (``batch_size``, last
@@ -94,6 +94,8 @@ def parity(steps: int = 200, seed: int = 0, devices: Sequence[str] = ("cpu", "cu
     ``max_abs_diff = max |l_d - l_0|`` and ``max_rel_diff = max |l_d - l_0| / |l_0|`` over steps and
     devices. A device that is not available raises ``gg.DeviceError`` (with the reason).
     Naming one device twice (``("cpu", "cpu")``) checks that reruns are bit-identical.
+    ``dropout`` > 0 adds dropout after each hidden activation: its masks are device-identical
+    too, so the losses still agree.
     """
     if int(steps) < 1:
         raise ValueError(f"parity: steps must be >= 1, got {steps!r}")
@@ -107,7 +109,7 @@ def parity(steps: int = 200, seed: int = 0, devices: Sequence[str] = ("cpu", "cu
         key = str(dev) if str(dev) not in losses else f"{dev}#{i}"
         t0 = time.perf_counter()
         losses[key] = _train_losses(str(dev), int(steps), seed, tuple(sizes), batch_size, lr,
-                                    optimizer, dtype)
+                                    optimizer, dtype, float(dropout))
         seconds[key] = time.perf_counter() - t0
         keys.append(key)
     ref = np.asarray(losses[keys[0]])
@@ -119,6 +121,6 @@ def parity(steps: int = 200, seed: int = 0, devices: Sequence[str] = ("cpu", "cu
             rel = np.where(diff == 0, 0.0, diff / np.abs(ref))
         max_rel = max(max_rel, float(rel.max()))
     config = dict(steps=int(steps), seed=seed, sizes=list(sizes), batch_size=batch_size, lr=lr,
-                  optimizer=optimizer, dtype=str(dtype))
+                  optimizer=optimizer, dtype=str(dtype), dropout=float(dropout))
     return ParityResult(devices=keys, losses=losses, max_abs_diff=max_abs,
                         max_rel_diff=max_rel, seconds=seconds, config=config)

@@ -99,6 +99,40 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
     assert main(TINY + ["--epochs", "2", "--resume", str(ck)]) == 0  # and it still loads
 
 
+def test_regularisers_and_other_optimizers(tmp_path, capsys):
+    ck, path = tmp_path / "ck.safetensors", tmp_path / "m.json"
+    flags = ["--epochs", "1", "--optimizer", "rmsprop", "--lr", "1e-3", "--weight-decay", "1e-4",
+             "--dropout", "0.2", "--label-smoothing", "0.1", "--clip-grad-norm", "1.0"]
+    assert main(TINY + flags + ["--save", str(ck), "--json", str(path)]) == 0
+    m = json.loads(path.read_text())
+    assert m["config"]["optimizer"] == "rmsprop" and m["config"]["dropout"] == 0.2
+    assert m["config"]["label_smoothing"] == 0.1 and m["config"]["clip_grad_norm"] == 1.0
+    assert m["config"]["weight_decay"] == 1e-4 and m["test_accuracy"] > 0.5
+    assert "dropout 0.2" in capsys.readouterr().out
+    # On resume the regularisers come from the checkpoint unless given again.
+    assert main(["train", "--device", "cpu", "--no-progress", "--epochs", "2", "--resume", str(ck),
+                 "--dropout", "0", "--json", str(path)]) == 0
+    m = json.loads(path.read_text())
+    assert m["config"]["dropout"] == 0.0 and m["config"]["label_smoothing"] == 0.1
+    assert main(TINY + ["--epochs", "1", "--optimizer", "adagrad", "--lr", "0.05"]) == 0
+
+
+def test_clip_grad_norm_changes_the_run(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    sgd = TINY + ["--epochs", "2", "--optimizer", "sgd", "--lr", "0.5"]  # Adam ignores grad scale
+    assert main(sgd + ["--json", str(a)]) == 0
+    assert main(sgd + ["--clip-grad-norm", "0.01", "--json", str(b)]) == 0
+    plain, clipped = json.loads(a.read_text()), json.loads(b.read_text())
+    assert clipped["train_loss"] > plain["train_loss"] + 0.1  # tiny steps learn less
+
+
+@pytest.mark.parametrize("flag, value", [("--dropout", "1"), ("--label-smoothing", "-0.1"),
+                                         ("--clip-grad-norm", "0"), ("--weight-decay", "-1")])
+def test_bad_regulariser_values_are_clear_errors(flag, value, capsys):
+    assert main(TINY + ["--epochs", "1", flag, value]) == 2
+    assert flag in capsys.readouterr().err
+
+
 def test_bad_device_is_a_clear_error(capsys):
     assert main(["train", "--device", "tpu"]) == 2
     assert "unknown device" in capsys.readouterr().err

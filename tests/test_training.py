@@ -120,6 +120,20 @@ def test_cpu_and_cuda_losses_agree_over_200_steps():
     assert result.devices == ["cpu", "cuda"] and len(result.losses["cuda"]) == 200
 
 
+def test_dropout_runs_are_seeded_and_differ_from_no_dropout():
+    with_dropout = parity(steps=30, devices=("cpu", "cpu"), dropout=0.3)
+    assert with_dropout.max_abs_diff == 0.0 and with_dropout.config["dropout"] == 0.3
+    plain = parity(steps=30, devices=("cpu",))
+    assert with_dropout.losses["cpu"] != plain.losses["cpu"]  # the masks did change the run
+
+
+@pytest.mark.skipif(not gg.cuda.is_available(), reason="needs a CUDA device")
+def test_cpu_and_cuda_agree_with_dropout():
+    # Dropout masks are hashed on each device from the same host-drawn key: identical on both.
+    result = parity(steps=200, devices=("cpu", "cuda"), dropout=0.3)
+    assert result.max_rel_diff < 1e-4, str(result)
+
+
 def test_parity_rejects_bad_arguments():
     with pytest.raises(ValueError, match="steps"):
         parity(steps=0, devices=("cpu",))
