@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from _optim_refs import ref_adam, ref_sgd, stepped
 
 import gpugrad as gg
 import gpugrad.optim as optim
@@ -18,41 +19,8 @@ P0 = [RNG.standard_normal((3, 4)), RNG.standard_normal(5)]
 GRADS = [[RNG.standard_normal(p.shape) for p in P0] for _ in range(5)]
 
 
-# -- float64 references of torch.optim's update rules -----------------------------------------
-def ref_sgd(p, grads, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
-    p, buf = p.copy(), None
-    for g in grads:
-        d = g + weight_decay * p if weight_decay else g
-        if momentum:
-            buf = d.copy() if buf is None else momentum * buf + (1 - dampening) * d
-            d = d + momentum * buf if nesterov else buf
-        p = p - lr * d
-    return p
-
-
-def ref_adam(p, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-             decoupled=False):
-    p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
-    b1, b2 = betas
-    for step, g in enumerate(grads, 1):
-        if decoupled:
-            p = p * (1 - lr * weight_decay)
-        elif weight_decay:
-            g = g + weight_decay * p
-        m = m + (1 - b1) * (g - m)
-        v = b2 * v + (1 - b2) * g * g
-        denom = np.sqrt(v) / math.sqrt(1 - b2**step) + eps
-        p = p - lr / (1 - b1**step) * m / denom
-    return p
-
-
 def run(opt_cls, device, dtype, steps=5, **kw):
-    params = [gg.tensor(p, dtype=dtype, device=device, requires_grad=True) for p in P0]
-    opt = opt_cls(params, **kw)
-    for grads in GRADS[:steps]:
-        for p, g in zip(params, grads):
-            p.grad = gg.tensor(g, dtype=dtype, device=device)
-        opt.step()
+    params, opt = stepped(opt_cls, device, dtype, P0, GRADS[:steps], **kw)
     return [p.numpy() for p in params], opt
 
 
@@ -176,8 +144,17 @@ def test_validation_errors():
         optim.SGD([{"params": p, "betas": (0.9, 0.9)}], lr=0.1)
 
 
-@pytest.mark.parametrize("cls,kw", [(optim.SGD, dict(lr=0.1, momentum=0.9)),
-                                    (optim.Adam, dict(lr=0.01)), (optim.AdamW, dict(lr=0.01))])
+ROUND_TRIP = [(optim.SGD, dict(lr=0.1, momentum=0.9)), (optim.Adam, dict(lr=0.01)),
+              (optim.AdamW, dict(lr=0.01)), (optim.Adam, dict(lr=0.01, amsgrad=True)),
+              (optim.AdamW, dict(lr=0.01, amsgrad=True, maximize=True)),
+              (optim.SGD, dict(lr=0.01, momentum=0.9, maximize=True)),
+              (optim.RMSprop, dict(lr=0.01, momentum=0.9, centered=True)),
+              (optim.Adagrad, dict(lr=0.1, lr_decay=0.1))]
+FIRST_STATE = {optim.SGD: "momentum_buffer", optim.RMSprop: "square_avg", optim.Adagrad: "sum"}
+
+
+@pytest.mark.parametrize("cls,kw", ROUND_TRIP,
+                         ids=[f"{c.__name__}-{'-'.join(kw)}" for c, kw in ROUND_TRIP])
 def test_state_dict_round_trip_resumes_identically(device, cls, kw, tmp_path):
     _, opt = run(cls, device, np.float32, steps=3, **kw)
     sd = opt.state_dict()
@@ -188,8 +165,11 @@ def test_state_dict_round_trip_resumes_identically(device, cls, kw, tmp_path):
     clones = [gg.tensor(p.numpy(), device=device, requires_grad=True) for p in params]
     opt2 = cls(clones, **kw)
     opt2.load_state_dict(loaded)
-    if cls is not optim.SGD:
-        assert opt2.state[clones[0]]["step"] == 3
+    assert loaded["param_groups"][0].get("maximize", False) == kw.get("maximize", False)
+    for c in clones:
+        assert cls is optim.SGD or opt2.state[c]["step"] == 3
+        for v in opt2.state[c].values():  # state moved to the parameters' device
+            assert not isinstance(v, gg.Tensor) or v.device == c.device
     for extra in GRADS[3:]:
         for o, ps in ((opt, params), (opt2, clones)):
             for p, g in zip(ps, extra):
@@ -198,7 +178,7 @@ def test_state_dict_round_trip_resumes_identically(device, cls, kw, tmp_path):
     for a, b in zip(params, clones):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     # loaded state is a copy: stepping opt2 did not touch the dict it came from
-    key = "momentum_buffer" if cls is optim.SGD else "exp_avg"
+    key = FIRST_STATE.get(cls, "exp_avg")
     assert not np.array_equal(loaded["state"][0][key].numpy(),
                               opt2.state[clones[0]][key].numpy())
 

@@ -9,82 +9,15 @@ import math
 
 import numpy as np
 import pytest
+from _optim_refs import ref_adagrad, ref_adam, ref_rmsprop, ref_sgd, stepped
 
 import gpugrad as gg
 import gpugrad.optim as optim
-from gpugrad.serialization import load, save
 
 RNG = np.random.default_rng(1)
 P0 = [RNG.standard_normal((3, 4)), RNG.standard_normal(5)]
 STEPS = 6
 GRADS = [[RNG.standard_normal(p.shape) for p in P0] for _ in range(STEPS)]
-
-
-def lerp(a, b, w):
-    return a + w * (b - a) if w < 0.5 else b - (b - a) * (1 - w)
-
-
-# -- float64 references of torch.optim's update rules (one parameter, all steps) ---------------
-def ref_sgd(p, grads, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
-            maximize=False):
-    p, buf = p.copy(), None
-    for g in grads:
-        g = -g if maximize else g
-        d = g + weight_decay * p
-        if momentum:
-            buf = d.copy() if buf is None else momentum * buf + (1 - dampening) * d
-            d = d + momentum * buf if nesterov else buf
-        p = p - lr * d
-    return p
-
-
-def ref_adam(p, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-             amsgrad=False, maximize=False, decoupled=False):
-    p, m, v, vmax = p.copy(), np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
-    b1, b2 = betas
-    for step, g in enumerate(grads, 1):
-        g = -g if maximize else g
-        if decoupled:
-            p = p * (1 - lr * weight_decay)
-        else:
-            g = g + weight_decay * p
-        m = lerp(m, g, 1 - b1)
-        v = b2 * v + (1 - b2) * g * g
-        vmax = np.maximum(vmax, v)
-        denom = np.sqrt(vmax if amsgrad else v) / math.sqrt(1 - b2**step) + eps
-        p = p - lr / (1 - b1**step) * m / denom
-    return p
-
-
-def ref_rmsprop(p, grads, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                centered=False, maximize=False):
-    p, v, gavg, buf = p.copy(), np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
-    for g in grads:
-        g = -g if maximize else g
-        g = g + weight_decay * p
-        v = alpha * v + (1 - alpha) * g * g
-        if centered:
-            gavg = lerp(gavg, g, 1 - alpha)
-            avg = np.sqrt(v - gavg * gavg) + eps
-        else:
-            avg = np.sqrt(v) + eps
-        if momentum > 0:
-            buf = momentum * buf + g / avg
-            p = p - lr * buf
-        else:
-            p = p - lr * g / avg
-    return p
-
-
-def ref_adagrad(p, grads, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                initial_accumulator_value=0.0, eps=1e-10, maximize=False):
-    p, s = p.copy(), np.full_like(p, initial_accumulator_value)
-    for step, g in enumerate(grads, 1):
-        g = -g if maximize else g
-        g = g + weight_decay * p
-        s = s + g * g
-        p = p - lr / (1 + (step - 1) * lr_decay) * g / (np.sqrt(s) + eps)
-    return p
 
 
 REFS = {optim.SGD: ref_sgd, optim.Adam: ref_adam, optim.AdamW: ref_adam,
@@ -114,13 +47,7 @@ IDS = [f"{cls.__name__}-{'-'.join(kw) or 'default'}" for cls, kw in CASES]
 
 
 def run(cls, device, dtype, steps=STEPS, **kw):
-    params = [gg.tensor(p, dtype=dtype, device=device, requires_grad=True) for p in P0]
-    opt = cls(params, **kw)
-    for grads in GRADS[:steps]:
-        for p, g in zip(params, grads):
-            p.grad = gg.tensor(g, dtype=dtype, device=device)
-        opt.step()
-    return params, opt
+    return stepped(cls, device, dtype, P0, GRADS[:steps], **kw)
 
 
 def full_kw(cls, kw):
@@ -233,35 +160,6 @@ def test_amsgrad_keeps_the_running_maximum(device, fused):
     st = opt.state[p]
     assert st["exp_avg_sq"].item() == pytest.approx(4.0)  # 0.5 * (0.5 * 16)
     assert st["max_exp_avg_sq"].item() == pytest.approx(8.0)
-
-
-STATEFUL = [(optim.Adam, dict(lr=0.01, amsgrad=True)),
-            (optim.AdamW, dict(lr=0.01, amsgrad=True, maximize=True)),
-            (optim.SGD, dict(lr=0.01, momentum=0.9, maximize=True)),
-            (optim.RMSprop, dict(lr=0.01, momentum=0.9, centered=True)),
-            (optim.Adagrad, dict(lr=0.1, lr_decay=0.1))]
-
-
-@pytest.mark.parametrize("cls,kw", STATEFUL, ids=[c.__name__ for c, _ in STATEFUL])
-def test_state_dict_round_trip_via_the_host(device, cls, kw, tmp_path):
-    params, opt = run(cls, device, np.float32, steps=3, **kw)
-    save({"optimizer": opt.state_dict()}, tmp_path / "opt.safetensors")
-    loaded = load(tmp_path / "opt.safetensors", device="cpu")["optimizer"]  # another device
-    assert loaded["param_groups"][0]["maximize"] == kw.get("maximize", False)
-    clones = [gg.tensor(p.numpy(), device=device, requires_grad=True) for p in params]
-    opt2 = cls(clones, **kw)
-    opt2.load_state_dict(loaded)
-    for c in clones:
-        assert cls is optim.SGD or opt2.state[c]["step"] == 3
-        for v in opt2.state[c].values():
-            assert not isinstance(v, gg.Tensor) or v.device == c.device
-    for grads in GRADS[3:]:
-        for o, ps in ((opt, params), (opt2, clones)):
-            for p, g in zip(ps, grads):
-                p.grad = gg.tensor(g, dtype=np.float32, device=device)
-            o.step()
-    for a, b in zip(params, clones):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_params_without_grad_keep_their_state(device):

@@ -2,39 +2,9 @@
 
 from . import lr_scheduler
 from .adagrad import Adagrad
-from .lr_scheduler import (
-    ChainedScheduler,
-    CosineAnnealingLR,
-    ExponentialLR,
-    LambdaLR,
-    LinearLR,
-    LRScheduler,
-    MultiStepLR,
-    OneCycleLR,
-    ReduceLROnPlateau,
-    SequentialLR,
-    StepLR,
-)
+from .lr_scheduler import *  # noqa: F403 -- every scheduler, as torch.optim re-exports them
 from .optimizer import SGD, Adam, AdamW, Optimizer
 from .rmsprop import RMSprop
 
-__all__ = [
-    "SGD",
-    "Adagrad",
-    "Adam",
-    "AdamW",
-    "ChainedScheduler",
-    "CosineAnnealingLR",
-    "ExponentialLR",
-    "LRScheduler",
-    "LambdaLR",
-    "LinearLR",
-    "MultiStepLR",
-    "OneCycleLR",
-    "Optimizer",
-    "RMSprop",
-    "ReduceLROnPlateau",
-    "SequentialLR",
-    "StepLR",
-    "lr_scheduler",
-]
+__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "lr_scheduler",
+           *lr_scheduler.__all__]
