@@ -32,7 +32,7 @@ step() {  # step NAME TIMEOUT CMD...: run, append output to the log, remember fa
 step machine 30 bash -c "date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,memory.total \
     --format=csv,noheader; $PY -c 'import platform, numpy, cupy; print(platform.python_version(), \
     numpy.__version__, cupy.__version__)'; $PY -m gpugrad info"
-step tests 240 "$PY" -m pytest -p no:cacheprovider tests
+step tests 240 "$PY" -m pytest -p no:cacheprovider --durations=10 tests
 step kernels 90 "$PY" benchmarks/bench_kernels.py --json "$OUT/kernels.json"
 step train_cuda 45 "$PY" -m gpugrad train --device cuda --no-progress
 step parity 60 "$PY" -m gpugrad train --parity --json "$OUT/parity.json"
