@@ -7,6 +7,8 @@ method that NumPy arrays, CuPy arrays and Tensors share (``+ * / @ .sum .reshape
 
 from __future__ import annotations
 
+import numpy as np
+
 
 class ArrayOps:
     def __init__(self, backend) -> None:
@@ -29,6 +31,15 @@ class ArrayOps:
         out = self.xp.empty(shape, dtype=g.dtype)
         out[...] = g
         return out
+
+    def sigmoid(self, x):
+        """``sigmoid(x)`` on arrays, as ``gg.sigmoid`` computes it (fused kernel or composite)."""
+        from . import fused_enabled
+
+        if fused_enabled():
+            return self.backend.fused.sigmoid_forward(x)
+        with np.errstate(over="ignore"):  # exp(-x) = inf gives exactly 0, as it should
+            return 1 / (1 + self.xp.exp(-x))
 
     def sigmoid_grad(self, y, g):
         from . import fused_enabled

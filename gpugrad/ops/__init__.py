@@ -389,3 +389,9 @@ TENSOR_METHODS = (
     "unsqueeze", "expand_dims", "broadcast_to", "astype", "matmul", "maximum", "minimum",
     "isfinite",
 )
+
+
+# -- more ops; their modules use the helpers above, so they are imported last -----------------
+from .math_extra import elu, silu, softplus  # noqa: E402
+
+TENSOR_METHODS += ("silu", "elu", "softplus")

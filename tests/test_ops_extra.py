@@ -1,0 +1,117 @@
+"""The extra elementwise ops and activations (``gpugrad/ops/math_extra.py``): forward against
+float64 NumPy on every device, gradients against finite differences, second derivatives through
+``create_graph=True``, and PyTorch where its semantics are the reference."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from _helpers import T, assert_close, check_grad, hsettings, rand, seeds, shapes
+from hypothesis import given
+
+import gpugrad as gg
+
+
+def _softplus(x, beta=1.0, threshold=20.0):
+    z = beta * x
+    with np.errstate(over="ignore"):
+        return np.where(z > threshold, x, np.log1p(np.exp(np.minimum(z, threshold))) / beta)
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+# name: (gpugrad function, float64 reference, input domain as rand() kwargs)
+ACTIVATIONS = {
+    "softplus": (gg.softplus, _softplus, {"low": -5, "high": 5}),
+    "softplus_beta": (lambda t: gg.softplus(t, beta=2.5, threshold=3.0),
+                      lambda x: _softplus(x, 2.5, 3.0), {"away_from": 1.2, "gap": 0.1}),
+    "silu": (gg.silu, lambda x: x * _sigmoid(x), {"low": -6, "high": 6}),
+    "elu": (gg.elu, lambda x: np.where(x > 0, x, np.expm1(x)), {"away_from": 0.0}),
+    "elu_alpha": (lambda t: gg.elu(t, alpha=0.4), lambda x: np.where(x > 0, x, 0.4 * np.expm1(x)),
+                  {"away_from": 0.0}),
+    "method_silu": (lambda t: t.silu(), lambda x: x * _sigmoid(x), {}),
+}
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+@hsettings(10)
+@given(shape=shapes, seed=seeds)
+def test_activation(device, name, shape, seed):
+    fn, ref, domain = ACTIVATIONS[name]
+    x = rand(shape, seed, **domain)
+    y32 = fn(T(x, device, dtype=gg.float32))
+    assert y32.dtype == np.float32 and y32.shape == x.shape
+    assert_close(y32, ref(x.astype(np.float32).astype(np.float64)), rtol=2e-5, atol=2e-6)
+    assert_close(fn(T(x, device)), ref(x), rtol=1e-12, atol=1e-13, dtype=np.float64)
+    check_grad(fn, [x], device)
+    t = T(x, device, dtype=gg.float32, requires_grad=True)
+    fn(t).sum().backward()
+    assert t.grad.dtype == np.float32 and t.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("name", ["softplus", "softplus_beta", "silu", "elu_alpha"])
+def test_activation_second_derivative(device, name):
+    """The backward rules are themselves differentiable: gradcheck the gradient function."""
+    fn, _, domain = ACTIVATIONS[name]
+    x = rand((2, 3), 7, **domain)
+
+    def first(t):
+        return gg.grad(fn(t).sum(), [t], create_graph=True)[0]
+
+    check_grad(first, [x], device)
+
+
+@pytest.mark.parametrize("name", ["softplus", "silu", "elu"])
+def test_activation_no_overflow_at_extremes(device, name):
+    fn, ref, _ = ACTIVATIONS[name]
+    x = np.array([-1000.0, -30.0, -1.0, 0.5, 30.0, 1000.0])
+    for dtype in (gg.float16, gg.float32, gg.float64):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            t = T(x, device, dtype=dtype, requires_grad=True)
+            y = fn(t)
+            y.sum().backward()
+        assert y.dtype == dtype and t.grad.dtype == dtype
+        if dtype != gg.float16:  # 1000 is not a float16
+            with np.errstate(over="ignore"):
+                assert_close(y, ref(x), rtol=1e-6, atol=1e-6)
+        assert np.all(np.isfinite(t.grad.numpy()))
+
+
+def test_activations_match_torch(device):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    # x*beta on both sides of the threshold, and exactly at it (not above: the log1p branch)
+    x = np.array([-50.0, -3.0, -0.2, 0.0, 0.3, 4.0, 7.9, 8.0, 8.1, 12.0, 40.0])
+    cases = [
+        (lambda t: gg.softplus(t), lambda t: F.softplus(t)),
+        (lambda t: gg.softplus(t, beta=2.5, threshold=20), lambda t: F.softplus(t, 2.5, 20)),
+        (lambda t: gg.softplus(t, beta=0.5, threshold=1.5), lambda t: F.softplus(t, 0.5, 1.5)),
+        (gg.silu, F.silu),
+        (gg.elu, F.elu),
+        (lambda t: gg.elu(t, alpha=0.3), lambda t: F.elu(t, alpha=0.3)),
+        (lambda t: gg.elu(t, alpha=2.0), lambda t: F.elu(t, alpha=2.0)),
+    ]
+    for ours, theirs in cases:
+        t = T(x, device, requires_grad=True)
+        y = ours(t)
+        y.backward(gradient=T(np.linspace(0.5, 1.5, x.size), device))
+        r = torch.tensor(x, requires_grad=True)
+        ry = theirs(r)
+        ry.backward(torch.tensor(np.linspace(0.5, 1.5, x.size)))
+        assert_close(y, ry.detach().numpy(), rtol=1e-12, atol=1e-14)
+        assert_close(t.grad, r.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_activations_reject_integer_input(device):
+    i = T(np.array([1, -2, 3]), device)
+    for fn, name in ((gg.softplus, "softplus"), (gg.silu, "silu"), (gg.elu, "elu")):
+        with pytest.raises(TypeError, match=f"{name}: expected a floating-point tensor.*int64"):
+            fn(i)
+    with pytest.raises(ValueError, match="softplus: beta"):
+        gg.softplus(T(np.ones(2), device), beta=0)
