@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _helpers import T, assert_close, check_grad, hsettings, rand, seeds, shapes
+from _helpers import T, assert_close, check_grad, hsettings, pair_shapes, rand, seeds, shapes
 from hypothesis import given
 
 import gpugrad as gg
@@ -26,6 +26,115 @@ def _sigmoid(x):
 
 
 # name: (gpugrad function, float64 reference, input domain as rand() kwargs)
+UNARY = {
+    "log1p": (gg.log1p, np.log1p, {"low": -0.7, "high": 3.0}),
+    "expm1": (gg.expm1, np.expm1, {}),
+    "square": (gg.square, np.square, {}),
+    "reciprocal": (gg.reciprocal, np.reciprocal, {"away_from": 0.0, "gap": 0.3}),
+    "method_log1p": (lambda t: t.log1p(), np.log1p, {"low": -0.5, "high": 2.0}),
+    "method_expm1": (lambda t: t.expm1(), np.expm1, {}),
+    "method_square": (lambda t: t.square(), np.square, {}),
+    "method_reciprocal": (lambda t: t.reciprocal(), np.reciprocal, {"low": 0.3, "high": 3.0}),
+    "logaddexp_scalar": (lambda t: gg.logaddexp(t, 0.5), lambda x: np.logaddexp(x, 0.5), {}),
+    "scalar_logaddexp": (lambda t: gg.logaddexp(-1.0, t), lambda x: np.logaddexp(-1.0, x), {}),
+}
+
+
+@pytest.mark.parametrize("name", list(UNARY))
+@hsettings(10)
+@given(shape=shapes, seed=seeds)
+def test_unary(device, name, shape, seed):
+    fn, ref, domain = UNARY[name]
+    x = rand(shape, seed, **domain)
+    y32 = fn(T(x, device, dtype=gg.float32))
+    assert y32.dtype == np.float32 and y32.shape == x.shape
+    assert_close(y32, ref(x.astype(np.float32).astype(np.float64)), rtol=2e-5, atol=2e-6)
+    assert_close(fn(T(x, device)), ref(x), rtol=1e-12, atol=1e-13, dtype=np.float64)
+    check_grad(fn, [x], device)
+    y16 = fn(T(x, device, dtype=gg.float16))
+    assert y16.dtype == np.float16
+
+
+def test_log1p_expm1_exact_near_zero(device):
+    x = np.array([1e-12, -3e-10, 2e-8])
+    for fn, ref in ((gg.log1p, np.log1p), (gg.expm1, np.expm1)):
+        t = T(x, device, requires_grad=True)
+        y = fn(t)
+        assert_close(y, ref(x), rtol=1e-14, atol=0)  # log(1 + x) would lose every digit here
+        y.sum().backward()
+        assert_close(t.grad, 1 / (1 + x) if fn is gg.log1p else np.exp(x), rtol=1e-14, atol=0)
+
+
+@hsettings(15)
+@given(shapes=pair_shapes(), seed=seeds)
+def test_logaddexp_broadcasting(device, shapes, seed):
+    sa, sb = shapes
+    a, b = rand(sa, seed, -4, 4), rand(sb, seed + 1, -4, 4)
+    y = gg.logaddexp(T(a, device), T(b, device))
+    assert_close(y, np.logaddexp(a, b), rtol=1e-12, atol=1e-13, dtype=np.float64)
+    check_grad(gg.logaddexp, [a, b], device)
+    ta, tb = T(a, device, requires_grad=True), T(b, device, requires_grad=True)
+    ta.logaddexp(tb).sum().backward()
+    assert ta.grad.shape == sa and tb.grad.shape == sb
+
+
+def test_logaddexp_extremes_and_errors(device):
+    a = np.array([1000.0, -1000.0, 0.0, 800.0])
+    b = np.array([999.0, -1001.0, -800.0, 800.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ta, tb = T(a, device, requires_grad=True), T(b, device, requires_grad=True)
+        y = gg.logaddexp(ta, tb)
+        y.sum().backward()
+    assert_close(y, np.logaddexp(a, b), rtol=1e-14)
+    wa = 1 / (1 + np.exp(b - a))  # softmax weight of a
+    assert_close(ta.grad, wa, rtol=1e-12, atol=1e-300)
+    assert_close(tb.grad, 1 - wa, rtol=1e-12, atol=1e-300)
+    check_grad(lambda s: gg.grad(gg.logaddexp(s, 0.3).sum(), [s], create_graph=True)[0],
+               [np.array([-1.0, 0.2, 2.0])], device)
+    with pytest.raises(ValueError, match=r"logaddexp.*\(3,\).*\(2,\)"):
+        gg.logaddexp(T(np.ones(3), device), T(np.ones(2), device))
+    with pytest.raises(TypeError, match="logaddexp: expected floating-point.*int64"):
+        gg.logaddexp(T(np.ones(3), device), T(np.array([1, 2, 3]), device))
+
+
+@pytest.mark.parametrize("name", ["log1p", "expm1", "reciprocal"])
+def test_float_only_ops_reject_integers(device, name):
+    with pytest.raises(TypeError, match=f"{name}: expected a floating-point tensor.*int64"):
+        getattr(gg, name)(T(np.array([1, 2]), device))
+
+
+def test_square_of_integers_stays_integer(device):
+    y = gg.square(T(np.array([-3, 2]), device))
+    assert y.dtype == np.int64
+    np.testing.assert_array_equal(y.numpy(), [9, 4])
+
+
+def test_pow_matches_torch_at_zero_base_and_zero_exponent(device):
+    """d(a^b)/da at b = 0 is 0 (PyTorch), not 0·a^-1 = NaN at a = 0; likewise for ``t ** 0``."""
+    torch = pytest.importorskip("torch")
+    a = np.array([0.0, 0.0, 0.0, 2.0, 1.5, 0.0])
+    b = np.array([0.0, 2.0, 1.0, 0.0, -1.0, 0.5])
+    ta, tb = T(a, device, requires_grad=True), T(b, device, requires_grad=True)
+    with np.errstate(divide="ignore"):  # 0^-0.5 in the rule for 0^0.5: +inf, as in PyTorch
+        (ta**tb).sum().backward()
+    ra, rb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    (ra**rb).sum().backward()
+    assert_close(ta.grad, ra.grad.numpy(), rtol=1e-12)  # includes +inf at 0^0.5
+    assert_close(tb.grad, rb.grad.numpy(), rtol=1e-12)
+    for e in (0, 0.0, 1, 2, 3):
+        t = T([0.0, 1.5, -2.0], device, requires_grad=True)
+        (t**e).sum().backward()
+        r = torch.tensor([0.0, 1.5, -2.0], requires_grad=True, dtype=torch.float64)
+        (r**e).sum().backward()
+        assert_close(t.grad, r.grad.numpy(), rtol=1e-12)
+    # second derivative of x**1 at 0 goes through d(x^0)/dx: 0, not NaN
+    t = T([0.0, 2.0], device, requires_grad=True)
+    (g,) = gg.grad((t**1).sum(), [t], create_graph=True)
+    (gg_,) = gg.grad(g.sum(), [t])
+    assert_close(gg_, [0.0, 0.0])
+
+
 ACTIVATIONS = {
     "softplus": (gg.softplus, _softplus, {"low": -5, "high": 5}),
     "softplus_beta": (lambda t: gg.softplus(t, beta=2.5, threshold=3.0),

@@ -392,6 +392,16 @@ TENSOR_METHODS = (
 
 
 # -- more ops; their modules use the helpers above, so they are imported last -----------------
-from .math_extra import elu, silu, softplus  # noqa: E402
+from .math_extra import (  # noqa: E402
+    elu,
+    expm1,
+    log1p,
+    logaddexp,
+    reciprocal,
+    silu,
+    softplus,
+    square,
+)
 
-TENSOR_METHODS += ("silu", "elu", "softplus")
+TENSOR_METHODS += ("silu", "elu", "softplus", "log1p", "expm1", "square", "reciprocal",
+                   "logaddexp")

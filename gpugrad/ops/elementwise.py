@@ -103,7 +103,11 @@ class Pow(Binary):
 
     def backward(self, ops, g, a, b, y):
         need_a, need_b = self.needs_input_grad
-        ga = reduce_to(g * b * a ** (b - 1), self.ma) if need_a else None
+        ga = None
+        if need_a and b.__class__ in _SCALARS:  # a^0 is constant: 0, not 0·a^-1 (NaN at a = 0)
+            ga = reduce_to(g * b * a ** (b - 1) if b != 0 else g * 0, self.ma)
+        elif need_a:  # the same where a tensor exponent is 0: a^1 stands in for a^-1 there
+            ga = reduce_to(g * b * a ** ops.where(b == 0, 1, b - 1), self.ma)
         gb = None
         if need_b and a.__class__ in _SCALARS:  # d(c^b)/db = c^b log c for a constant base c
             gb = reduce_to(g * y * math.log(a) if a > 0 else g * 0, self.mb)

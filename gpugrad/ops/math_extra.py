@@ -11,7 +11,8 @@ import numpy as np
 
 from ..autograd import Function
 from ..tensor import Tensor
-from . import _t
+from . import _binary, _t
+from .elementwise import Binary, reduce_to
 
 
 def float_tensor(x, op: str) -> Tensor:
@@ -21,6 +22,77 @@ def float_tensor(x, op: str) -> Tensor:
         raise TypeError(f"{op}: expected a floating-point tensor, got dtype {x.dtype} "
                         f"(shape {x.shape}, device {x.device})")
     return x
+
+
+# -- elementwise ------------------------------------------------------------------------------
+class Log1p(Function):
+    """``log(1 + x)``, exact for tiny x; d/dx = 1 / (1 + x)."""
+
+    save_inputs = (0,)
+    def forward(self, x): return self.xp.log1p(x)
+    def backward(self, ops, g, x): return (g / (1 + x),)
+
+
+class Expm1(Function):
+    """``exp(x) − 1``, exact for tiny x; d/dx = exp(x) = y + 1."""
+
+    save_output = True
+    def forward(self, x): return self.xp.expm1(x)
+    def backward(self, ops, g, y): return (g * (y + 1),)
+
+
+class Square(Function):
+    """``x²`` (any dtype); d/dx = 2x."""
+
+    save_inputs = (0,)
+    def forward(self, x): return x * x
+    def backward(self, ops, g, x): return (g * (2 * x),)
+
+
+class Reciprocal(Function):
+    """``1 / x``; d/dx = −1/x² = −y²."""
+
+    save_output = True
+    def forward(self, x): return 1 / x
+    def backward(self, ops, g, y): return (-g * (y * y),)
+
+
+class LogAddExp(Binary):
+    """``log(exp(a) + exp(b))`` without overflow (broadcasting, like ``np.logaddexp``);
+    d/da = exp(a − y), d/db = exp(b − y): the softmax weights of the two operands."""
+
+    save_inputs = (0, 1)
+    save_output = True
+    def compute(self, a, b): return self.xp.logaddexp(a, b)
+
+    def backward(self, ops, g, a, b, y):
+        need_a, need_b = self.needs_input_grad
+        return (reduce_to(g * ops.exp(a - y), self.ma) if need_a else None,
+                reduce_to(g * ops.exp(b - y), self.mb) if need_b else None)
+
+
+def log1p(x) -> Tensor:
+    return Log1p.apply(float_tensor(x, "log1p"))
+
+
+def expm1(x) -> Tensor:
+    return Expm1.apply(float_tensor(x, "expm1"))
+
+
+def square(x) -> Tensor:
+    return Square.apply(_t(x))
+
+
+def reciprocal(x) -> Tensor:
+    return Reciprocal.apply(float_tensor(x, "reciprocal"))
+
+
+def logaddexp(a, b) -> Tensor:
+    for x in (a, b):
+        if x.__class__ is Tensor and x.dtype.kind != "f":
+            raise TypeError(f"logaddexp: expected floating-point tensors, got dtype {x.dtype} "
+                            f"(shape {x.shape}, device {x.device})")
+    return _binary(LogAddExp, a, b)
 
 
 # -- activations ------------------------------------------------------------------------------
