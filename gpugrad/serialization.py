@@ -71,7 +71,8 @@ class _Flattener:
                 raise TypeError(f"gg.save: the array at {path or '<root>'!r} has dtype "
                                 f"{host.dtype}; only numeric and bool arrays can be saved")
             key = self.key(path)
-            self.arrays[key] = np.ascontiguousarray(host)
+            # (ascontiguousarray alone would make a 0-d array 1-d: keep the shape)
+            self.arrays[key] = np.ascontiguousarray(host).reshape(host.shape)
             return {"$tensor": key, "requires_grad": grad}
         if x is None or isinstance(x, (bool, int, float, str)):
             return x
