@@ -20,7 +20,19 @@ import numpy as np
 from . import ops as _ops
 from .autograd import is_grad_enabled
 from .backend import DeviceError
-from .ops import gelu, leaky_relu, linear, log_softmax, relu, sigmoid, softmax, tanh
+from .ops import (
+    elu,
+    gelu,
+    leaky_relu,
+    linear,
+    log_softmax,
+    relu,
+    sigmoid,
+    silu,
+    softmax,
+    softplus,
+    tanh,
+)
 from .ops import losses as _losses
 from .ops.stochastic import dropout
 from .tensor import Tensor
@@ -30,6 +42,7 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "dropout",
+    "elu",
     "gelu",
     "leaky_relu",
     "linear",
@@ -38,7 +51,9 @@ __all__ = [
     "nll_loss",
     "relu",
     "sigmoid",
+    "silu",
     "softmax",
+    "softplus",
     "tanh",
 ]
 

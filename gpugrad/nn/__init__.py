@@ -3,6 +3,8 @@
 
 from .. import functional
 from . import init, utils
+from .activation import ELU, SiLU, Softplus
+from .embedding import Embedding
 from .layers import (
     ACTIVATIONS,
     GELU,
@@ -26,17 +28,22 @@ from .layers import (
     Tanh,
 )
 from .module import IncompatibleKeys, Module, Parameter
+from .normalization import BatchNorm1d, LayerNorm
 
 __all__ = [
     "ACTIVATIONS",
     "BCELoss",
     "BCEWithLogitsLoss",
+    "BatchNorm1d",
     "CrossEntropyLoss",
     "Dropout",
+    "ELU",
+    "Embedding",
     "Flatten",
     "GELU",
     "Identity",
     "IncompatibleKeys",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
     "LogSoftmax",
@@ -48,8 +55,10 @@ __all__ = [
     "Parameter",
     "ReLU",
     "Sequential",
+    "SiLU",
     "Sigmoid",
     "Softmax",
+    "Softplus",
     "Tanh",
     "functional",
     "init",

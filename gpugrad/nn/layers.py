@@ -17,6 +17,7 @@ from ..creation import empty
 from ..ops.stochastic import dropout as _dropout
 from ..tensor import Tensor
 from . import init
+from .activation import ELU, SiLU, Softplus
 from .module import Module, Parameter
 
 
@@ -164,6 +165,9 @@ ACTIVATIONS: dict[str, Callable[[], Module]] = {
     "gelu": GELU,
     "leaky_relu": LeakyReLU,
     "identity": Identity,
+    "silu": SiLU,
+    "elu": ELU,
+    "softplus": Softplus,
 }
 
 
@@ -243,8 +247,8 @@ class MLP(Sequential):
     """Linear layers of the given ``sizes`` with an activation between them (none after the last).
 
     ``MLP([784, 512, 512, 10])`` is Linear(784, 512), ReLU, Linear(512, 512), ReLU, Linear(512, 10);
-    ``activation`` is a name ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity") or a
-    callable returning a Module.
+    ``activation`` is a name ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity", "silu",
+    "elu", "softplus") or a callable returning a Module.
 
     ``dropout=p > 0`` applies dropout after each hidden activation in ``train()`` mode. It is not a
     child module: the layers keep their indices, so the state_dict keys ("0.weight", "2.weight",

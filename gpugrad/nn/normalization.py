@@ -1,0 +1,296 @@
+"""Normalization layers, like ``torch.nn``: ``LayerNorm`` and ``BatchNorm1d``, and their functional
+forms ``layer_norm`` and ``batch_norm`` (torch's signatures).
+
+Both are built from ordinary differentiable ops (mean, subtract, multiply, sqrt, divide), so
+their gradients -- and higher-order ones under ``create_graph=True`` -- come from the existing
+derivative rules. The variance is the two-pass ``mean((x - mean)²)``, the biased estimator that
+PyTorch normalises with. BatchNorm's running statistics are updated in place with array math on
+the parameters' device: nothing is recorded on the tape and nothing is read back to the host.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from .. import ops
+from ..backend import DeviceError
+from ..backend import device as _device
+from ..creation import empty, ones, zeros
+from ..tensor import Tensor
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["BatchNorm1d", "LayerNorm", "batch_norm", "layer_norm"]
+
+
+def _float_input(op: str, x: Any) -> Tensor:
+    if x.__class__ is not Tensor:
+        x = Tensor(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: input must be a floating-point tensor, got dtype {x.dtype} "
+                        f"(shape {x.shape})")
+    return x
+
+
+def _check_param(op: str, name: str, t: Any, shape: tuple, x: Tensor) -> None:
+    if t is None:
+        return
+    if t.__class__ is not Tensor:
+        raise TypeError(f"{op}: {name} must be a Tensor or None, got {type(t).__name__}")
+    if t.shape != shape:
+        raise ValueError(f"{op}: {name} must have shape {shape}, got {t.shape} (input shape "
+                         f"{x.shape})")
+    if t.device is not x.device:
+        raise DeviceError(f"{op}: input is on {x.device} but {name} is on {t.device}; move them "
+                          "to one device with .to(device) first")
+
+
+def _normalize(x: Tensor, axes: tuple[int, ...], eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x - mean) / sqrt(var + eps)`` over ``axes`` (biased variance), with mean and var kept
+    (keepdims) for the caller."""
+    mean = ops.mean(x, axis=axes, keepdims=True)
+    d = x - mean
+    var = ops.mean(d * d, axis=axes, keepdims=True)
+    return d * (1.0 / ops.sqrt(var + eps)), mean, var
+
+
+def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple) -> Tensor:
+    if weight is not None:
+        y = y * (weight if weight.shape == shape else ops.reshape(weight, shape))
+    if bias is not None:
+        y = y + (bias if bias.shape == shape else ops.reshape(bias, shape))
+    return y
+
+
+def _normalized_shape(op: str, normalized_shape: Any) -> tuple[int, ...]:
+    shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) \
+        else tuple(normalized_shape)
+    if not shape or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1
+                        for n in shape):
+        raise ValueError(f"{op}: normalized_shape must be a positive int or a non-empty tuple of "
+                         f"positive ints, got {normalized_shape!r}")
+    return tuple(int(n) for n in shape)
+
+
+# -- LayerNorm --------------------------------------------------------------------------------
+def layer_norm(input: Any, normalized_shape: Any, weight: Tensor | None = None,  # noqa: A002
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalise over the last ``len(normalized_shape)`` dims (which must equal
+    ``normalized_shape``), then scale by ``weight`` and shift by ``bias`` (both of that shape),
+    like ``torch.nn.functional.layer_norm``."""
+    op = "layer_norm"
+    x = _float_input(op, input)
+    shape = _normalized_shape(op, normalized_shape)
+    k = len(shape)
+    if x.ndim < k or x.shape[x.ndim - k:] != shape:
+        raise ValueError(f"{op}: the last {k} dim(s) of the input must be {shape} "
+                         f"(normalized_shape), got input of shape {x.shape}")
+    _check_param(op, "weight", weight, shape, x)
+    _check_param(op, "bias", bias, shape, x)
+    y, _, _ = _normalize(x, tuple(range(x.ndim - k, x.ndim)), float(eps))
+    return _affine(y, weight, bias, shape)
+
+
+class LayerNorm(Module):
+    """``torch.nn.LayerNorm``: normalise each sample over its last ``len(normalized_shape)`` dims
+    with the biased variance, then apply an elementwise affine map (weight ones, bias zeros)."""
+
+    def __init__(self, normalized_shape: Any, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self.normalized_shape = _normalized_shape("LayerNorm", normalized_shape)
+        self.eps = float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        dev, dt = _device(device), _float_dtype("LayerNorm", dtype)
+        if self.elementwise_affine:
+            self.weight = Parameter(empty(*self.normalized_shape, dtype=dt, device=dev))
+            self.bias = Parameter(empty(*self.normalized_shape, dtype=dt, device=dev)) \
+                if bias else None
+        else:
+            self.weight = self.bias = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = _float_input("LayerNorm", x)
+        shape, k = self.normalized_shape, len(self.normalized_shape)
+        if x.ndim < k or x.shape[x.ndim - k:] != shape:
+            raise ValueError(f"LayerNorm: the last {k} dim(s) of the input must be {shape} "
+                             f"(normalized_shape), got input of shape {x.shape}")
+        return layer_norm(x, shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
+
+
+# -- BatchNorm --------------------------------------------------------------------------------
+def _update_running(running: Tensor, batch, factor: Any) -> None:
+    """``running = (1 - factor)·running + factor·batch`` in place on the running tensor's device:
+    plain array math (not recorded), with ``factor`` a Python float or a 0-d device array."""
+    with running.device.activate():
+        data = running.data
+        batch = batch.astype(data.dtype, copy=False)
+        if isinstance(factor, float):
+            data *= 1.0 - factor
+            data += factor * batch
+        else:
+            f = factor.astype(data.dtype, copy=False)
+            data *= 1 - f
+            data += f * batch
+
+
+def _batch_norm(op: str, x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+                weight: Tensor | None, bias: Tensor | None, training: bool, factor: Any,
+                eps: float) -> Tensor:
+    """Batch normalisation over every dim but 1 (the channels) of an (N, C, ...) input."""
+    c = x.shape[1]
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, c) + (1,) * (x.ndim - 2)  # a per-channel vector, broadcast against the input
+    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+        _check_param(op, name, t, (c,), x)
+    _check_param(op, "weight", weight, (c,), x)
+    _check_param(op, "bias", bias, (c,), x)
+    if training:
+        n = x.size // c
+        if n <= 1:
+            raise ValueError(f"{op}: expected more than 1 value per channel when training, got "
+                             f"input of shape {x.shape}")
+        y, mean, var = _normalize(x, axes, eps)
+        if running_mean is not None:
+            _update_running(running_mean, mean.data.reshape(c), factor)
+        if running_var is not None:  # the unbiased estimate, as PyTorch keeps
+            with x.device.activate():
+                unbiased = var.data.reshape(c) * (n / (n - 1))
+            _update_running(running_var, unbiased, factor)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError(f"{op}: running_mean and running_var are needed when not training "
+                             f"(input shape {x.shape})")
+        rm = ops.reshape(running_mean.detach(), shape)
+        rv = ops.reshape(running_var.detach(), shape)
+        y = (x - rm) * (1.0 / ops.sqrt(rv + eps))
+    return _affine(y, weight, bias, shape)
+
+
+def _check_batch_input(op: str, x: Tensor, num_features: int | None) -> None:
+    if x.ndim not in (2, 3) or x.shape[1] == 0 or (num_features is not None
+                                                    and x.shape[1] != num_features):
+        c = "C" if num_features is None else num_features
+        raise ValueError(f"{op}: expected input of shape (N, {c}) or (N, {c}, L), got "
+                         f"{x.shape}")
+
+
+def batch_norm(input: Any, running_mean: Tensor | None, running_var: Tensor | None,  # noqa: A002
+               weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """``torch.nn.functional.batch_norm`` for (N, C) or (N, C, L) input: with ``training`` the
+    batch statistics normalise (biased variance) and, when given, ``running_mean`` and
+    ``running_var`` move towards them by ``momentum`` (the variance unbiased), in place; otherwise
+    the running statistics normalise."""
+    op = "batch_norm"
+    x = _float_input(op, input)
+    _check_batch_input(op, x, None)
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
+        raise TypeError(f"{op}: momentum must be a float, got {momentum!r}")
+    return _batch_norm(op, x, running_mean, running_var, weight, bias, bool(training),
+                       float(momentum), float(eps))
+
+
+class BatchNorm1d(Module):
+    """``torch.nn.BatchNorm1d`` over (N, C) or (N, C, L) input.
+
+    In ``train()`` mode each channel is normalised with the batch's mean and biased variance, and
+    (with ``track_running_stats``) ``running_mean`` / ``running_var`` move towards the batch's
+    mean and *unbiased* variance by ``momentum`` -- or, with ``momentum=None``, keep the
+    cumulative average over the ``num_batches_tracked`` batches seen. In ``eval()`` mode the
+    running statistics normalise. Without ``track_running_stats`` there are no buffers and the
+    batch statistics are used in both modes. Buffers update in place on the device (no host
+    round trip, nothing recorded for autograd); the state_dict keys are PyTorch's.
+    """
+
+    _op = "BatchNorm1d"
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__()
+        if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral) \
+                or num_features < 1:
+            raise ValueError(f"{self._op}: num_features must be a positive int, got "
+                             f"{num_features!r}")
+        if momentum is not None and (isinstance(momentum, bool)
+                                     or not isinstance(momentum, numbers.Real)):
+            raise TypeError(f"{self._op}: momentum must be a float or None, got {momentum!r}")
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        dev, dt = _device(device), _float_dtype(self._op, dtype)
+        c = self.num_features
+        if self.affine:
+            self.weight = Parameter(empty(c, dtype=dt, device=dev))
+            self.bias = Parameter(empty(c, dtype=dt, device=dev))
+        else:
+            self.weight = self.bias = None
+        if self.track_running_stats:
+            self.register_buffer("running_mean", zeros(c, dtype=dt, device=dev))
+            self.register_buffer("running_var", ones(c, dtype=dt, device=dev))
+            self.register_buffer("num_batches_tracked", zeros((), dtype=np.int64, device=dev))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            for t, value in ((self.running_mean, 0), (self.running_var, 1),
+                             (self.num_batches_tracked, 0)):
+                with t.device.activate():
+                    t.data[...] = value
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = _float_input(self._op, x)
+        _check_batch_input(f"{self._op}({self.num_features})", x, self.num_features)
+        training = self.training or self.running_mean is None
+        if training and x.size // x.shape[1] <= 1:  # checked before the buffers change
+            raise ValueError(f"{self._op}: expected more than 1 value per channel when "
+                             f"training, got input of shape {x.shape}")
+        factor: Any = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            nbt = self.num_batches_tracked
+            with nbt.device.activate():
+                nbt.data += 1  # on the device: no host sync
+                if self.momentum is None:  # cumulative moving average: 1 / batches seen
+                    factor = 1.0 / nbt.data.astype(np.float64)
+        # train(): batch statistics, running ones updated; eval(): the running statistics --
+        # or, without track_running_stats (no buffers), batch statistics in both modes
+        return _batch_norm(self._op, x, self.running_mean, self.running_var, self.weight,
+                           self.bias, training, factor, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+def _float_dtype(op: str, dtype: Any) -> np.dtype:
+    dt = np.dtype(np.float32 if dtype is None else dtype)
+    if dt.kind != "f":
+        raise TypeError(f"{op}: dtype must be floating point, got {dt}")
+    return dt

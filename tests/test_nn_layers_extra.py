@@ -1,0 +1,613 @@
+"""LayerNorm, BatchNorm1d, Embedding, nn.init.trunc_normal_ / orthogonal_: float64 NumPy references,
+gradcheck (first and second order), torch.nn with copied weights (values, gradients, running
+statistics, state_dict keys), train/eval behaviour, checkpoints across devices, and errors."""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+import gpugrad.nn as nn
+from gpugrad.nn import init
+from gpugrad.nn.embedding import embedding
+from gpugrad.nn.normalization import batch_norm, layer_norm
+
+try:
+    import torch
+except ImportError:  # the GPU machine has no torch: the NumPy references still run there
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _t(x, device, requires_grad=False, dtype=None):
+    x = np.asarray(x)
+    return gg.tensor(x, dtype=dtype or x.dtype, device=device, requires_grad=requires_grad)
+
+
+def _other(device: str) -> str:
+    """Another device than ``device`` when there is one (CUDA <-> CPU), else the CPU."""
+    return "cpu" if device != "cpu" else ("cuda" if gg.cuda.is_available() else "cpu")
+
+
+def _set(t: gg.Tensor, host: np.ndarray) -> None:
+    with t.device.activate():
+        t.data[...] = t.device.backend.asarray(np.asarray(host, dtype=t.dtype))
+
+
+def _to_torch(module: nn.Module, tmod) -> None:
+    """Copy every parameter and buffer into the torch module (strict: the keys must match)."""
+    tmod.load_state_dict({k: torch.from_numpy(v.numpy()) for k, v in module.state_dict().items()})
+
+
+# -- float64 references ---------------------------------------------------------------------------
+def ref_layer_norm(x, k, w=None, b=None, eps=1e-5):
+    axes = tuple(range(x.ndim - k, x.ndim))
+    mu = x.mean(axis=axes, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mu) / np.sqrt(var + eps)
+    return y * (1 if w is None else w) + (0 if b is None else b)
+
+
+def ref_batch_stats(x):
+    axes = (0,) if x.ndim == 2 else (0, 2)
+    n = x.size // x.shape[1]
+    mu = x.mean(axis=axes)
+    var = x.var(axis=axes)
+    return mu, var, var * n / (n - 1)
+
+
+def ref_batch_norm(x, mu, var, w, b, eps=1e-5):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x - mu.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * w.reshape(shape) \
+        + b.reshape(shape)
+
+
+# -- LayerNorm ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,normalized", [((4, 6), 6), ((2, 3, 5), (3, 5)), ((7,), (7,))])
+def test_layer_norm_forward_matches_float64_reference(device, shape, normalized):
+    k = 1 if isinstance(normalized, int) else len(normalized)
+    ln = nn.LayerNorm(normalized, eps=1e-3, device=device)
+    assert ln.weight.shape == shape[len(shape) - k:] and ln.weight.dtype == np.float32
+    np.testing.assert_array_equal(ln.weight.numpy(), 1)
+    np.testing.assert_array_equal(ln.bias.numpy(), 0)
+    w, b = _rng(1).normal(size=ln.weight.shape), _rng(2).normal(size=ln.bias.shape)
+    _set(ln.weight, w)
+    _set(ln.bias, b)
+    x = _rng(3).normal(2.0, 3.0, size=shape)
+    y = ln(_t(x.astype(np.float32), device))
+    assert y.dtype == np.float32 and y.shape == shape
+    ref = ref_layer_norm(x, k, w.astype(np.float32), b.astype(np.float32), eps=1e-3)
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-5, atol=1e-5)
+    y64 = nn.LayerNorm(normalized, elementwise_affine=False, device=device)(_t(x, device))
+    assert y64.dtype == np.float64  # float64 input, float32 parameters: NumPy's promotion
+    np.testing.assert_allclose(y64.numpy(), ref_layer_norm(x, k), rtol=1e-9, atol=1e-9)
+
+
+def test_layer_norm_gradcheck_first_and_second_order(device):
+    x = _t(_rng(0).normal(size=(3, 4)), device, requires_grad=True)
+    w = _t(_rng(1).normal(size=4), device, requires_grad=True)
+    b = _t(_rng(2).normal(size=4), device, requires_grad=True)
+    assert gg.gradcheck(lambda x, w, b: layer_norm(x, 4, w, b), [x, w, b])
+    x3 = _t(_rng(3).normal(size=(2, 2, 3)), device, requires_grad=True)
+    assert gg.gradcheck(lambda x: layer_norm(x, (2, 3), eps=0.1), [x3])
+
+    def grad_of(x, w):  # the gradient itself, recorded with create_graph=True
+        y = layer_norm(x, 4, w, None)
+        return gg.grad((y * y * y).sum(), [x], create_graph=True)[0]
+
+    assert gg.gradcheck(grad_of, [x, w], atol=1e-4)
+
+
+@needs_torch
+@pytest.mark.parametrize("affine,bias", [(True, True), (True, False), (False, False)])
+def test_layer_norm_matches_torch(device, affine, bias):
+    gg.manual_seed(0)
+    ln = nn.LayerNorm((3, 4), elementwise_affine=affine, bias=bias, device=device)
+    tln = torch.nn.LayerNorm((3, 4), elementwise_affine=affine, bias=bias)
+    assert list(ln.state_dict()) == list(tln.state_dict())
+    if affine:
+        _set(ln.weight, _rng(1).normal(size=(3, 4)))
+        if bias:
+            _set(ln.bias, _rng(2).normal(size=(3, 4)))
+    _to_torch(ln, tln)
+    x = _rng(3).normal(1.0, 2.0, size=(5, 3, 4)).astype(np.float32)
+    g = _rng(4).normal(size=x.shape).astype(np.float32)
+    xg, xt = _t(x, device, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, yt = ln(xg), tln(xt)
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-5, atol=1e-5)
+    (y * _t(g, device)).sum().backward()
+    (yt * torch.from_numpy(g)).sum().backward()
+    np.testing.assert_allclose(xg.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    for name, p in ln.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), getattr(tln, name).grad.numpy(), rtol=1e-4,
+                                   atol=1e-5, err_msg=name)
+
+
+def test_layer_norm_errors(device):
+    ln = nn.LayerNorm(5, device=device)
+    with pytest.raises(ValueError, match=r"LayerNorm.*\(5,\).*\(3, 4\)"):
+        ln(gg.ones(3, 4, device=device))
+    with pytest.raises(ValueError, match=r"LayerNorm.*\(2, 5\).*\(5,\)"):
+        nn.LayerNorm((2, 5), device=device)(gg.ones(5, device=device))
+    with pytest.raises(TypeError, match="LayerNorm.*floating-point.*int64"):
+        ln(gg.tensor([[1, 2, 3, 4, 5]], device=device))
+    with pytest.raises(ValueError, match="normalized_shape"):
+        nn.LayerNorm(0)
+    with pytest.raises(ValueError, match="normalized_shape"):
+        nn.LayerNorm(())
+    with pytest.raises(ValueError, match=r"layer_norm: weight must have shape \(5,\)"):
+        layer_norm(gg.ones(2, 5, device=device), 5, gg.ones(4, device=device))
+
+
+# -- BatchNorm1d ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5)])
+def test_batch_norm_train_and_eval_match_float64_reference(device, shape):
+    bn = nn.BatchNorm1d(3, momentum=0.2, device=device, dtype=np.float64)
+    w, b = _rng(1).normal(size=3), _rng(2).normal(size=3)
+    _set(bn.weight, w)
+    _set(bn.bias, b)
+    rm, rv = np.zeros(3), np.ones(3)
+    for step in range(3):
+        x = _rng(10 + step).normal(step, 1 + step, size=shape)
+        y = bn(_t(x, device))
+        mu, var, unbiased = ref_batch_stats(x)
+        np.testing.assert_allclose(y.numpy(), ref_batch_norm(x, mu, var, w, b), rtol=1e-10,
+                                   atol=1e-10)
+        rm, rv = 0.8 * rm + 0.2 * mu, 0.8 * rv + 0.2 * unbiased
+        np.testing.assert_allclose(bn.running_mean.numpy(), rm, rtol=1e-12)
+        np.testing.assert_allclose(bn.running_var.numpy(), rv, rtol=1e-12)
+        assert bn.num_batches_tracked.item() == step + 1
+    bn.eval()
+    x = _rng(20).normal(size=shape)
+    y = bn(_t(x, device))
+    np.testing.assert_allclose(y.numpy(), ref_batch_norm(x, rm, rv, w, b), rtol=1e-10, atol=1e-10)
+    # eval normalises each sample on its own: a one-sample batch gives the same row
+    np.testing.assert_allclose(bn(_t(x[:1], device)).numpy(), y.numpy()[:1], rtol=1e-12)
+    np.testing.assert_allclose(bn.running_mean.numpy(), rm, rtol=1e-12)  # eval leaves them
+    assert bn.num_batches_tracked.item() == 3
+
+
+def test_batch_norm_momentum_none_is_the_cumulative_average(device):
+    bn = nn.BatchNorm1d(2, momentum=None, device=device, dtype=np.float64)
+    batches = [_rng(s).normal(s, 1.0 + s, size=(5, 2)) for s in range(4)]
+    for x in batches:
+        bn(_t(x, device))
+    means = [x.mean(axis=0) for x in batches]
+    unbiased = [x.var(axis=0, ddof=1) for x in batches]
+    np.testing.assert_allclose(bn.running_mean.numpy(), np.mean(means, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(bn.running_var.numpy(), np.mean(unbiased, axis=0), rtol=1e-12)
+
+
+def test_batch_norm_running_stats_are_in_place_and_off_the_tape(device):
+    bn = nn.BatchNorm1d(3, device=device)
+    before = {k: v for k, v in bn.state_dict().items()}
+    ids = [id(b) for b in bn.buffers()]
+    x = _t(_rng(0).normal(size=(4, 3)).astype(np.float32), device, requires_grad=True)
+    y = bn(x)
+    assert [id(b) for b in bn.buffers()] == ids
+    for b in bn.buffers():
+        assert b.is_leaf and not b.requires_grad and str(b.device) == str(gg.device(device))
+    # the state_dict taken before shares the buffers' memory, as in torch
+    np.testing.assert_array_equal(before["running_mean"].numpy(), bn.running_mean.numpy())
+    assert before["num_batches_tracked"].item() == 1
+    assert not np.allclose(bn.running_mean.numpy(), 0)
+    y.sum().backward()  # nothing about the statistics was recorded: backward is just the op's
+    assert x.grad is not None and bn.running_mean.grad is None
+    with gg.no_grad():
+        out = bn(x)
+    assert out._ctx is None and bn.num_batches_tracked.item() == 2  # no_grad still updates
+
+
+def test_batch_norm_gradcheck_train_eval_and_second_order(device):
+    x = _t(_rng(0).normal(size=(4, 3)), device, requires_grad=True)
+    x3 = _t(_rng(1).normal(size=(3, 2, 2)), device, requires_grad=True)
+    w = _t(_rng(2).normal(size=3), device, requires_grad=True)
+    b = _t(_rng(3).normal(size=3), device, requires_grad=True)
+    assert gg.gradcheck(lambda x, w, b: batch_norm(x, None, None, w, b, training=True), [x, w, b])
+    assert gg.gradcheck(lambda x: batch_norm(x, None, None, training=True, eps=0.1), [x3])
+    rm, rv = _t(np.array([0.5, -1.0, 2.0]), device), _t(np.array([2.0, 0.5, 1.5]), device)
+    assert gg.gradcheck(lambda x, w, b: batch_norm(x, rm, rv, w, b, training=False), [x, w, b])
+
+    def grad_of(x, w):
+        y = batch_norm(x, None, None, w, None, training=True)
+        return gg.grad((y * y * y).sum(), [x], create_graph=True)[0]
+
+    assert gg.gradcheck(grad_of, [x, w], atol=1e-4)
+
+
+@needs_torch
+@pytest.mark.parametrize("shape", [(8, 4), (5, 4, 3)])
+@pytest.mark.parametrize("momentum", [0.1, None, 0.5])
+def test_batch_norm_matches_torch_over_train_steps(device, shape, momentum):
+    gg.manual_seed(0)
+    bn = nn.BatchNorm1d(4, momentum=momentum, device=device)
+    tbn = torch.nn.BatchNorm1d(4, momentum=momentum)
+    assert [(k, tuple(v.shape)) for k, v in bn.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in tbn.state_dict().items()]
+    assert bn.state_dict()["num_batches_tracked"].dtype == np.int64
+    _set(bn.weight, _rng(1).normal(size=4))
+    _set(bn.bias, _rng(2).normal(size=4))
+    _to_torch(bn, tbn)
+    for step in range(4):
+        x = (_rng(10 + step).normal(size=shape) * (1 + step) + step).astype(np.float32)
+        g = _rng(30 + step).normal(size=shape).astype(np.float32)
+        xg, xt = _t(x, device, requires_grad=True), torch.tensor(x, requires_grad=True)
+        bn.zero_grad()
+        tbn.zero_grad()
+        y, yt = bn(xg), tbn(xt)
+        np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-5, atol=1e-5)
+        (y * _t(g, device)).sum().backward()
+        (yt * torch.from_numpy(g)).sum().backward()
+        np.testing.assert_allclose(xg.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+        for name in ("weight", "bias"):
+            np.testing.assert_allclose(getattr(bn, name).grad.numpy(),
+                                       getattr(tbn, name).grad.numpy(), rtol=1e-4, atol=1e-4)
+        for k, v in tbn.state_dict().items():
+            np.testing.assert_allclose(bn.state_dict()[k].numpy(), v.numpy(), rtol=1e-5,
+                                       atol=1e-6, err_msg=f"{k} after step {step}")
+    bn.eval()
+    tbn.eval()
+    x = _rng(50).normal(size=shape).astype(np.float32)
+    np.testing.assert_allclose(bn(_t(x, device)).numpy(), tbn(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+@needs_torch
+@pytest.mark.parametrize("affine,track", [(False, True), (True, False), (False, False)])
+def test_batch_norm_options_match_torch(device, affine, track):
+    bn = nn.BatchNorm1d(3, affine=affine, track_running_stats=track, device=device)
+    tbn = torch.nn.BatchNorm1d(3, affine=affine, track_running_stats=track)
+    assert list(bn.state_dict()) == list(tbn.state_dict())
+    assert (bn.running_mean is None) == (not track) and (bn.weight is None) == (not affine)
+    for mode in ("train", "eval"):
+        getattr(bn, mode)()
+        getattr(tbn, mode)()
+        for step in range(2):
+            x = (_rng(step).normal(size=(6, 3)) * 2 + 1).astype(np.float32)
+            np.testing.assert_allclose(bn(_t(x, device)).numpy(),
+                                       tbn(torch.tensor(x)).detach().numpy(), rtol=1e-5,
+                                       atol=1e-5, err_msg=f"{mode} step {step}")
+        for k, v in tbn.state_dict().items():
+            np.testing.assert_allclose(bn.state_dict()[k].numpy(), v.numpy(), rtol=1e-5,
+                                       atol=1e-6)
+
+
+def test_batch_norm_errors_name_layer_and_shapes(device):
+    bn = nn.BatchNorm1d(4, device=device)
+    with pytest.raises(ValueError, match=r"BatchNorm1d\(4\).*\(N, 4\).*\(8, 3\)"):
+        bn(gg.ones(8, 3, device=device))
+    with pytest.raises(ValueError, match=r"BatchNorm1d\(4\).*\(N, 4, L\).*\(2, 4, 3, 3\)"):
+        bn(gg.ones(2, 4, 3, 3, device=device))
+    with pytest.raises(ValueError, match=r"more than 1 value per channel.*\(1, 4\)"):
+        bn(gg.ones(1, 4, device=device))
+    assert bn.num_batches_tracked.item() == 0  # the failed call changed nothing
+    np.testing.assert_array_equal(bn.running_var.numpy(), 1)
+    bn.eval()
+    assert bn(gg.ones(1, 4, device=device)).shape == (1, 4)  # fine with running statistics
+    with pytest.raises(TypeError, match="BatchNorm1d.*floating-point"):
+        bn(gg.tensor([[1, 2, 3, 4]], device=device))
+    with pytest.raises(ValueError, match="num_features"):
+        nn.BatchNorm1d(0)
+    with pytest.raises(TypeError, match="momentum"):
+        nn.BatchNorm1d(3, momentum="0.1")
+    with pytest.raises(ValueError, match="running_mean and running_var are needed"):
+        batch_norm(gg.ones(2, 3, device=device), None, None, training=False)
+
+
+def test_batch_norm_to_moves_buffers_and_casts_floats_only(device):
+    bn = nn.BatchNorm1d(3)
+    bn(_t(_rng(0).normal(size=(4, 3)).astype(np.float32), "cpu"))
+    rm = bn.running_mean.numpy()
+    bn.to(device)
+    for name, b in bn.named_buffers():
+        assert str(b.device) == str(gg.device(device)), name
+    np.testing.assert_array_equal(bn.running_mean.numpy(), rm)
+    bn(_t(_rng(1).normal(size=(4, 3)).astype(np.float32), device))  # updates on the device
+    assert bn.num_batches_tracked.item() == 2
+    bn.to(dtype=np.float64)
+    assert bn.running_var.dtype == np.float64 and bn.weight.dtype == np.float64
+    assert bn.num_batches_tracked.dtype == np.int64
+
+
+# -- checkpoints and training ---------------------------------------------------------------------
+def _net(device):
+    return nn.Sequential(nn.Linear(5, 8, device=device), nn.BatchNorm1d(8, device=device),
+                         nn.ReLU(), nn.Linear(8, 4, device=device),
+                         nn.LayerNorm(4, device=device))
+
+
+def test_state_dict_round_trip_through_save_and_load_on_another_device(device, tmp_path):
+    gg.manual_seed(0)
+    net = _net(device)
+    opt = gg.optim.SGD(net.parameters(), lr=0.1)
+    for step in range(3):
+        x = _t(_rng(step).normal(size=(6, 5)).astype(np.float32), device)
+        loss = (net(x) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    gg.save({"model": net.state_dict()}, tmp_path / "ckpt.safetensors")
+    other = _other(device)
+    sd = gg.load(tmp_path / "ckpt.safetensors", device=other)["model"]
+    nbt = sd["1.num_batches_tracked"]  # a 0-d int64 tensor stays 0-d int64 through the file
+    assert nbt.shape == () and nbt.dtype == np.int64 and nbt.item() == 3
+    gg.manual_seed(1)
+    fresh = _net(other)
+    result = fresh.load_state_dict(sd)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[k].numpy(), v.numpy(), err_msg=k)
+    net.eval()
+    fresh.eval()
+    x = _rng(9).normal(size=(3, 5)).astype(np.float32)
+    np.testing.assert_allclose(fresh(_t(x, other)).numpy(), net(_t(x, device)).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+@needs_torch
+def test_training_with_batch_norm_and_layer_norm_matches_torch(device):
+    gg.manual_seed(0)
+    net = _net(device)
+    tnet = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                               torch.nn.Linear(8, 4), torch.nn.LayerNorm(4))
+    assert sorted(net.state_dict()) == sorted(tnet.state_dict())
+    _to_torch(net, tnet)
+    opt = gg.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    topt = torch.optim.SGD(tnet.parameters(), lr=0.1, momentum=0.9)
+    labels = _rng(1).integers(0, 4, size=16)
+    x = _rng(2).normal(size=(16, 5)).astype(np.float32)
+    for step in range(5):
+        loss = gg.functional.cross_entropy(net(_t(x, device)), _t(labels, device))
+        tloss = torch.nn.functional.cross_entropy(tnet(torch.tensor(x)), torch.tensor(labels))
+        np.testing.assert_allclose(loss.item(), tloss.item(), rtol=1e-5, err_msg=f"step {step}")
+        opt.zero_grad()
+        topt.zero_grad()
+        loss.backward()
+        tloss.backward()
+        opt.step()
+        topt.step()
+    for k, v in tnet.state_dict().items():
+        np.testing.assert_allclose(net.state_dict()[k].numpy(), v.numpy(), rtol=1e-4, atol=1e-5,
+                                   err_msg=k)
+
+
+# -- Embedding ------------------------------------------------------------------------------------
+def test_embedding_init_is_seeded_standard_normal_with_zero_padding_row(device):
+    gg.manual_seed(5)
+    emb = nn.Embedding(10, 3, padding_idx=-2, device=device)
+    assert emb.padding_idx == 8 and emb.weight.requires_grad and emb.weight.dtype == np.float32
+    ref = _rng(5).normal(size=(10, 3)).astype(np.float32)
+    ref[8] = 0
+    np.testing.assert_array_equal(emb.weight.numpy(), ref)
+    gg.manual_seed(5)
+    np.testing.assert_array_equal(nn.Embedding(10, 3, padding_idx=8).weight.numpy(), ref)
+    assert list(emb.state_dict()) == ["weight"]
+
+
+@pytest.mark.parametrize("idx", [[[1, 3, 3], [0, 9, 1]], 4, [7, 7, 7, 7], np.zeros((2, 0), int)])
+def test_embedding_lookup_and_accumulated_gradient(device, idx):
+    gg.manual_seed(0)
+    emb = nn.Embedding(10, 4, device=device)
+    w = emb.weight.numpy()
+    idx = np.asarray(idx, dtype=np.int64)
+    y = emb(_t(idx, device))
+    assert y.shape == idx.shape + (4,)
+    np.testing.assert_array_equal(y.numpy(), w[idx])
+    g = _rng(1).normal(size=y.shape).astype(np.float32)
+    (y * _t(g, device)).sum().backward()
+    ref = np.zeros_like(w)
+    np.add.at(ref, idx, g)  # repeated indices accumulate
+    np.testing.assert_allclose(emb.weight.grad.numpy(), ref, rtol=1e-6, atol=1e-6)
+    # int32 indices and plain lists work too
+    np.testing.assert_array_equal(emb(idx.astype(np.int32)).numpy(), w[idx])
+    np.testing.assert_array_equal(emb(idx.tolist()).numpy(), w[idx])
+
+
+def test_embedding_padding_row_gets_no_gradient_but_keeps_its_values(device):
+    emb = nn.Embedding(6, 3, padding_idx=2, device=device)
+    _set(emb.weight, _rng(0).normal(size=(6, 3)))  # a non-zero padding row is still looked up
+    w = emb.weight.numpy()
+    idx = np.array([[2, 1, 2], [5, 2, 1]])
+    y = emb(_t(idx, device))
+    np.testing.assert_array_equal(y.numpy(), w[idx])
+    g = _rng(1).normal(size=y.shape)
+    (y * _t(g.astype(np.float32), device)).sum().backward()
+    ref = np.zeros((6, 3))
+    np.add.at(ref, idx, g)
+    ref[2] = 0
+    grad = emb.weight.grad.numpy()
+    assert not grad[2].any()
+    np.testing.assert_allclose(grad, ref, rtol=1e-6, atol=1e-6)
+    # (no gradcheck here: by design the padding row's gradient is not the derivative)
+    # a frozen padded embedding skips the masking and returns plain rows
+    frozen = nn.Embedding.from_pretrained(emb.weight, padding_idx=2)
+    assert not frozen.weight.requires_grad  # still a (frozen) parameter, as in torch
+    assert [n for n, _ in frozen.named_parameters()] == ["weight"]
+    np.testing.assert_array_equal(frozen(_t(idx, device)).numpy(), w[idx])
+
+
+@needs_torch
+@pytest.mark.parametrize("padding_idx", [None, 0, -1])
+def test_embedding_matches_torch(device, padding_idx):
+    gg.manual_seed(3)
+    emb = nn.Embedding(7, 5, padding_idx=padding_idx, device=device)
+    temb = torch.nn.Embedding(7, 5, padding_idx=padding_idx)
+    assert emb.padding_idx == temb.padding_idx
+    _to_torch(emb, temb)
+    idx = np.array([[0, 6, 3], [6, 6, 0]])
+    g = _rng(2).normal(size=(2, 3, 5)).astype(np.float32)
+    y, yt = emb(_t(idx, device)), temb(torch.tensor(idx))
+    np.testing.assert_array_equal(y.numpy(), yt.detach().numpy())
+    (y * _t(g, device)).sum().backward()
+    (yt * torch.from_numpy(g)).sum().backward()
+    np.testing.assert_allclose(emb.weight.grad.numpy(), temb.weight.grad.numpy(), rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_embedding_gradcheck_and_from_pretrained_training(device):
+    w = _t(_rng(0).normal(size=(5, 2)), device, requires_grad=True)
+    idx = _t(np.array([[4, 0], [4, 4]]), device)
+    assert gg.gradcheck(lambda w: embedding(idx, w) * embedding(idx, w), [w])
+    pre = gg.tensor(_rng(1).normal(size=(4, 3)), device=device)
+    emb = nn.Embedding.from_pretrained(pre, freeze=False)
+    assert emb.weight.requires_grad and [n for n, _ in emb.named_parameters()] == ["weight"]
+    emb(_t(np.array([1, 1]), device)).sum().backward()
+    np.testing.assert_array_equal(emb.weight.grad.numpy()[1], [2, 2, 2])
+
+
+@pytest.mark.parametrize("bad", [10, -1, 57])
+def test_embedding_out_of_range_index_raises_value_error(device, bad):
+    emb = nn.Embedding(10, 3, device=device)
+    idx = np.array([[0, 9], [bad, 2]])
+    with pytest.raises(ValueError, match=rf"Embedding\(10, 3\): index {bad} at position \(1, 0\)"
+                                         r".*out of range \[0, 10\)"):
+        emb(_t(idx, device))
+    with pytest.raises(ValueError, match=rf"embedding: index {bad}.*\[0, 10\)"):
+        embedding(_t(idx, device), emb.weight)
+
+
+def test_embedding_type_device_and_argument_errors(device):
+    emb = nn.Embedding(4, 2, device=device)
+    with pytest.raises(TypeError, match="Embedding: indices must be an integer tensor.*float"):
+        emb(gg.tensor([0.0, 1.0], device=device))
+    with pytest.raises(TypeError, match="integer"):
+        emb(gg.tensor([True, False], device=device))
+    with pytest.raises(ValueError, match=r"padding_idx must be within \[-4, 4\).*got 4"):
+        nn.Embedding(4, 2, padding_idx=4)
+    with pytest.raises(ValueError, match="num_embeddings"):
+        nn.Embedding(-1, 2)
+    if device != "cpu":
+        with pytest.raises(gg.DeviceError, match="indices are on cpu"):
+            emb(gg.tensor([0, 1]))  # a tensor on another device is not moved silently
+
+
+# -- nn.init --------------------------------------------------------------------------------------
+def _cdf(x):  # erfc keeps the lower tail precise (1 + erf(x) cancels there)
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def _truncnorm_moments(mean, std, a, b):
+    pdf = NormalDist().pdf
+    al, be = (a - mean) / std, (b - mean) / std
+    z = _cdf(be) - _cdf(al)
+    m = (pdf(al) - pdf(be)) / z
+    xpdf = [0.0 if math.isinf(x) else x * pdf(x) for x in (al, be)]
+    v = 1 + (xpdf[0] - xpdf[1]) / z - m * m
+    return mean + std * m, std * math.sqrt(v)
+
+
+@pytest.mark.parametrize("mean,std,a,b", [(0.0, 1.0, -2.0, 2.0), (0.0, 0.02, -0.04, 0.04),
+                                          (1.0, 2.0, 2.0, 6.0), (0.0, 1.0, 4.0, 5.0),
+                                          (0.0, 1.0, -9.0, -7.0), (0.5, 1.0, -math.inf, 0.0)])
+def test_trunc_normal_distribution_and_seeding(device, mean, std, a, b):
+    gg.manual_seed(11)
+    t = init.trunc_normal_(gg.empty(200, 100, dtype=np.float64, device=device), mean, std, a, b)
+    v = t.numpy()
+    assert v.min() >= a and v.max() <= b
+    m_ref, s_ref = _truncnorm_moments(mean, std, a, b)
+    assert abs(v.mean() - m_ref) < 5 * s_ref / math.sqrt(v.size)
+    assert abs(v.std() - s_ref) < 0.03 * s_ref
+    # the algorithm, from the host generator's draws: inverse CDF of u ~ U(Φ(α), Φ(β)),
+    # mirrored below the mean when [a, b] lies above it
+    al, be = (a - mean) / std, (b - mean) / std
+    sign = -1.0 if al > 0 else 1.0
+    if sign < 0:
+        al, be = -be, -al
+    u = _rng(11).uniform(_cdf(al), _cdf(be), size=8)
+    ref = [mean + std * sign * NormalDist().inv_cdf(x) for x in u]
+    np.testing.assert_allclose(v.reshape(-1)[:8], ref, rtol=1e-8)
+    gg.manual_seed(11)
+    t32 = init.trunc_normal_(gg.empty(200, 100, device="cpu"), mean, std, a, b)
+    np.testing.assert_array_equal(t32.numpy(), v.astype(np.float32))  # same draws, any device
+
+
+def test_trunc_normal_and_orthogonal_errors_and_edges(device):
+    t = gg.empty(3, 4, device=device)
+    with pytest.raises(ValueError, match="a < b"):
+        init.trunc_normal_(t, a=1.0, b=1.0)
+    with pytest.raises(ValueError, match="std"):
+        init.trunc_normal_(t, std=-1.0)
+    np.testing.assert_array_equal(init.trunc_normal_(t, mean=3.0, std=0.0).numpy(), 2.0)
+    with pytest.raises(ValueError, match=r"orthogonal_.*2 or more dims.*\(4,\)"):
+        init.orthogonal_(gg.empty(4, device=device))
+    assert init.orthogonal_(gg.empty(0, 3, device=device)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (3, 7), (5, 5), (4, 2, 3)])
+def test_orthogonal_is_orthogonal_seeded_and_follows_torchs_recipe(device, shape):
+    gg.manual_seed(2)
+    t = init.orthogonal_(gg.empty(*shape, dtype=np.float64, device=device), gain=1.5)
+    q = t.numpy().reshape(shape[0], -1) / 1.5
+    rows, cols = q.shape
+    gram = q.T @ q if rows >= cols else q @ q.T
+    np.testing.assert_allclose(gram, np.eye(min(rows, cols)), atol=1e-12)
+    # torch's recipe on the host generator's draws: QR of the (transposed if wide) normal
+    # matrix, columns signed by diag(R)
+    a = _rng(2).normal(size=(rows, cols))
+    a = a.T if rows < cols else a
+    qr, r = np.linalg.qr(a)
+    qr = qr * np.sign(np.diag(r))
+    np.testing.assert_allclose(q, qr.T if rows < cols else qr, atol=1e-12)
+    gg.manual_seed(2)
+    other = init.orthogonal_(gg.empty(*shape, dtype=np.float64, device=_other(device)), 1.5)
+    np.testing.assert_array_equal(other.numpy(), t.numpy())
+
+
+# -- activation modules ---------------------------------------------------------------------------
+def _ref_softplus(x, beta, threshold):
+    z = beta * x
+    return np.where(z > threshold, x, np.log1p(np.exp(np.minimum(z, threshold))) / beta)
+
+
+_ACTS = [
+    (nn.SiLU(), lambda x: x / (1 + np.exp(-x)), "silu"),
+    (nn.ELU(), lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))), "elu"),
+    (nn.ELU(alpha=0.5), lambda x: np.where(x > 0, x, 0.5 * np.expm1(np.minimum(x, 0))), None),
+    (nn.Softplus(), lambda x: _ref_softplus(x, 1.0, 20.0), "softplus"),
+    (nn.Softplus(beta=2.0, threshold=3.0), lambda x: _ref_softplus(x, 2.0, 3.0), None),
+]
+
+
+@pytest.mark.parametrize("module,ref,name", _ACTS, ids=[repr(a[0]) for a in _ACTS])
+def test_activation_modules_forward_gradcheck_and_registry(device, module, ref, name):
+    x = np.concatenate([_rng(0).normal(0, 3, size=10), [-30.0, -0.7, 0.4, 1.6, 30.0]])
+    np.testing.assert_allclose(module(_t(x, device)).numpy(), ref(x), rtol=1e-12, atol=1e-12)
+    y32 = module(_t(x.astype(np.float32), device))
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32.numpy(), ref(x), rtol=1e-5, atol=1e-6)
+    away = x[np.abs(x * 2.0 - 3.0) > 0.1]  # off Softplus(beta=2, threshold=3)'s switch point
+    assert gg.gradcheck(module, [_t(away, device, requires_grad=True)])
+    if name is not None:
+        assert nn.ACTIVATIONS[name] is type(module)
+        mlp = nn.MLP([3, 4, 2], activation=name, device=device)
+        assert type(mlp[1]) is type(module)
+        assert getattr(gg.functional, name) is getattr(gg.ops, name)
+
+
+@needs_torch
+@pytest.mark.parametrize("make,tmake", [
+    (nn.SiLU, torch.nn.SiLU if torch else None),
+    (lambda: nn.ELU(0.7), lambda: torch.nn.ELU(0.7)),
+    (nn.Softplus, torch.nn.Softplus if torch else None),
+    (lambda: nn.Softplus(0.5, 4.0), lambda: torch.nn.Softplus(0.5, 4.0)),
+])
+def test_activation_modules_match_torch(device, make, tmake):
+    m, tm = make(), tmake()
+    assert repr(m) == repr(tm)
+    x = np.concatenate([_rng(1).normal(0, 4, size=20), [-1000.0, -0.0, 0.0, 1000.0]])
+    x = x.astype(np.float32)
+    xg, xt = _t(x, device, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, yt = m(xg), tm(xt)
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-6, atol=1e-6)
+    y.sum().backward()
+    yt.sum().backward()
+    np.testing.assert_allclose(xg.grad.numpy(), xt.grad.numpy(), rtol=1e-6, atol=1e-6)
