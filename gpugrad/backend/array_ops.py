@@ -24,6 +24,8 @@ class ArrayOps:
         self.sign = xp.sign
         self.where = xp.where
         self.erf = backend.erf
+        self.cumsum = xp.cumsum
+        self.flip = xp.flip
 
     def broadcast_to(self, g, shape):
         # A materialised copy: faster than np.broadcast_to for small arrays, and gradients that

@@ -402,6 +402,21 @@ from .math_extra import (  # noqa: E402
     softplus,
     square,
 )
+from .reductions_extra import cumsum, norm, prod, std, var  # noqa: E402
+from .shape_extra import (  # noqa: E402
+    chunk,
+    flatten,
+    flip,
+    gather,
+    pad,
+    repeat,
+    split,
+    take_along_axis,
+    tile,
+)
+
+repeat_interleave = repeat  # torch's name for NumPy's repeat (torch's Tensor.repeat is tile)
 
 TENSOR_METHODS += ("silu", "elu", "softplus", "log1p", "expm1", "square", "reciprocal",
-                   "logaddexp")
+                   "logaddexp", "var", "std", "prod", "norm", "cumsum", "flatten", "split",
+                   "chunk", "flip", "tile", "repeat_interleave", "gather")
