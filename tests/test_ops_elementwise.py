@@ -8,7 +8,17 @@ import warnings
 
 import numpy as np
 import pytest
-from _helpers import T, assert_close, check_grad, hsettings, pair_shapes, rand, seeds, shapes
+from _helpers import (
+    T,
+    assert_close,
+    check_grad,
+    check_unary,
+    hsettings,
+    pair_shapes,
+    rand,
+    seeds,
+    shapes,
+)
 from hypothesis import given
 
 import gpugrad as gg
@@ -60,16 +70,7 @@ def test_unary(device, name, shape, seed):
     x = rand(shape, seed, **domain)
     if name == "clip":  # keep off both bounds
         x = np.where(np.abs(x - 1.0) < 0.1, 1.3, x)
-    # forward: float32 (the default dtype) and float64 against the float64 reference
-    y32 = fn(T(x, device, dtype=gg.float32))
-    assert y32.dtype == np.float32 and y32.shape == x.shape
-    assert_close(y32, ref(x.astype(np.float32).astype(np.float64)), rtol=2e-5, atol=2e-6)
-    assert_close(fn(T(x, device)), ref(x), rtol=1e-10, atol=1e-12, dtype=np.float64)
-    check_grad(fn, [x], device)
-    # gradient dtype equals the input's dtype
-    t = T(x, device, dtype=gg.float32, requires_grad=True)
-    fn(t).sum().backward()
-    assert t.grad.dtype == np.float32 and t.grad.shape == x.shape
+    check_unary(fn, ref, x, device, rtol64=1e-10, atol64=1e-12)
 
 
 def test_erf_matches_math_erf(device):

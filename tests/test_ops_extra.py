@@ -8,7 +8,17 @@ import warnings
 
 import numpy as np
 import pytest
-from _helpers import T, assert_close, check_grad, hsettings, pair_shapes, rand, seeds, shapes
+from _helpers import (
+    T,
+    assert_close,
+    check_grad,
+    check_unary,
+    hsettings,
+    pair_shapes,
+    rand,
+    seeds,
+    shapes,
+)
 from hypothesis import given
 
 import gpugrad as gg
@@ -46,11 +56,7 @@ UNARY = {
 def test_unary(device, name, shape, seed):
     fn, ref, domain = UNARY[name]
     x = rand(shape, seed, **domain)
-    y32 = fn(T(x, device, dtype=gg.float32))
-    assert y32.dtype == np.float32 and y32.shape == x.shape
-    assert_close(y32, ref(x.astype(np.float32).astype(np.float64)), rtol=2e-5, atol=2e-6)
-    assert_close(fn(T(x, device)), ref(x), rtol=1e-12, atol=1e-13, dtype=np.float64)
-    check_grad(fn, [x], device)
+    check_unary(fn, ref, x, device)
     y16 = fn(T(x, device, dtype=gg.float16))
     assert y16.dtype == np.float16
 
@@ -152,15 +158,7 @@ ACTIVATIONS = {
 @given(shape=shapes, seed=seeds)
 def test_activation(device, name, shape, seed):
     fn, ref, domain = ACTIVATIONS[name]
-    x = rand(shape, seed, **domain)
-    y32 = fn(T(x, device, dtype=gg.float32))
-    assert y32.dtype == np.float32 and y32.shape == x.shape
-    assert_close(y32, ref(x.astype(np.float32).astype(np.float64)), rtol=2e-5, atol=2e-6)
-    assert_close(fn(T(x, device)), ref(x), rtol=1e-12, atol=1e-13, dtype=np.float64)
-    check_grad(fn, [x], device)
-    t = T(x, device, dtype=gg.float32, requires_grad=True)
-    fn(t).sum().backward()
-    assert t.grad.dtype == np.float32 and t.grad.shape == x.shape
+    check_unary(fn, ref, rand(shape, seed, **domain), device)
 
 
 @pytest.mark.parametrize("name", ["softplus", "softplus_beta", "silu", "elu_alpha"])

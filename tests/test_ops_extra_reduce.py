@@ -8,25 +8,14 @@ import math
 
 import numpy as np
 import pytest
-from _helpers import T, assert_close, check_grad, hsettings, rand, seeds
+from _helpers import T, assert_close, check_grad, hsettings, rand, seeds, shape_and_axis
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gpugrad as gg
 
-
-@st.composite
-def shape_and_axis(draw, min_dims=1):
-    shape = draw(hnp.array_shapes(min_dims=min_dims, max_dims=3, min_side=1, max_side=4))
-    nd = len(shape)
-    kind = draw(st.sampled_from(["none", "int", "tuple"]))
-    if kind == "none":
-        return shape, None
-    if kind == "int":
-        return shape, draw(st.integers(-nd, nd - 1))
-    axes = draw(st.lists(st.integers(0, nd - 1), min_size=1, max_size=nd, unique=True))
-    return shape, tuple(a - nd if draw(st.booleans()) else a for a in axes)
+shapes_axes = shape_and_axis(min_dims=1, max_dims=3, max_side=4)
 
 
 def _count(shape, axis):
@@ -46,7 +35,7 @@ def _torch():
 # -- var / std -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("op", ["var", "std"])
 @hsettings(20)
-@given(sa=shape_and_axis(), keepdims=st.booleans(), correction=st.sampled_from([0, 1, 2]),
+@given(sa=shapes_axes, keepdims=st.booleans(), correction=st.sampled_from([0, 1, 2]),
        seed=seeds)
 def test_var_std(device, op, sa, keepdims, correction, seed):
     shape, axis = sa
@@ -112,7 +101,7 @@ def test_var_std_second_derivative(device, op):
 
 # -- prod ----------------------------------------------------------------------------------------
 @hsettings(20)
-@given(sa=shape_and_axis(), keepdims=st.booleans(), seed=seeds)
+@given(sa=shapes_axes, keepdims=st.booleans(), seed=seeds)
 def test_prod(device, sa, keepdims, seed):
     shape, axis = sa
     x = rand(shape, seed, 0.5, 1.5) * np.where(rand(shape, seed + 1) > 0, 1, -1)
@@ -160,7 +149,7 @@ def _norm_ref(x, ord, axis, keepdims):
 
 @pytest.mark.parametrize("ord", [2, 1, math.inf, -math.inf])
 @hsettings(15)
-@given(sa=shape_and_axis(), keepdims=st.booleans(), seed=seeds)
+@given(sa=shapes_axes, keepdims=st.booleans(), seed=seeds)
 def test_norm(device, ord, sa, keepdims, seed):
     shape, axis = sa
     n = math.prod(shape)  # distinct magnitudes, away from 0: no ties, no kinks

@@ -7,27 +7,12 @@ import warnings
 
 import numpy as np
 import pytest
-from _helpers import T, assert_close, check_grad, hsettings, rand, seeds, shapes
+from _helpers import T, assert_close, check_grad, hsettings, rand, seeds, shape_and_axis, shapes
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gpugrad as gg
-
-
-@st.composite
-def shape_and_axis(draw, min_dims=0):
-    shape = draw(hnp.array_shapes(min_dims=min_dims, max_dims=4, min_side=1, max_side=3))
-    nd = len(shape)
-    if nd == 0:
-        return shape, None
-    kind = draw(st.sampled_from(["none", "int", "tuple"]))
-    if kind == "none":
-        return shape, None
-    if kind == "int":
-        return shape, draw(st.integers(-nd, nd - 1))
-    axes = draw(st.lists(st.integers(0, nd - 1), min_size=1, max_size=nd, unique=True))
-    return shape, tuple(a - nd if draw(st.booleans()) else a for a in axes)
 
 
 def distinct(shape, seed) -> np.ndarray:

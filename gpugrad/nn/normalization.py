@@ -19,20 +19,12 @@ from .. import ops
 from ..backend import DeviceError
 from ..backend import device as _device
 from ..creation import empty, ones, zeros
+from ..functional import _float_input
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
 
 __all__ = ["BatchNorm1d", "LayerNorm", "batch_norm", "layer_norm"]
-
-
-def _float_input(op: str, x: Any) -> Tensor:
-    if x.__class__ is not Tensor:
-        x = Tensor(x)
-    if x.dtype.kind != "f":
-        raise TypeError(f"{op}: input must be a floating-point tensor, got dtype {x.dtype} "
-                        f"(shape {x.shape})")
-    return x
 
 
 def _check_param(op: str, name: str, t: Any, shape: tuple, x: Tensor) -> None:
