@@ -39,11 +39,14 @@ from .tensor import Tensor
 
 __all__ = [
     "binary_cross_entropy",
+    "batch_norm",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "dropout",
     "elu",
+    "embedding",
     "gelu",
+    "layer_norm",
     "leaky_relu",
     "linear",
     "log_softmax",
@@ -339,3 +342,9 @@ def nll_loss(input: Any, target: Any, reduction: str = "mean",  # noqa: A002
     if reduction == "none" and loss.shape != shape:
         loss = _ops.reshape(loss, shape)
     return loss
+
+
+# The layers' functional forms live beside their modules in gpugrad.nn, which imports this file;
+# importing them last means only the helpers above exist when nn needs them, in either import order.
+from .nn.embedding import embedding  # noqa: E402
+from .nn.normalization import batch_norm, layer_norm  # noqa: E402

@@ -343,3 +343,13 @@ def test_training_with_batch_norm_and_layer_norm_matches_torch(device):
     for k, v in tnet.state_dict().items():
         np.testing.assert_allclose(net.state_dict()[k].numpy(), v.numpy(), rtol=1e-4, atol=1e-5,
                                    err_msg=k)
+
+
+def test_functional_forms_are_exported():
+    import gpugrad.functional as F
+    from gpugrad.nn.embedding import embedding
+
+    assert F.layer_norm is layer_norm and F.batch_norm is batch_norm and F.embedding is embedding
+    x = gg.tensor(np.arange(6.0).reshape(2, 3))
+    np.testing.assert_allclose(F.layer_norm(x, (3,)).numpy(), ref_layer_norm(x.numpy(), 1),
+                               rtol=1e-12)
