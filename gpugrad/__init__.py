@@ -37,6 +37,7 @@ from .ops import (
     cat,
     chunk,
     clip,
+    clone,
     concat,
     concatenate,
     cos,

@@ -3,6 +3,7 @@ and ``_ctx``, the recorded Function that produced it)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -234,6 +235,15 @@ class Tensor:
         self.requires_grad = requires_grad
         return self
 
+    # PyTorch spellings of NumPy-style attributes and casts
+    def numel(self) -> int: return self.data.size
+    def dim(self) -> int: return self.data.ndim
+    def view(self, *shape: Any) -> Tensor: return ops.reshape(self, *shape)
+    def float(self) -> Tensor: return ops.astype(self, np.float32)
+    def double(self) -> Tensor: return ops.astype(self, np.float64)
+    def half(self) -> Tensor: return ops.astype(self, np.float16)
+    def long(self) -> Tensor: return ops.astype(self, np.int64)
+
     def __dlpack__(self, *args: Any, **kwargs: Any):
         return self.data.__dlpack__(*args, **kwargs)
 
@@ -356,15 +366,35 @@ class Tensor:
             # assigned to a slice raises there): bring the value over, as ops do with operands.
             value = as_array(value, self.dtype, self.device, copy=False)
         index = ops._prepare_index(self, index, "__setitem__")
-        if self.device.type == "cpu":
-            self.data[index] = value
-        else:
-            with self.device.activate():  # CuPy writes with a kernel on the current GPU
-                self.data[index] = value
+        with self.device.activate():  # CuPy copies and writes with kernels on the current GPU
+            self._private_array()[index] = value
 
+    def _private_array(self):
+        """``self.data``, first replaced by a copy when anything else may hold it: a graph node
+        that saved it for backward, another tensor sharing it (``detach``), or a view of its
+        memory. Writing into a shared array would silently change what backward computes."""
+        arr, refs = _array_refs(self)
+        if arr.base is not None or refs > _SOLE_HOLDER_REFS:  # NumPy's temporary elision
+            arr = self.data = arr.copy()  # tests references the same way
+        return arr
+
+
+def _array_refs(t: Tensor) -> tuple[Any, int]:
+    arr = t.data
+    return arr, sys.getrefcount(arr)
+
+
+# What _array_refs counts when the tensor is the array's only holder, measured rather than
+# assumed (how many references a call adds differs between Python versions).
+_SOLE_HOLDER_REFS = _array_refs(Tensor._wrap(np.zeros(1), None))[1]
 
 from . import ops  # noqa: E402  (ops needs Tensor defined)
 from .ops import elementwise as _ew  # noqa: E402
 
 for _name in ops.TENSOR_METHODS:
     setattr(Tensor, _name, getattr(ops, _name))
+
+from .inplace import INPLACE_METHODS  # noqa: E402  (inplace needs Tensor and ops)
+
+for _name, _method in INPLACE_METHODS.items():
+    setattr(Tensor, _name, _method)

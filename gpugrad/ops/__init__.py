@@ -344,6 +344,11 @@ def unindex(g, index, shape, accumulate: bool) -> Tensor:
     return _sh.UnIndex.apply(g, index=index, shape=shape, accumulate=accumulate)
 
 
+def clone(x) -> Tensor:
+    """A differentiable copy that owns its memory (``torch.clone``)."""
+    return _sh.Clone.apply(_t(x))
+
+
 def astype(x, dtype) -> Tensor:
     x = _t(x)
     dtype = np.dtype(dtype)
@@ -419,4 +424,4 @@ repeat_interleave = repeat  # torch's name for NumPy's repeat (torch's Tensor.re
 
 TENSOR_METHODS += ("silu", "elu", "softplus", "log1p", "expm1", "square", "reciprocal",
                    "logaddexp", "var", "std", "prod", "norm", "cumsum", "flatten", "split",
-                   "chunk", "flip", "tile", "repeat_interleave", "gather")
+                   "chunk", "flip", "tile", "repeat_interleave", "gather", "clone")

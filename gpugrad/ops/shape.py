@@ -131,6 +131,13 @@ class UnIndex(Function):
     def backward(self, ops, g): return (g[self.index],)
 
 
+class Clone(Function):
+    """A copy with its own memory; the gradient passes through unchanged."""
+
+    def forward(self, x): return x.copy()
+    def backward(self, ops, g): return (g,)
+
+
 class AsType(Function):
     def forward(self, x, dtype=None):
         self.dtype = x.dtype
