@@ -366,7 +366,7 @@ class Tensor:
             # assigned to a slice raises there): bring the value over, as ops do with operands.
             value = as_array(value, self.dtype, self.device, copy=False)
         index = ops._prepare_index(self, index, "__setitem__")
-        with self.device.activate():  # CuPy copies and writes with kernels on the current GPU
+        with self.device.activate():  # CuPy writes with a kernel on the current GPU
             self._private_array()[index] = value
 
     def _private_array(self):
@@ -375,7 +375,8 @@ class Tensor:
         memory. Writing into a shared array would silently change what backward computes."""
         arr, refs = _array_refs(self)
         if arr.base is not None or refs > _SOLE_HOLDER_REFS:  # NumPy's temporary elision
-            arr = self.data = arr.copy()  # tests references the same way
+            with self.device.activate():  # tests references the same way
+                arr = self.data = arr.copy()
         return arr
 
 

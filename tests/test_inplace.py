@@ -181,3 +181,23 @@ def test_torch_spelled_conveniences(device):
     assert c.data is not x.data and np.signbit(c.numpy()[0])
     (c * 3).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0])
+
+
+@pytest.mark.parametrize("make", [lambda ps: gg.optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: gg.optim.Adam(ps, lr=0.1),
+                                  lambda ps: gg.optim.Adam(ps, lr=0.1, amsgrad=True),
+                                  lambda ps: gg.optim.RMSprop(ps, lr=0.1),
+                                  lambda ps: gg.optim.Adagrad(ps, lr=0.1)],
+                         ids=["sgd", "adam", "adam-amsgrad", "rmsprop", "adagrad"])
+def test_an_optimizer_step_never_changes_values_a_graph_saved(device, make):
+    """A step between a forward pass and its backward (as in GAN loops): PyTorch raises at
+    backward; here the graph keeps the values it was built with."""
+    w = _t([1.0, -2.0], device, requires_grad=True)
+    opt = make([w])
+    y = (w * w).sum()  # saves w for d/dw = 2w
+    w.grad = _t([1.0, 1.0], device)
+    opt.step()
+    assert not np.array_equal(w.numpy(), [1.0, -2.0])  # the parameter did move
+    w.grad = None
+    y.backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [2.0, -4.0])

@@ -314,7 +314,7 @@ class SGD(Optimizer):
             else:
                 first = False
             ps, gs, bufs = buckets.setdefault((p.device, first), ([], [], []))
-            ps.append(p.data)
+            ps.append(p._private_array())  # never update an array a graph saved
             gs.append(g)
             if buf is not None:
                 bufs.append(buf.data)
@@ -403,7 +403,7 @@ class Adam(Optimizer):
                 st["max_exp_avg_sq"] = self._new_state(p)
             st["step"] += 1
             b = buckets.setdefault((p.device, st["step"]), ([], [], [], [], []))
-            b[0].append(p.data)
+            b[0].append(p._private_array())  # never update an array a graph saved
             b[1].append(g)
             b[2].append(st["exp_avg"].data)
             b[3].append(st["exp_avg_sq"].data)
