@@ -201,3 +201,14 @@ def test_an_optimizer_step_never_changes_values_a_graph_saved(device, make):
     w.grad = None
     y.backward()
     np.testing.assert_array_equal(w.grad.numpy(), [2.0, -4.0])
+
+
+def test_load_state_dict_and_init_never_change_values_a_graph_saved(device):
+    lin = gg.nn.Linear(2, 1, bias=False).to(device)
+    x = gg.ones(3, 2, device=device, requires_grad=True)
+    y = lin(x).sum()  # d/dx saves the weight
+    w_before = lin.weight.numpy()
+    lin.load_state_dict({"weight": np.full((1, 2), 5.0, dtype=np.float32)})
+    gg.nn.init.zeros_(lin.weight)
+    y.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.repeat(w_before, 3, axis=0))

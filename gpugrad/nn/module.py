@@ -201,7 +201,7 @@ class Module:
                 p.grad = None
             else:
                 with p.device.activate():
-                    p.grad.data[...] = 0
+                    p.grad._private_array()[...] = 0
 
     # -- devices ---------------------------------------------------------------------------
     def to(self, device: Any = None, dtype: Any = None) -> Module:
@@ -276,7 +276,7 @@ class Module:
         for name, value in arrays.items():
             target = own[name]
             with target.device.activate():  # the cast and the copy run on the target's GPU
-                target.data[...] = _to_array(value, target)
+                target._private_array()[...] = _to_array(value, target)  # not a saved array
         return IncompatibleKeys(missing, unexpected)
 
     # -- display ---------------------------------------------------------------------------

@@ -122,7 +122,7 @@ class Optimizer:
                     p.grad = None
                 else:
                     with p.device.activate():
-                        p.grad.data[...] = 0
+                        p.grad._private_array()[...] = 0
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update the parameters; ``closure`` (re-evaluating the loss) is called first if given."""
