@@ -51,3 +51,10 @@ def test_binary_classification():
 
 def test_multiclass():
     assert metric(run_example("multiclass.py"), "test accuracy") >= 0.95
+
+
+def test_from_scratch():
+    out = run_example("from_scratch.py")
+    losses = [float(v) for v in re.findall(r"loss ([0-9.]+)", out)]
+    assert losses[0] == 0.6931 and losses[-1] < 0.1  # log 2 at w = 0, then it learns
+    assert metric(out, "test accuracy") >= 0.95
