@@ -350,22 +350,30 @@ class Tensor:
     def __invert__(self): return ops.logical_not(self)
 
     def __setitem__(self, index, value) -> None:
-        if self.requires_grad:
+        """``t[index] = value``. Recorded when ``t`` or ``value`` requires grad (in grad mode), so
+        gradients flow to both; otherwise written in place (see ``_private_array``)."""
+        tracked = autograd.is_grad_enabled() and (
+            self.requires_grad or (isinstance(value, Tensor) and value.requires_grad))
+        if tracked and self.requires_grad and self._ctx is None:
             raise RuntimeError(
-                "__setitem__: in-place assignment into a tensor that requires grad would "
-                "corrupt the recorded graph; assign into .data under no_grad, or build a new tensor"
+                f"__setitem__: a leaf tensor that requires grad (shape {self.shape}) cannot be "
+                "changed in place while grad mode is on; wrap the update in `with gg.no_grad():`"
             )
         if isinstance(value, Tensor):
             if value.device is not self.device:
                 raise DeviceError(f"__setitem__: value is on {value.device} but the tensor is on "
                                   f"{self.device}; move it with .to(device) first")
-            value = value.data
         elif self.device.type != "cpu" and value.__class__ not in _SCALARS and \
                 not isinstance(value, np.generic):
             # CuPy takes only scalars and arrays of its own device (a NumPy array or a list
             # assigned to a slice raises there): bring the value over, as ops do with operands.
             value = as_array(value, self.dtype, self.device, copy=False)
         index = ops._prepare_index(self, index, "__setitem__")
+        if tracked:  # a new node: the graph built so far keeps the old array
+            out = ops.index_put(self, value, index)
+            self.data, self._ctx, self.requires_grad = out.data, out._ctx, True
+            return
+        value = value.data if isinstance(value, Tensor) else value
         with self.device.activate():  # CuPy writes with a kernel on the current GPU
             self._private_array()[index] = value
 

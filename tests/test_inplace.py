@@ -212,3 +212,46 @@ def test_load_state_dict_and_init_never_change_values_a_graph_saved(device):
     gg.nn.init.zeros_(lin.weight)
     y.backward()
     np.testing.assert_array_equal(x.grad.numpy(), np.repeat(w_before, 3, axis=0))
+
+
+def test_setitem_with_a_value_that_requires_grad_is_recorded(device):
+    w = _t([1.0, 2.0], device, requires_grad=True)
+    x = gg.zeros(4, dtype=gg.float64, device=device)
+    x[1:3] = w * 3
+    assert x.requires_grad and x.grad_fn is not None
+    (x * _t([1.0, 2.0, 3.0, 4.0], device)).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), [6.0, 9.0])
+
+
+def test_setitem_on_a_non_leaf_passes_gradient_where_the_old_values_survive(device):
+    a = _t([1.0, 2.0, 3.0], device, requires_grad=True)
+    y = a * 2
+    y[_t([True, False, True], device).astype(bool)] = 0.0
+    y.sum().backward()
+    np.testing.assert_allclose(y.numpy(), [0.0, 4.0, 0.0])
+    np.testing.assert_allclose(a.grad.numpy(), [0.0, 2.0, 0.0])
+
+
+def test_setitem_gradcheck_and_second_order(device):
+    def fn(x, v):
+        out = x * 1.0
+        out[0, 1:] = v * v  # v broadcasts over the row slice
+        return out * x
+
+    x = _t(np.arange(6.0).reshape(2, 3) + 1, device, requires_grad=True)
+    v = _t([0.5], device, requires_grad=True)
+    assert gg.gradcheck(fn, [x, v])
+    (g,) = gg.grad(fn(x, v).sum(), v, create_graph=True)
+    (h,) = gg.grad(g.sum(), v)
+    np.testing.assert_allclose(g.numpy(), [2 * 0.5 * (2.0 + 3.0)])  # d/dv Σ v²·x[0,1:]
+    np.testing.assert_allclose(h.numpy(), [2 * (2.0 + 3.0)])
+
+
+def test_setitem_on_a_leaf_that_requires_grad(device):
+    w = _t([1.0, 2.0], device, requires_grad=True)
+    with gg.no_grad():
+        w[0] = 5.0  # e.g. fixing a padding row by hand
+    assert w.is_leaf and w.requires_grad
+    np.testing.assert_array_equal(w.numpy(), [5.0, 2.0])
+    with pytest.raises(RuntimeError, match=r"__setitem__: a leaf tensor that requires grad"):
+        w[1] = 0.0

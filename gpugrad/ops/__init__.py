@@ -340,6 +340,11 @@ def getitem(x, index) -> Tensor:
     return _sh.GetItem.apply(x, index=_prepare_index(x, index, "getitem"))
 
 
+def index_put(x: Tensor, value, index) -> Tensor:
+    """``x`` with ``x[index] = value`` applied to a copy (``index`` prepared by _prepare_index)."""
+    return _sh.IndexPut.apply(x, value, index=index)
+
+
 def unindex(g, index, shape, accumulate: bool) -> Tensor:
     return _sh.UnIndex.apply(g, index=index, shape=shape, accumulate=accumulate)
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
-from .elementwise import sum_to
+from .elementwise import reduce_to, sum_to
 from .reductions import normalize_axis
 
 
@@ -129,6 +129,27 @@ class UnIndex(Function):
         return self.device.backend.ops.unindex(g, index, shape, accumulate)
 
     def backward(self, ops, g): return (g[self.index],)
+
+
+class IndexPut(Function):
+    """``x`` with ``[index] = v`` written, as a new array: the recorded form of ``t[index] = v``.
+    ``x`` keeps its gradient where it survives; ``v`` gets ``g[index]`` summed to its shape."""
+
+    def forward(self, x, v, index=()):
+        out = x.copy()
+        out[index] = v
+        self.index, self.xmeta = index, (x.shape, x.dtype)
+        self.vmeta = None if np.isscalar(v) else (v.shape, v.dtype)
+        return out
+
+    def backward(self, ops, g):
+        need_x, need_v = self.needs_input_grad[:2]
+        gx = None
+        if need_x:
+            kept = self.xp.ones(*self.xmeta)  # 0 where v overwrote x
+            kept[self.index] = 0
+            gx = g * kept
+        return gx, reduce_to(g[self.index], self.vmeta) if need_v else None
 
 
 class Clone(Function):
