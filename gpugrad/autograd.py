@@ -191,6 +191,14 @@ class Function:
                 continue
             edge = self.edges[pos]
             if edge.__class__ is Tensor:
+                if edge.data is not value:  # changed in place since: use what was saved
+                    if edge.requires_grad:
+                        raise RuntimeError(
+                            f"backward with create_graph=True: a leaf tensor of shape {edge.shape} "
+                            f"saved by {type(self).__name__} was changed in place after the "
+                            "forward pass, so its saved value can no longer be linked to it; "
+                            "change it after backward (the first-order backward still works)")
+                    edge = Tensor._wrap(value, edge.device)  # a constant: no link needed
                 out.append(edge)
             elif isinstance(edge, Function):
                 out.append(Tensor._wrap(value, edge.device, True, edge))

@@ -2,7 +2,8 @@
 
 ``explain`` replays the recorded graph on fresh Function objects -- values forward, then local
 derivatives and upstream gradients backward -- so it works whether or not ``backward()`` has run
-and never frees or changes the real graph.
+and never frees or changes the real graph. The replay starts from the inputs' current values: an
+input changed in place after the forward pass shows (and propagates) its new value.
 """
 
 from __future__ import annotations

@@ -255,3 +255,20 @@ def test_setitem_on_a_leaf_that_requires_grad(device):
     np.testing.assert_array_equal(w.numpy(), [5.0, 2.0])
     with pytest.raises(RuntimeError, match=r"__setitem__: a leaf tensor that requires grad"):
         w[1] = 0.0
+
+
+def test_create_graph_uses_saved_values_or_refuses(device):
+    x = _t([1.0, 1.0], device)
+    w = _t([1.0, 1.0], device, requires_grad=True)
+    y = (x * w * w).sum()
+    x += 1.0  # a constant changed after the forward pass: the saved value is used
+    (g,) = gg.grad(y, w, create_graph=True)
+    np.testing.assert_allclose(g.numpy(), [2.0, 2.0])  # 2·x_old·w
+    v = _t([1.0, 2.0], device, requires_grad=True)
+    z = (v * v).sum()
+    with gg.no_grad():
+        v -= 1.0  # a leaf: its old value cannot be linked back to it
+    with pytest.raises(RuntimeError, match=r"create_graph=True: a leaf tensor of shape \(2,\) "
+                                           r"saved by Mul was changed in place"):
+        gg.grad(z, v, create_graph=True, retain_graph=True)
+    np.testing.assert_allclose(gg.grad(z, v)[0].numpy(), [2.0, 4.0])  # first order: old values
