@@ -155,6 +155,9 @@ def test_to_moves_in_place_and_keeps_identity(device):
     assert out.shape == (2, 2)
     net.to(dtype=np.float64)
     assert all(p.dtype == np.float64 for p in net.parameters())
+    for cast, dtype in ((net.half, np.float16), (net.float, np.float32), (net.double, np.float64)):
+        assert cast() is net and all(p.dtype == dtype for p in net.parameters())
+    assert [id(p) for p in net.parameters()] == [id(p) for p in params]
     net.to("cpu")
     assert all(str(p.device) == "cpu" for p in net.parameters())
 

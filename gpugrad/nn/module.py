@@ -223,6 +223,10 @@ class Module:
     def cpu(self) -> Module:
         return self.to("cpu")
 
+    def float(self) -> Module: return self.to(dtype=np.float32)
+    def double(self) -> Module: return self.to(dtype=np.float64)
+    def half(self) -> Module: return self.to(dtype=np.float16)
+
     def cuda(self, i: int = 0) -> Module:
         return self.to(f"cuda:{i}")
 
