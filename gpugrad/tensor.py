@@ -80,6 +80,23 @@ def _move(array, src: Device, dst: Device):
     return host if dst.type == "cpu" else dst.backend.asarray(host)
 
 
+class _Size(int):
+    """``Tensor.size``: the element count (NumPy's ``a.size``) that can also be called like
+    PyTorch's ``t.size()`` (the shape) and ``t.size(dim)`` (one dimension)."""
+
+    def __new__(cls, count: int, shape: tuple[int, ...]) -> _Size:
+        obj = super().__new__(cls, count)
+        obj.shape = shape
+        return obj
+
+    def __call__(self, dim: int | None = None) -> Any:
+        if dim is None:
+            return self.shape
+        if not -len(self.shape) <= dim < len(self.shape):
+            raise IndexError(f"size: dim {dim} is out of range for a tensor of shape {self.shape}")
+        return self.shape[dim]
+
+
 class Tensor:
     """An n-dimensional array on one device that can record the ops applied to it."""
 
@@ -120,8 +137,9 @@ class Tensor:
         return self.data.ndim
 
     @property
-    def size(self) -> int:
-        return self.data.size
+    def size(self) -> _Size:
+        """The element count, an ``int`` as in NumPy; ``t.size(dim)`` also works, as in torch."""
+        return _Size(self.data.size, self.data.shape)
 
     @property
     def dtype(self) -> np.dtype:

@@ -173,6 +173,11 @@ def test_optimizer_keeps_working_after_an_in_place_update(device):
 def test_torch_spelled_conveniences(device):
     t = gg.arange(6, device=device)
     assert t.numel() == 6 and t.dim() == 1
+    m = t.view(2, 3)
+    assert m.size == 6 and m.size() == (2, 3) and m.size(0) == 2 and m.size(-1) == 3
+    assert type(m.size + 0) is int  # arithmetic gives plain ints (NumPy's attribute)
+    with pytest.raises(IndexError, match=r"size: dim 2 is out of range.*\(2, 3\)"):
+        m.size(2)
     assert t.view(2, 3).shape == (2, 3) and t.view((3, -1)).shape == (3, 2)
     assert t.float().dtype == np.float32 and t.double().dtype == np.float64
     assert t.half().dtype == np.float16 and t.double().long().dtype == np.int64
