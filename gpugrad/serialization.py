@@ -165,7 +165,28 @@ def _bad(path: str, why: str) -> ValueError:
     return ValueError(f"gg.load: {path!r} is not a gpugrad checkpoint: {why}")
 
 
+def _parse_header(data: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The safetensors header as a dict, or None and why the bytes are not one."""
+    if len(data) < 8:
+        return None, f"the file is {len(data)} bytes long, too short for a header"
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > _MAX_HEADER or 8 + n > len(data):
+        return None, (f"the header claims {n} bytes but the file has {len(data) - 8} after the "
+                      "length field (truncated or not safetensors)")
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None, "the header is not valid JSON"
+    if not isinstance(header, dict):
+        return None, "the header is not a JSON object"
+    return header, ""
+
+
 def _read_header(path: str, data: bytes) -> dict[str, Any]:
+    header, why = _parse_header(data)
+    if header is not None:
+        # Parsed first: a header length such as 640 (bytes 80 02 ...) begins like a pickle.
+        return header
     if data[:4] == b"PK\x03\x04":
         raise _bad(path, "it is a zip archive (an .npz or torch.save file?); gpugrad reads only "
                          "the safetensors files gg.save writes")
@@ -174,19 +195,7 @@ def _read_header(path: str, data: bytes) -> dict[str, Any]:
                          "arbitrary code)")
     if data[:6] == b"\x93NUMPY":
         raise _bad(path, "it is a .npy file, not a safetensors checkpoint")
-    if len(data) < 8:
-        raise _bad(path, f"the file is {len(data)} bytes long, too short for a header")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > _MAX_HEADER or 8 + n > len(data):
-        raise _bad(path, f"the header claims {n} bytes but the file has {len(data) - 8} after "
-                         "the length field (truncated or not safetensors)")
-    try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise _bad(path, "the header is not valid JSON") from None
-    if not isinstance(header, dict):
-        raise _bad(path, "the header is not a JSON object")
-    return header
+    raise _bad(path, why)
 
 
 def load(path: str | os.PathLike, device: Any = "cpu") -> Any:

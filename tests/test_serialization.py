@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import struct
 import zipfile
 
 import numpy as np
@@ -178,3 +179,16 @@ def test_foreign_safetensors_file_is_rejected(tmp_path):
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         load(tmp_path / "nope")
+
+
+def test_header_lengths_that_begin_like_a_pickle_still_load(tmp_path):
+    """A header of 640 bytes is stored as 80 02 00 ..., which is also how a protocol-2 pickle
+    starts: the safetensors parse comes first, so such checkpoints load."""
+    path = tmp_path / "c.safetensors"
+    gg.save({"note": ""}, path)
+    base = struct.unpack("<Q", path.read_bytes()[:8])[0]
+    for length in (640, 896):  # 0x280 and 0x380: 80 02 / 80 03
+        note = "x" * (length - base)
+        gg.save({"note": note}, path)
+        assert path.read_bytes()[:2] == bytes([0x80, length >> 8])
+        assert gg.load(path)["note"] == note
