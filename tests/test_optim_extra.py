@@ -13,6 +13,7 @@ from _optim_refs import ref_adagrad, ref_adam, ref_rmsprop, ref_sgd, stepped
 
 import gpugrad as gg
 import gpugrad.optim as optim
+from gpugrad.serialization import load, save
 
 RNG = np.random.default_rng(1)
 P0 = [RNG.standard_normal((3, 4)), RNG.standard_normal(5)]
@@ -305,3 +306,34 @@ def test_clipping_in_a_training_step(device):
     after = math.sqrt(sum(float((p.grad.numpy().astype(np.float64) ** 2).sum())
                           for p in model.parameters()))
     assert after == pytest.approx(1.0, rel=1e-4)
+
+
+SCALAR_CASES = [(optim.SGD, dict(lr=0.1, momentum=0.9)), (optim.Adam, dict(amsgrad=True)),
+                (optim.AdamW, {}), (optim.RMSprop, dict(momentum=0.9, centered=True)),
+                (optim.Adagrad, {})]
+
+
+@pytest.mark.parametrize("cls,kw", SCALAR_CASES, ids=[c.__name__ for c, _ in SCALAR_CASES])
+def test_a_0d_parameter_steps_and_resumes(device, fused, cls, kw, tmp_path):
+    def step(opt, p):
+        p.grad = gg.tensor(0.5, dtype=np.float64, device=device)
+        opt.step()
+
+    p = gg.tensor(1.0, dtype=np.float64, device=device, requires_grad=True)
+    opt = cls([p], **kw)
+    step(opt, p)
+    save({"o": opt.state_dict()}, tmp_path / "o.safetensors")
+    for sd in (opt.state_dict(), load(tmp_path / "o.safetensors", device=device)["o"]):
+        q = gg.tensor(p.item(), dtype=np.float64, device=device, requires_grad=True)
+        resumed = cls([q], **kw)
+        resumed.load_state_dict(sd)
+        step(resumed, q)
+        assert q.shape == ()
+        reference = cls([gg.tensor(p.item(), dtype=np.float64, device=device,
+                                   requires_grad=True)], **kw)
+        reference.load_state_dict(sd)
+        r = reference.param_groups[0]["params"][0]
+        step(reference, r)
+        assert q.item() == r.item()
+    step(opt, p)
+    assert p.item() == q.item()  # resuming equals not stopping

@@ -215,7 +215,7 @@ class Optimizer:
         arr = value.data if isinstance(value, Tensor) else value
         if not (isinstance(arr, np.ndarray) or hasattr(arr, "__cuda_array_interface__")):
             return _plain(value)
-        if arr.ndim == 0:
+        if arr.ndim == 0 and (field == "step" or p.ndim != 0):  # a count, not a 0-d state
             return _plain(arr.item())
         if tuple(arr.shape) != p.shape:
             raise ValueError(f"{name}.load_state_dict: state {field!r} of parameter {key} has "

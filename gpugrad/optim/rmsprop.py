@@ -21,8 +21,7 @@ def rmsprop_update(xp: Any, p: Any, g: Any, square_avg: Any, grad_avg: Any | Non
     square_avg += (1 - alpha) * g * g
     if grad_avg is not None:  # centered: divide by an estimate of the gradient's std
         lerp_(grad_avg, g, 1 - alpha)
-        avg = square_avg - grad_avg * grad_avg
-        xp.sqrt(avg, out=avg)
+        avg = xp.sqrt(square_avg - grad_avg * grad_avg)  # (a new array even for 0-d params)
     else:
         avg = xp.sqrt(square_avg)
     avg += eps
