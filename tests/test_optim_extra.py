@@ -337,3 +337,28 @@ def test_a_0d_parameter_steps_and_resumes(device, fused, cls, kw, tmp_path):
         assert q.item() == r.item()
     step(opt, p)
     assert p.item() == q.item()  # resuming equals not stopping
+
+
+@pytest.mark.parametrize("clip", [lambda ps: gg.nn.utils.clip_grad_norm_(ps, 1.0),
+                                  lambda ps: gg.nn.utils.clip_grad_value_(ps, 1.0)],
+                         ids=["norm", "value"])
+def test_clipping_never_changes_a_gradient_a_graph_saved(device, clip):
+    """A gradient penalty built with create_graph=True saves the gradient's array."""
+    w = gg.tensor([3.0, 4.0], dtype=np.float64, device=device, requires_grad=True)
+    x = gg.tensor([1.0, 2.0], dtype=np.float64, device=device)
+    ((w * w) * x).sum().backward(create_graph=True)
+    penalty = (w.grad * w.grad).sum()  # Σ (2 w x)²
+    clip([w])
+    assert float(np.abs(w.grad.numpy()).max()) <= 1.0 + 1e-12
+    (g,) = gg.grad(penalty, [w])
+    np.testing.assert_allclose(g.numpy(), 8 * w.numpy() * x.numpy() ** 2)  # [24, 128]
+
+
+def test_clip_grad_norm_ignores_empty_gradients(device):
+    e = gg.zeros(0, 3, device=device, requires_grad=True)
+    w = gg.tensor([3.0, 4.0], device=device, requires_grad=True)
+    e.grad, w.grad = gg.zeros(0, 3, device=device), gg.tensor([3.0, 4.0], device=device)
+    for norm_type, expect in ((math.inf, 4.0), (2.0, 5.0)):
+        total = gg.nn.utils.clip_grad_norm_([e, w], 100.0, norm_type=norm_type)
+        assert total.item() == pytest.approx(expect)
+    assert gg.nn.utils.clip_grad_norm_([e], 1.0, norm_type=math.inf).item() == 0.0

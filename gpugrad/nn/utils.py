@@ -53,7 +53,8 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float,
     gradient are ignored. ``norm_type`` may be ``inf`` (largest absolute value)."""
     params = _params(parameters)
     norm_type, max_norm = float(norm_type), float(max_norm)
-    grads = [p.grad for p in params if p.grad is not None]
+    # Empty gradients add nothing to any norm (and max/min of nothing is undefined).
+    grads = [p.grad for p in params if p.grad is not None and p.grad.size]
     if not grads:
         dev = params[0].device if params else cpu()
         with dev.activate():
@@ -79,7 +80,8 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float,
     for g in grads:
         with g.device.activate(), np.errstate(invalid="ignore"):  # inf · 0 = nan, as torch, quietly
             c = coef if g.device is first else first.ops.to_device(coef, g.device)
-            g.data *= c
+            arr = g._private_array()  # never scale an array a graph saved (create_graph)
+            arr *= c
     return Tensor._wrap(total, first)
 
 
@@ -89,4 +91,5 @@ def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float) -
     for p in _params(parameters):
         if p.grad is not None:
             with p.device.activate():
-                p.device.xp.clip(p.grad.data, -clip_value, clip_value, out=p.grad.data)
+                arr = p.grad._private_array()  # never clamp an array a graph saved
+                p.device.xp.clip(arr, -clip_value, clip_value, out=arr)
