@@ -332,3 +332,55 @@ def test_param_group_keys_written_by_onecycle_are_accepted():
     optim.SGD([{"params": [gg.zeros(1, requires_grad=True)], **group}])
     assert math.isclose(group["min_lr"], 1.0 / 25 / 1e4)
     assert np.isfinite(group["max_lr"])
+
+
+def _sgd():
+    return gg.optim.SGD([gg.zeros(1, requires_grad=True)], lr=1.0)
+
+
+def test_loading_a_scheduler_keeps_rates_set_after_its_last_step():
+    """Two schedulers on one optimizer, and a rate set by hand: the optimizer's restored rate
+    wins, as in PyTorch (loading a scheduler does not rewrite the groups)."""
+    opt = _sgd()
+    exp, plateau = gg.optim.ExponentialLR(opt, gamma=0.9), gg.optim.ReduceLROnPlateau(
+        opt, patience=0, factor=0.5)
+    for _ in range(3):
+        opt.step()
+        exp.step()
+        plateau.step(1.0)  # a flat metric: the plateau halves the rate after the first epoch
+    saved = {"opt": opt.state_dict(), "exp": exp.state_dict(), "plat": plateau.state_dict()}
+    lr = opt.param_groups[0]["lr"]
+    assert lr == pytest.approx(0.9**3 / 4)
+    opt2 = _sgd()
+    exp2, plateau2 = gg.optim.ExponentialLR(opt2, gamma=0.9), gg.optim.ReduceLROnPlateau(
+        opt2, patience=0, factor=0.5)
+    opt2.load_state_dict(saved["opt"])
+    plateau2.load_state_dict(saved["plat"])
+    exp2.load_state_dict(saved["exp"])
+    assert opt2.param_groups[0]["lr"] == lr
+    opt3 = _sgd()
+    sched = gg.optim.ExponentialLR(opt3, gamma=0.9)
+    opt3.step()
+    sched.step()
+    opt3.param_groups[0]["lr"] = 0.01  # by hand, after the scheduler's step
+    opt4 = _sgd()
+    sched4 = gg.optim.ExponentialLR(opt4, gamma=0.9)
+    opt4.load_state_dict(opt3.state_dict())
+    sched4.load_state_dict(sched.state_dict())
+    assert opt4.param_groups[0]["lr"] == 0.01
+
+
+def test_loading_the_optimizer_before_building_the_scheduler_still_resumes():
+    opt = _sgd()
+    sched = gg.optim.StepLR(opt, step_size=1, gamma=0.5)
+    for _ in range(2):
+        opt.step()
+        sched.step()
+    opt2 = _sgd()
+    opt2.load_state_dict(opt.state_dict())
+    sched2 = gg.optim.StepLR(opt2, step_size=1, gamma=0.5)  # building it resets the rate ...
+    sched2.load_state_dict(sched.state_dict())  # ... and loading its state restores it
+    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"] == 0.25
+    opt2.step()
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == 0.125

@@ -96,12 +96,16 @@ class LRScheduler:
         if unknown:
             raise ValueError(f"{name}.load_state_dict: unknown keys {sorted(unknown)} (a "
                              "state_dict of another scheduler?)")
+        fresh = list(self._last_lr)
         for k, v in state_dict.items():
             self._load_attr(k, v)
-        # Put the restored rates back into the optimizer, so resuming works whether the
-        # optimizer's state was loaded before or after this scheduler was built.
-        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
-            group["lr"] = lr
+        # PyTorch leaves the groups alone here. But when the optimizer's state was loaded before
+        # this scheduler was built, building it reset the rates; put the restored ones back in
+        # exactly those groups (still at the fresh scheduler's rate). A rate set since -- by the
+        # optimizer's own state_dict, another scheduler, or by hand -- stays.
+        for group, lr, was in zip(self.optimizer.param_groups, self._last_lr, fresh):
+            if group["lr"] == was:
+                group["lr"] = lr
 
     def _load_attr(self, key: str, value: Any) -> None:
         """Restore one state_dict entry (subclasses convert the entries they store specially)."""
