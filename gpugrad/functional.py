@@ -34,6 +34,7 @@ from .ops import (
     tanh,
 )
 from .ops import losses as _losses
+from .ops.shape import GetItem
 from .ops.stochastic import dropout
 from .tensor import Tensor
 
@@ -274,8 +275,10 @@ def _class_loss(op: str, logp: Tensor, labels: Tensor, weight: Tensor | None, ig
         _losses.check_labels(xp, lab, c, int(ignore_index), op)
         keep = lab != ignore_index
         cols = xp.where(keep, lab, 0)  # any valid column for ignored rows; masked below
+        rows = xp.arange(m)
         row_w = None if weight is None else weight.data[cols]
-    loss = -logp[xp.arange(m), cols]
+    # The labels are checked: index directly (getitem would bounds-check them again, syncing).
+    loss = -GetItem.apply(logp, index=(rows, cols))
     if row_w is not None:
         loss = loss * Tensor._wrap(row_w, dev)
     if smoothing:
@@ -283,13 +286,22 @@ def _class_loss(op: str, logp: Tensor, labels: Tensor, weight: Tensor | None, ig
         loss = loss * (1.0 - smoothing) - _ops.sum(spread, axis=1) * (smoothing / c)
     # where (not a 0/1 product) so ignored rows get an exact 0 gradient even when "mean" is NaN
     loss = _ops.where(Tensor._wrap(keep, dev), loss, 0.0)
-    if reduction != "mean":
-        return _reduce(loss, reduction)
-    with dev.activate(), np.errstate(invalid="ignore", divide="ignore"):
-        kept = keep.astype(logp.dtype) if row_w is None else xp.where(keep, row_w, 0)
-        scale = xp.asarray(1 / kept.sum(), dtype=logp.dtype)  # inf when nothing is kept
-        # a product, not a quotient: backward then sends inf (masked to 0 above), never warns
-        return _ops.sum(loss) * Tensor._wrap(scale, dev)
+    if reduction == "none":
+        return loss
+    acc = np.dtype(np.float32) if logp.dtype.itemsize < 4 else logp.dtype  # as the fused kernels
+    total = _ops.sum(loss if loss.dtype == acc else _ops.astype(loss, acc))
+    if reduction == "mean":
+        with dev.activate(), np.errstate(invalid="ignore", divide="ignore"):
+            kept = keep.astype(acc) if row_w is None else xp.where(keep, row_w, 0).astype(acc)
+            denom = kept.sum()
+            # NaN when nothing is kept or the kept weights sum to 0 (PyTorch's 0/0). A product,
+            # not a quotient: the NaN then reaches only rows that were kept (where above).
+            scale = xp.asarray(xp.where(denom == 0, np.nan, 1 / denom), dtype=acc)
+        total = total * Tensor._wrap(scale, dev)
+    if total.dtype == logp.dtype:
+        return total
+    with np.errstate(over="ignore"):  # a half-precision sum past 65504 is inf, as in PyTorch
+        return _ops.astype(total, logp.dtype)
 
 
 def cross_entropy(input: Any, target: Any, reduction: str = "mean",  # noqa: A002

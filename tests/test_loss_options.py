@@ -423,3 +423,42 @@ def test_loss_modules_match_torch(device):
     close(nn.BCELoss(weight=t(BW, device), reduction="sum")(t(P, device), t(TT, device)).numpy(),
           tn.BCELoss(weight=torch.tensor(BW), reduction="sum")(torch.tensor(P),
                                                                 torch.tensor(TT)).numpy())
+
+
+def test_half_precision_composite_losses_accumulate_in_float32(device):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(70000, 4))  # more rows than float16 can count (65504)
+    y = rng.integers(0, 4, size=70000)
+    logp = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+    ref = -logp[np.arange(70000), y].mean()
+    lp = gg.log_softmax(gg.tensor(x, dtype=np.float16, device=device), axis=1)
+    labels = gg.tensor(y, device=device)
+    for loss in (F.nll_loss(lp, labels),
+                 F.nll_loss(lp, labels, weight=gg.ones(4, dtype=np.float16, device=device)),
+                 F.cross_entropy(gg.tensor(x, dtype=np.float16, device=device), labels,
+                                 weight=np.ones(4))):
+        assert loss.dtype == np.float16
+        assert abs(loss.item() - ref) < 2e-3, loss.item()
+
+
+def test_kept_weights_summing_to_zero_give_nan_like_torch(device):
+    x = gg.tensor(np.random.default_rng(0).normal(size=(3, 3)), device=device,
+                  requires_grad=True)
+    y = gg.tensor([0, 0, 0], device=device)
+    loss = F.cross_entropy(x, y, weight=[0.0, 2.0, 3.0], label_smoothing=0.1)
+    assert np.isnan(loss.item())
+
+
+def test_composite_class_losses_do_not_recheck_checked_labels(device, monkeypatch):
+    """The labels are range-checked once; indexing through getitem would check them again (on
+    a GPU: more host syncs per step)."""
+    import gpugrad.ops as ops
+
+    def no_second_check(*args, **kwargs):
+        raise AssertionError("labels were bounds-checked twice")
+
+    x = gg.tensor(np.zeros((4, 3)), device=device, requires_grad=True)
+    y = gg.tensor([0, 1, 2, 1], device=device)
+    monkeypatch.setattr(ops, "_prepare_index", no_second_check)
+    F.cross_entropy(x, y, label_smoothing=0.1).backward()
+    F.nll_loss(x, y, weight=[1.0, 2.0, 3.0]).backward()
