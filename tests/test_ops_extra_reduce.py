@@ -238,6 +238,43 @@ def test_bad_axis_is_value_error_naming_op_and_shape(device, name):
         AXIS_OPS[name](T(np.ones((2, 3)), device))
 
 
+# ops that take exactly one axis: a tuple (or list, or None) names the op, the axis and the shape
+# instead of failing to unpack it
+ONE_AXIS_OPS = {
+    "cumsum": (lambda x: gg.cumsum(x, (0, 1)), r"axis must be a single int, got \(0, 1\)"),
+    "flatten": (lambda x: gg.flatten(x, (0, 1)),
+                r"start_axis must be a single int, got \(0, 1\)"),
+    "flatten-end": (lambda x: gg.flatten(x, 0, (1,)),
+                    r"end_axis must be a single int, got \(1,\)"),
+    "split": (lambda x: gg.split(x, 1, axis=(0, 1)), r"axis must be a single int, got \(0, 1\)"),
+    "chunk": (lambda x: gg.chunk(x, 2, axis=None), r"axis must be a single int, got None"),
+    "repeat": (lambda x: gg.repeat(x, 2, axis=[1]), r"axis must be a single int, got \[1\]"),
+    "gather": (lambda x: gg.gather(x, (0, 1), np.zeros((2, 3), np.int64)),
+               r"axis must be a single int, got \(0, 1\)"),
+    "take_along_axis": (lambda x: gg.take_along_axis(x, np.zeros((2, 3), np.int64), (0,)),
+                        r"axis must be a single int, got \(0,\)"),
+}
+
+
+@pytest.mark.parametrize("name", list(ONE_AXIS_OPS))
+def test_tuple_axis_for_a_one_axis_op_is_type_error_naming_op_axis_and_shape(device, name):
+    fn, msg = ONE_AXIS_OPS[name]
+    op = name.split("-")[0]
+    with pytest.raises(TypeError, match=rf"^{op}: {msg} \(tensor shape \(2, 3\)\)$"):
+        fn(T(np.ones((2, 3)), device))
+
+
+def test_zero_d_one_axis_ops_allow_only_axis_0_and_minus_1(device):
+    s = T(np.array(2.5), device)
+    for fn in (lambda a: gg.cumsum(s, a), lambda a: gg.flatten(s, a),
+               lambda a: gg.flatten(s, 0, a)):
+        assert fn(0).size == fn(-1).size == 1
+        with pytest.raises(ValueError, match="out of range for a 0-d tensor"):
+            fn(1)
+        with pytest.raises(TypeError, match=r"a single int, got \(0,\) \(tensor shape \(\)\)"):
+            fn((0,))
+
+
 @pytest.mark.parametrize("name", ["var", "std", "norm"])
 def test_float_only_reductions_reject_integers(device, name):
     with pytest.raises(TypeError, match=f"{name}: expected a floating-point tensor.*int64"):

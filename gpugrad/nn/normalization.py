@@ -4,8 +4,14 @@ forms ``layer_norm`` and ``batch_norm`` (torch's signatures).
 Both are built from ordinary differentiable ops (mean, subtract, multiply, sqrt, divide), so
 their gradients -- and higher-order ones under ``create_graph=True`` -- come from the existing
 derivative rules. The variance is the two-pass ``mean((x - mean)²)``, the biased estimator that
-PyTorch normalises with. BatchNorm's running statistics are updated in place with array math on
-the parameters' device: nothing is recorded on the tape and nothing is read back to the host.
+PyTorch normalises with. Inputs narrower than float32 (float16) are normalised in float32, as
+PyTorch does -- ``(x - mean)²`` overflows float16 once ``|x - mean| > 256`` -- and the result is
+cast back to the input's dtype.
+
+BatchNorm's running statistics are updated with array math on the buffers' device: nothing is
+recorded on the tape and nothing is read back to the host. They are written through
+``Tensor._private_array``, like parameters by the optimizers, so an array someone else holds (a
+``state_dict()`` snapshot, a graph that saved it) is never changed under them.
 """
 
 from __future__ import annotations
@@ -38,6 +44,15 @@ def _check_param(op: str, name: str, t: Any, shape: tuple, x: Tensor) -> None:
     if t.device is not x.device:
         raise DeviceError(f"{op}: input is on {x.device} but {name} is on {t.device}; move them "
                           "to one device with .to(device) first")
+
+
+def _upcast(t: Tensor | None) -> Tensor | None:
+    """``t`` in float32 when its dtype is narrower (float16), through the differentiable cast;
+    otherwise ``t`` itself. Statistics of half-precision data are computed in float32, as in
+    PyTorch: float16 overflows (``(x - mean)²`` above 65504) and loses the small variances."""
+    if t is None or t.dtype.itemsize >= 4:
+        return t
+    return ops.astype(t, np.float32)
 
 
 def _normalize(x: Tensor, axes: tuple[int, ...], eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -82,8 +97,10 @@ def layer_norm(input: Any, normalized_shape: Any, weight: Tensor | None = None, 
                          f"(normalized_shape), got input of shape {x.shape}")
     _check_param(op, "weight", weight, shape, x)
     _check_param(op, "bias", bias, shape, x)
-    y, _, _ = _normalize(x, tuple(range(x.ndim - k, x.ndim)), float(eps))
-    return _affine(y, weight, bias, shape)
+    xc = _upcast(x)  # float16 is normalised (and scaled) in float32, then cast back
+    y, _, _ = _normalize(xc, tuple(range(x.ndim - k, x.ndim)), float(eps))
+    y = _affine(y, _upcast(weight), _upcast(bias), shape)
+    return y if xc is x else ops.astype(y, x.dtype)
 
 
 class LayerNorm(Module):
@@ -126,37 +143,50 @@ class LayerNorm(Module):
 
 # -- BatchNorm --------------------------------------------------------------------------------
 def _update_running(running: Tensor, batch, factor: Any) -> None:
-    """``running = (1 - factor)·running + factor·batch`` in place on the running tensor's device:
-    plain array math (not recorded), with ``factor`` a Python float or a 0-d device array."""
+    """``running = (1 - factor)·running + factor·batch`` on the running tensor's device: plain
+    array math (not recorded), written through ``_private_array`` (never into an array someone
+    else holds). ``factor`` -- a Python float, a NumPy scalar or a 0-d array -- is first made a
+    0-d array of the computation's dtype, so every kind takes the same path and rounds alike on
+    both devices (NumPy hands back a scalar where CuPy keeps a 0-d array). The arithmetic is in
+    at least float32 (float16 buffers are rounded once, at the end, as PyTorch does)."""
+    ct = np.promote_types(running.dtype, np.float32)
     with running.device.activate():
-        data = running.data
-        batch = batch.astype(data.dtype, copy=False)
-        if isinstance(factor, float):
-            data *= 1.0 - factor
-            data += factor * batch
+        xp = running.device.xp
+        f = xp.asarray(factor, dtype=ct)
+        batch = batch.astype(ct, copy=False)
+        arr = running._private_array()
+        if arr.dtype == ct:
+            arr *= 1 - f
+            arr += f * batch
         else:
-            f = factor.astype(data.dtype, copy=False)
-            data *= 1 - f
-            data += f * batch
+            arr[...] = arr.astype(ct) * (1 - f) + f * batch
+
+
+def _check_batch_params(op: str, x: Tensor, running_mean: Tensor | None,
+                        running_var: Tensor | None, weight: Tensor | None,
+                        bias: Tensor | None) -> None:
+    c = x.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        _check_param(op, name, t, (c,), x)
 
 
 def _batch_norm(op: str, x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
                 weight: Tensor | None, bias: Tensor | None, training: bool, factor: Any,
                 eps: float) -> Tensor:
-    """Batch normalisation over every dim but 1 (the channels) of an (N, C, ...) input."""
+    """Batch normalisation over every dim but 1 (the channels) of an (N, C, ...) input; float16
+    input is normalised in float32 and the result cast back."""
     c = x.shape[1]
     axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, c) + (1,) * (x.ndim - 2)  # a per-channel vector, broadcast against the input
-    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
-        _check_param(op, name, t, (c,), x)
-    _check_param(op, "weight", weight, (c,), x)
-    _check_param(op, "bias", bias, (c,), x)
+    _check_batch_params(op, x, running_mean, running_var, weight, bias)
+    xc = _upcast(x)
     if training:
         n = x.size // c
         if n <= 1:
             raise ValueError(f"{op}: expected more than 1 value per channel when training, got "
                              f"input of shape {x.shape}")
-        y, mean, var = _normalize(x, axes, eps)
+        y, mean, var = _normalize(xc, axes, eps)
         if running_mean is not None:
             _update_running(running_mean, mean.data.reshape(c), factor)
         if running_var is not None:  # the unbiased estimate, as PyTorch keeps
@@ -167,10 +197,11 @@ def _batch_norm(op: str, x: Tensor, running_mean: Tensor | None, running_var: Te
         if running_mean is None or running_var is None:
             raise ValueError(f"{op}: running_mean and running_var are needed when not training "
                              f"(input shape {x.shape})")
-        rm = ops.reshape(running_mean.detach(), shape)
-        rv = ops.reshape(running_var.detach(), shape)
-        y = (x - rm) * (1.0 / ops.sqrt(rv + eps))
-    return _affine(y, weight, bias, shape)
+        rm = ops.reshape(_upcast(running_mean.detach()), shape)
+        rv = ops.reshape(_upcast(running_var.detach()), shape)
+        y = (xc - rm) * (1.0 / ops.sqrt(rv + eps))
+    y = _affine(y, _upcast(weight), _upcast(bias), shape)
+    return y if xc is x else ops.astype(y, x.dtype)
 
 
 def _check_batch_input(op: str, x: Tensor, num_features: int | None) -> None:
@@ -249,7 +280,7 @@ class BatchNorm1d(Module):
             for t, value in ((self.running_mean, 0), (self.running_var, 1),
                              (self.num_batches_tracked, 0)):
                 with t.device.activate():
-                    t.data[...] = value
+                    t._private_array()[...] = value  # never into a state_dict() snapshot
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
@@ -267,10 +298,15 @@ class BatchNorm1d(Module):
         factor: Any = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             nbt = self.num_batches_tracked
+            # every check before the counter moves: a failed call changes nothing
+            _check_batch_params(self._op, x, self.running_mean, self.running_var, self.weight,
+                                self.bias)
+            _check_param(self._op, "num_batches_tracked", nbt, (), x)
             with nbt.device.activate():
-                nbt.data += 1  # on the device: no host sync
+                count = nbt._private_array()  # never into a state_dict() snapshot
+                count += 1  # on the device: no host sync
                 if self.momentum is None:  # cumulative moving average: 1 / batches seen
-                    factor = 1.0 / nbt.data.astype(np.float64)
+                    factor = 1.0 / count.astype(np.float64)  # a 0-d array (CuPy) or a scalar
         # train(): batch statistics, running ones updated; eval(): the running statistics --
         # or, without track_running_stats (no buffers), batch statistics in both modes
         return _batch_norm(self._op, x, self.running_mean, self.running_var, self.weight,

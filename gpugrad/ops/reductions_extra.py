@@ -30,6 +30,22 @@ def axes_of(op: str, axis, shape) -> tuple[int, ...] | None:
         raise ValueError(f"{exc} (tensor shape {tuple(shape)})") from None
 
 
+def axis_of(op: str, axis, shape, name: str = "axis", scalar_axis: bool = False) -> int:
+    """One axis (an int) of a tensor of ``shape``, made non-negative; a tuple, list, None or other
+    non-int is a ``TypeError`` naming ``op``, the axis given and the shape. ``scalar_axis``: a 0-d
+    tensor has axes 0 and -1 (torch's rule for cumsum, flatten) and 0 is returned."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be a single int, got {axis!r} "
+                        f"(tensor shape {tuple(shape)})")
+    if scalar_axis and len(shape) == 0:
+        if axis not in (0, -1):
+            raise ValueError(f"{op}: {name} {axis} is out of range for a 0-d tensor (only 0 "
+                             f"and -1 are allowed)")
+        return 0
+    (a,) = axes_of(op, axis, shape)
+    return a
+
+
 def _count(shape, axes) -> int:
     return math.prod(shape[a] for a in (range(len(shape)) if axes is None else axes))
 
@@ -186,8 +202,7 @@ def cumsum(x, axis=None) -> Tensor:
     x = _t(x)
     if axis is None:
         return Cumsum.apply(reshape(x, -1), axis=0)
-    if x.ndim == 0:  # torch: a 0-d tensor has dims 0 and -1; NumPy refuses any axis
-        axes_of("cumsum", axis, (1,))
+    a = axis_of("cumsum", axis, x.shape, scalar_axis=True)  # torch: a 0-d tensor has dims 0, -1
+    if x.ndim == 0:  # (NumPy refuses any axis)
         return Cumsum.apply(reshape(x, 1), axis=0).reshape(())
-    (a,) = axes_of("cumsum", axis, x.shape)
     return Cumsum.apply(x, axis=a)

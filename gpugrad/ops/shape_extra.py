@@ -14,13 +14,33 @@ import numpy as np
 from ..autograd import Function
 from ..tensor import Tensor
 from . import _t, getitem, reshape
-from .reductions_extra import axes_of
+from .reductions_extra import axes_of, axis_of
+
+
+def _is_device_array(values) -> bool:
+    return hasattr(values, "__cuda_array_interface__")  # a CuPy (or other GPU) array
+
+
+def _to_host(values):
+    """``values`` with every Tensor and GPU array in it (at any nesting of lists and tuples)
+    copied to the host: NumPy refuses to convert a CuPy array implicitly."""
+    if isinstance(values, Tensor):
+        return values.tolist()
+    if _is_device_array(values):
+        return values.get()
+    if isinstance(values, (list, tuple)):
+        return [_to_host(v) for v in values]
+    return values
 
 
 def _counts(op: str, what: str, values, shape) -> np.ndarray:
-    """Non-negative ints (one, or any nesting of sequences) as a host int64 array; a Tensor is
-    read on the host."""
-    host = np.asarray(values.tolist() if isinstance(values, Tensor) else values)
+    """Non-negative ints (one, or any nesting of sequences) as a host int64 array; Tensors and
+    GPU arrays are read on the host."""
+    try:
+        host = np.asarray(_to_host(values))
+    except ValueError:  # ragged nesting
+        raise TypeError(f"{op}: {what} must be ints or equal-length sequences of ints, got "
+                        f"{values!r} (tensor shape {shape})") from None
     if host.size == 0:
         host = host.astype(np.int64)
     if host.dtype.kind not in "iu":
@@ -38,11 +58,10 @@ def _ints(op: str, what: str, values, shape) -> tuple[int, ...]:
 def flatten(x, start_axis: int = 0, end_axis: int = -1) -> Tensor:
     """Merge axes ``start_axis..end_axis`` (inclusive) into one, like ``torch.flatten``."""
     x = _t(x)
-    if x.ndim == 0:  # torch: a 0-d tensor flattens to shape (1,)
-        axes_of("flatten", start_axis, (1,))
-        axes_of("flatten", end_axis, (1,))
+    s = axis_of("flatten", start_axis, x.shape, "start_axis", scalar_axis=True)
+    e = axis_of("flatten", end_axis, x.shape, "end_axis", scalar_axis=True)
+    if x.ndim == 0:  # torch: a 0-d tensor (dims 0 and -1) flattens to shape (1,)
         return reshape(x, (1,))
-    (s,), (e,) = axes_of("flatten", start_axis, x.shape), axes_of("flatten", end_axis, x.shape)
     if s > e:
         raise ValueError(f"flatten: start_axis {start_axis} comes after end_axis {end_axis} "
                          f"(tensor shape {x.shape})")
@@ -61,7 +80,7 @@ def split(x, split_size_or_sections, axis: int = 0) -> tuple[Tensor, ...]:
     """``torch.split``: an int is the size of each piece (the last may be smaller); a sequence
     gives every piece's size and must sum to the axis' length. Each piece is differentiable."""
     x = _t(x)
-    (a,) = axes_of("split", axis, x.shape)
+    a = axis_of("split", axis, x.shape)
     n = x.shape[a]
     if isinstance(split_size_or_sections, (int, np.integer)) and \
             not isinstance(split_size_or_sections, bool):
@@ -87,7 +106,7 @@ def chunk(x, chunks: int, axis: int = 0) -> tuple[Tensor, ...]:
     if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks < 1:
         raise ValueError(f"chunk: chunks must be a positive int, got {chunks!r} "
                          f"(tensor shape {x.shape})")
-    (a,) = axes_of("chunk", axis, x.shape)
+    a = axis_of("chunk", axis, x.shape)
     if x.shape[a] == 0:  # torch: ``chunks`` empty pieces
         return _pieces(x, a, [0] * int(chunks))
     return split(x, max(-(-x.shape[a] // int(chunks)), 1), a)
@@ -163,7 +182,7 @@ def repeat(x, repeats, axis=None) -> Tensor:
     x = _t(x)
     if axis is None:
         x, axis = reshape(x, -1), 0
-    (a,) = axes_of("repeat", axis, x.shape)
+    a = axis_of("repeat", axis, x.shape)
     counts = _ints("repeat", "repeats", repeats, x.shape)
     if len(counts) != 1 and len(counts) != x.shape[a]:
         raise ValueError(f"repeat: {len(counts)} repeat counts for axis {axis} of size "
@@ -189,11 +208,14 @@ class Gather(Function):
                 raise ValueError(f"{op}: index shape {index.shape} must be {rule} tensor shape "
                                  f"{x.shape} outside axis {axis}")
         n = x.shape[axis]
-        if index.size:
-            lo, hi = int(index.min()), int(index.max())  # CuPy wraps out-of-range indices
-            if lo < (0 if torch_rule else -n) or hi >= n:
-                raise IndexError(f"{op}: index {hi if hi >= n else lo} is out of bounds for "
-                                 f"axis {axis} with size {n} (tensor shape {x.shape})")
+        low = 0 if torch_rule else -n
+        # CuPy wraps out-of-range indices, so check them: one flag computed on the device and
+        # read once (a single host sync); the offending value is looked up only to report it
+        if index.size and bool(((index < low) | (index >= n)).any()):
+            hi = int(index.max())
+            bad = hi if hi >= n else int(index.min())
+            raise IndexError(f"{op}: index {bad} is out of bounds for axis {axis} with size {n} "
+                             f"(tensor shape {x.shape})")
         parts = []
         for d in range(x.ndim):
             if d == axis:
@@ -209,8 +231,13 @@ class Gather(Function):
 
 
 def _index_tensor(op: str, index, x: Tensor) -> Tensor:
-    if index.__class__ is not Tensor:
-        host = np.asarray(index)
+    if index.__class__ is not Tensor and _is_device_array(index):
+        index = Tensor(index, device=x.device)  # a CuPy array: no trip through NumPy
+    elif index.__class__ is not Tensor:
+        try:
+            host = np.asarray(index)
+        except TypeError:  # GPU arrays nested in a list: NumPy cannot read them
+            host = np.asarray(_to_host(index))
         if host.size == 0 and isinstance(index, (list, tuple)):
             host = host.astype(np.int64)  # [] holds no indices (NumPy's rule), not floats
         index = Tensor(host, device=x.device)
@@ -226,7 +253,7 @@ def gather(x, axis: int, index) -> Tensor:
     """``torch.gather``: ``out[i][j][k] = x[index[i][j][k]][j][k]`` for ``axis=0``. ``index``
     has x's number of dims and is no larger outside ``axis``; indices lie in [0, n)."""
     x = _t(x)
-    (a,) = axes_of("gather", axis, x.shape)
+    a = axis_of("gather", axis, x.shape)
     return Gather.apply(x, _index_tensor("gather", index, x), axis=a, torch_rule=True)
 
 
@@ -236,7 +263,7 @@ def take_along_axis(x, indices, axis) -> Tensor:
     x = _t(x)
     if axis is None:
         x, axis = reshape(x, -1), 0
-    (a,) = axes_of("take_along_axis", axis, x.shape)
+    a = axis_of("take_along_axis", axis, x.shape)
     return Gather.apply(x, _index_tensor("take_along_axis", indices, x), axis=a,
                         torch_rule=False)
 
@@ -247,6 +274,8 @@ class Pad(Function):
 
     def forward(self, x, pairs=(), value=0):
         self.inner = tuple(slice(b, b + n) for (b, _), n in zip(pairs, x.shape))
+        if x.ndim == 0:  # NumPy: a 0-d array has no axis to pad and comes back unchanged
+            return x.copy()
         return self.xp.pad(x, pairs, mode="constant", constant_values=value)
 
     def backward(self, ops, g): return (g[self.inner],)
