@@ -247,6 +247,83 @@ def test_gather_errors(device):
         gg.gather(x, 0, np.zeros((1, 3)))
 
 
+def _counted(name):
+    def method(self, *args):
+        _CountingArray.reads += 1
+        return getattr(np.ndarray, name)(self, *args)
+    return method
+
+
+class _CountingArray(np.ndarray):
+    """An index array that counts how often its values are read on the host (``bool``/``int``
+    of a reduction, ``item``, ``tolist``): each such read is a device sync on a GPU."""
+
+    reads = 0
+    __bool__, __int__, __index__ = _counted("__bool__"), _counted("__int__"), _counted("__index__")
+    __float__, item, tolist = _counted("__float__"), _counted("item"), _counted("tolist")
+
+
+def test_gather_reads_the_index_range_check_once(device):
+    if device != "cpu":
+        pytest.skip("host reads are counted on a NumPy subclass")
+    x = T(rand((2, 4), 16), device)
+    for op, idx in (("gather", np.array([[0, 3], [2, 1]])), ("take", np.array([[-4, 3]]))):
+        index = T(idx, device)
+        index.data = index.data.view(_CountingArray)
+        _CountingArray.reads = 0
+        y = gg.gather(x, 1, index) if op == "gather" else gg.take_along_axis(x, index, 1)
+        assert _CountingArray.reads == 1  # one "any out of range" flag, not min() and max()
+        assert_close(y, np.take_along_axis(x.numpy(), idx, 1), rtol=0, atol=0)
+
+
+class _FakeDeviceArray:
+    """Stands in for a CuPy array where there is no GPU: it has ``__cuda_array_interface__`` and
+    ``get()``, and like CuPy refuses NumPy's implicit conversion."""
+
+    def __init__(self, host):
+        self.host = np.asarray(host)
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": self.host.shape, "typestr": self.host.dtype.str, "data": (0, False),
+                "version": 3}
+
+    def get(self):
+        return self.host.copy()
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()` "
+                        "to construct a NumPy array explicitly.")
+
+
+def _gpu_array(values, device):
+    """``values`` as a GPU array: a real CuPy array on "cuda", the fake one on "cpu"."""
+    arr = T(np.asarray(values), device).data
+    return arr if hasattr(arr, "__cuda_array_interface__") else _FakeDeviceArray(arr)
+
+
+def test_gpu_arrays_as_indices_and_counts(device):
+    x = rand((2, 3), 17)
+    t = T(x, device)
+    idx = np.array([[2, 0], [1, 1]])
+    assert_close(gg.gather(t, 1, _gpu_array(idx, device)), np.take_along_axis(x, idx, 1),
+                 rtol=0, atol=0)
+    assert_close(gg.take_along_axis(t, _gpu_array(-idx - 1, device), 1),
+                 np.take_along_axis(x, -idx - 1, 1), rtol=0, atol=0)
+    with pytest.raises(IndexError, match="gather: index 3 is out of bounds"):
+        gg.gather(t, 1, _gpu_array([[3]], device))
+    assert_close(gg.repeat(t, _gpu_array([1, 0, 2], device), 1), np.repeat(x, [1, 0, 2], 1),
+                 rtol=0, atol=0)
+    assert_close(gg.repeat(t, [_gpu_array(2, device), 1], 0), np.repeat(x, [2, 1], 0),
+                 rtol=0, atol=0)  # GPU scalars inside a list
+    assert_close(gg.tile(t, _gpu_array([2, 1], device)), np.tile(x, (2, 1)), rtol=0, atol=0)
+    assert_close(gg.pad(t, _gpu_array([[1, 0], [0, 2]], device)),
+                 np.pad(x, [[1, 0], [0, 2]]), rtol=0, atol=0)
+    assert [p.shape for p in gg.split(t, _gpu_array([1, 2], device), 1)] == [(2, 1), (2, 2)]
+    with pytest.raises(ValueError, match=r"repeat: repeats must be >= 0.*\(2, 3\)"):
+        gg.repeat(t, _gpu_array([1, -1, 1], device), 1)
+
+
 # -- pad -----------------------------------------------------------------------------------------
 PADS = [((3,), 2, 0.0), ((2, 3), (1, 2), 0.0), ((2, 3), ((0, 1), (2, 0)), -1.5),
         ((2, 3), ((1, 1),), 7.0), ((2, 1, 2), 0, 0.0), ((2, 3), [[1, 0], [0, 3]], 2.0)]
@@ -270,3 +347,17 @@ def test_pad_errors(device):
         gg.pad(x, -1)
     with pytest.raises(ValueError, match="pad: only mode='constant'"):
         gg.pad(x, 1, mode="reflect")
+
+
+def test_pad_0d_returns_the_scalar_like_numpy(device):
+    x = np.array(2.5)
+    for width in (1, (1, 2), ((0, 3),)):
+        t = T(x, device, requires_grad=True)
+        y = gg.pad(t, width, constant_values=7.0)
+        want = np.pad(x, width, constant_values=7.0)
+        assert y.shape == want.shape == () and y.item() == want.item()
+        (y * 3.0).backward()
+        assert t.grad.item() == 3.0
+        assert y.data is not t.data
+    with pytest.raises(ValueError, match=r"pad: pad_width .* does not fit a tensor of shape \(\)"):
+        gg.pad(T(x, device), ((1, 1), (1, 1)))  # NumPy refuses it too
