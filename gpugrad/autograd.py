@@ -192,7 +192,7 @@ class Function:
             edge = self.edges[pos]
             if edge.__class__ is Tensor:
                 if edge.data is not value:  # changed in place since: use what was saved
-                    if edge.requires_grad:
+                    if self.needs_input_grad[pos]:
                         raise RuntimeError(
                             f"backward with create_graph=True: a leaf tensor of shape {edge.shape} "
                             f"saved by {type(self).__name__} was changed in place after the "

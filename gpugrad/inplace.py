@@ -109,8 +109,12 @@ def copy_(self: Tensor, src: Any) -> Tensor:
     elif src.device is not self.device:
         src = src.to(self.device)
     if src.shape != self.shape:
-        src = ops.broadcast_to(src, self.shape)
-    if src.requires_grad and is_grad_enabled():
+        try:
+            src = ops.broadcast_to(src, self.shape)
+        except ValueError:
+            raise ValueError(f"copy_: a source of shape {src.shape} does not broadcast to the "
+                             f"tensor's shape {self.shape}") from None
+    if src.requires_grad and is_grad_enabled() and self.dtype.kind in "fc":
         return _take(self, ops.clone(src), "copy_")  # a node of its own, not src's alias
     with self.device.activate():
         return _replace(self, src.data.astype(self.dtype, copy=True))

@@ -89,6 +89,9 @@ class _Size(int):
         obj.shape = shape
         return obj
 
+    def __reduce__(self) -> tuple:  # copies and pickles are plain ints
+        return int, (int(self),)
+
     def __call__(self, dim: int | None = None) -> Any:
         if dim is None:
             return self.shape
@@ -370,7 +373,7 @@ class Tensor:
     def __setitem__(self, index, value) -> None:
         """``t[index] = value``. Recorded when ``t`` or ``value`` requires grad (in grad mode), so
         gradients flow to both; otherwise written in place (see ``_private_array``)."""
-        tracked = autograd.is_grad_enabled() and (
+        tracked = autograd.is_grad_enabled() and self.dtype.kind in _FLOAT_KINDS and (
             self.requires_grad or (isinstance(value, Tensor) and value.requires_grad))
         if tracked and self.requires_grad and self._ctx is None:
             raise RuntimeError(
@@ -381,10 +384,11 @@ class Tensor:
             if value.device is not self.device:
                 raise DeviceError(f"__setitem__: value is on {value.device} but the tensor is on "
                                   f"{self.device}; move it with .to(device) first")
-        elif self.device.type != "cpu" and value.__class__ not in _SCALARS and \
+        elif (self.device.type != "cpu" or tracked) and value.__class__ not in _SCALARS and \
                 not isinstance(value, np.generic):
             # CuPy takes only scalars and arrays of its own device (a NumPy array or a list
-            # assigned to a slice raises there): bring the value over, as ops do with operands.
+            # assigned to a slice raises there), and a recorded write needs an array: bring the
+            # value over, as ops do with operands.
             value = as_array(value, self.dtype, self.device, copy=False)
         index = ops._prepare_index(self, index, "__setitem__")
         if tracked:  # a new node: the graph built so far keeps the old array

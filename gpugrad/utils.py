@@ -62,8 +62,13 @@ def _train_losses(device: str, steps: int, seed: int, sizes: Sequence[int], batc
         opt = optim.Adam(model.parameters(), lr=lr)
     elif optimizer == "adamw":
         opt = optim.AdamW(model.parameters(), lr=lr)
+    elif optimizer == "rmsprop":
+        opt = optim.RMSprop(model.parameters(), lr=lr)
+    elif optimizer == "adagrad":
+        opt = optim.Adagrad(model.parameters(), lr=lr)
     else:
-        raise ValueError(f"parity: optimizer must be 'sgd', 'adam' or 'adamw', got {optimizer!r}")
+        raise ValueError(f"parity: optimizer must be 'sgd', 'adam', 'adamw', 'rmsprop' or "
+                         f"'adagrad', got {optimizer!r}")
     x_train = split.x_train.astype(dtype)
     loader = DataLoader(x_train, split.y_train, batch_size=batch_size, shuffle=True,
                         drop_last=True, seed=seed, device=dev)

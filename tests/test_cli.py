@@ -207,3 +207,24 @@ def test_bench_plot_writes_png(tmp_path):
 def test_bench_rejects_unknown_suite(capsys):
     assert main(["bench", "--suite", "nope"]) == 2
     assert "unknown suite" in capsys.readouterr().err
+
+
+def test_resume_with_dropout_continues_the_uninterrupted_run(tmp_path):
+    ck, a, b = tmp_path / "ck.safetensors", tmp_path / "a.json", tmp_path / "b.json"
+    run = TINY + ["--dropout", "0.2"]
+    assert main(run + ["--epochs", "2", "--json", str(a)]) == 0
+    assert main(run + ["--epochs", "1", "--save", str(ck)]) == 0
+    assert main(run + ["--epochs", "2", "--resume", str(ck), "--json", str(b)]) == 0
+    full, resumed = json.loads(a.read_text()), json.loads(b.read_text())
+    assert resumed["train_loss"] == pytest.approx(full["train_loss"], rel=1e-6)
+
+
+def test_resume_applies_a_new_weight_decay(tmp_path):
+    import gpugrad as gg
+
+    ck, ck2 = tmp_path / "ck.safetensors", tmp_path / "ck2.safetensors"
+    assert main(TINY + ["--epochs", "1", "--weight-decay", "0.5", "--save", str(ck)]) == 0
+    assert gg.load(ck)["optimizer"]["param_groups"][0]["weight_decay"] == 0.5
+    assert main(TINY + ["--epochs", "2", "--weight-decay", "0", "--resume", str(ck),
+                        "--save", str(ck2)]) == 0
+    assert gg.load(ck2)["optimizer"]["param_groups"][0]["weight_decay"] == 0.0

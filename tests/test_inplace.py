@@ -277,3 +277,47 @@ def test_create_graph_uses_saved_values_or_refuses(device):
                                            r"saved by Mul was changed in place"):
         gg.grad(z, v, create_graph=True, retain_graph=True)
     np.testing.assert_allclose(gg.grad(z, v)[0].numpy(), [2.0, 4.0])  # first order: old values
+
+
+def test_recorded_setitem_value_forms(device):
+    x = _t([1.0, 1.0, 1.0, 1.0], device, requires_grad=True)
+    y = x * 2
+    y[:2] = [5.0, 6.0]  # a list, recorded
+    y.sum().backward()
+    np.testing.assert_array_equal(y.numpy(), [5.0, 6.0, 2.0, 2.0])
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0, 2.0, 2.0])
+    m = _t(np.ones((3, 4)), device, requires_grad=True) * 1
+    v = _t(np.ones((1, 4)), device, requires_grad=True)  # an extra leading 1-dim
+    m[0] = v
+    m.sum().backward()
+    assert v.grad.shape == (1, 4)
+    np.testing.assert_array_equal(v.grad.numpy(), np.ones((1, 4)))
+
+
+def test_integer_targets_are_never_recorded(device):
+    w = _t([1.7, 2.5, 3.5], device, requires_grad=True)
+    c = gg.zeros(3, dtype=gg.int64, device=device)
+    c[0:1] = w[0:1]
+    d = gg.zeros(3, dtype=gg.int64, device=device)
+    d.copy_(w * 1)
+    for t in (c, d):
+        assert t.dtype == np.int64 and not t.requires_grad and t.grad_fn is None
+    np.testing.assert_array_equal(d.numpy(), [1, 2, 3])
+
+
+def test_create_graph_accepts_a_saved_constant_that_later_joined_the_graph(device):
+    x = _t([1.0, 2.0], device, requires_grad=True)
+    c = gg.ones(2, dtype=gg.float64, device=device)
+    y = (x * c * x).sum()
+    c[0] = x[0] * 1  # c now requires grad, but it was a constant when y was recorded
+    (g,) = gg.grad(y, x, create_graph=True)
+    np.testing.assert_allclose(g.numpy(), [2.0, 4.0])
+
+
+def test_size_copies_and_pickles_as_an_int():
+    import copy
+    import pickle
+
+    n = gg.zeros(2, 3).size
+    for c in (copy.copy(n), copy.deepcopy(n), pickle.loads(pickle.dumps(n))):
+        assert c == 6 and type(c) is int

@@ -138,4 +138,4 @@ def test_parity_rejects_bad_arguments():
     with pytest.raises(ValueError, match="steps"):
         parity(steps=0, devices=("cpu",))
     with pytest.raises(ValueError, match="optimizer"):
-        parity(steps=1, devices=("cpu",), optimizer="rmsprop")
+        parity(steps=1, devices=("cpu",), optimizer="lbfgs")

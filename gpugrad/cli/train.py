@@ -103,8 +103,13 @@ def _save_checkpoint(path: str, model: Any, opt: Any, epoch: int, loader_epoch: 
 
     # gg.save writes to a temporary file and os.replace()s it, so a crash (or a NaN stop) never
     # leaves a half-written file: the previous epoch's checkpoint stays until the new one is whole.
+    from gpugrad.creation import host_rng
+
+    # The seeded host generator's state too: dropout keys come from it, so a resumed run draws
+    # the masks the uninterrupted run would have drawn (JSON: its 128-bit integers stay exact).
     gg.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-             "loader_epoch": loader_epoch, "config": config}, path)
+             "loader_epoch": loader_epoch, "config": config,
+             "host_rng": json.dumps(host_rng().bit_generator.state)}, path)
 
 
 def _load_checkpoint(path: str) -> dict[str, Any]:
@@ -120,9 +125,17 @@ def _load_checkpoint(path: str) -> dict[str, Any]:
     return ckpt
 
 
-def _restore(ckpt: dict[str, Any], model: Any, opt: Any, loader: Any) -> int:
+def _restore(ckpt: dict[str, Any], args: argparse.Namespace, model: Any, opt: Any,
+             loader: Any) -> int:
+    from gpugrad.creation import host_rng
+
     model.load_state_dict(ckpt["model"])  # copies into the device's parameters
     opt.load_state_dict(ckpt["optimizer"])  # lr is set per epoch from the resolved --lr
+    if args.weight_decay is not None:  # the resolved flag, which may differ from the checkpoint
+        for group in opt.param_groups:
+            group["weight_decay"] = args.weight_decay
+    if "host_rng" in ckpt:  # checkpoints from before it was saved resume with fresh masks
+        host_rng().bit_generator.state = json.loads(ckpt["host_rng"])
     loader.epoch = int(ckpt["loader_epoch"])
     return int(ckpt["epoch"])
 
@@ -266,7 +279,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     loader = DataLoader(x_train, split.y_train, batch_size=args.batch_size, seed=args.seed,
                         device=dev)
     x_test, y_test = gg.tensor(x_test_host, device=dev), gg.tensor(split.y_test, device=dev)
-    start = _restore(ckpt, model, opt, loader) if ckpt else 0
+    start = _restore(ckpt, args, model, opt, loader) if ckpt else 0
     if ckpt:
         print(f"resumed from {args.resume} after epoch {start}")
 

@@ -139,7 +139,7 @@ class IndexPut(Function):
         out = x.copy()
         out[index] = v
         self.index, self.xmeta = index, (x.shape, x.dtype)
-        self.vmeta = None if np.isscalar(v) else (v.shape, v.dtype)
+        self.vmeta = (v.shape, v.dtype) if hasattr(v, "shape") else None
         return out
 
     def backward(self, ops, g):
@@ -149,7 +149,12 @@ class IndexPut(Function):
             kept = self.xp.ones(*self.xmeta)  # 0 where v overwrote x
             kept[self.index] = 0
             gx = g * kept
-        return gx, reduce_to(g[self.index], self.vmeta) if need_v else None
+        gv = None
+        if need_v:
+            gv = g[self.index]
+            extra = len(self.vmeta[0]) - gv.ndim  # v may carry leading 1-dims the slots lack
+            gv = reduce_to(gv.reshape((1,) * extra + gv.shape) if extra > 0 else gv, self.vmeta)
+        return gx, gv
 
 
 class Clone(Function):
