@@ -158,18 +158,212 @@ def test_batch_norm_running_stats_are_in_place_and_off_the_tape(device):
     ids = [id(b) for b in bn.buffers()]
     x = _t(_rng(0).normal(size=(4, 3)).astype(np.float32), device, requires_grad=True)
     y = bn(x)
-    assert [id(b) for b in bn.buffers()] == ids
+    assert [id(b) for b in bn.buffers()] == ids  # the same buffer tensors, updated
     for b in bn.buffers():
         assert b.is_leaf and not b.requires_grad and str(b.device) == str(gg.device(device))
-    # the state_dict taken before shares the buffers' memory, as in torch
-    np.testing.assert_array_equal(before["running_mean"].numpy(), bn.running_mean.numpy())
-    assert before["num_batches_tracked"].item() == 1
+    # the state_dict taken before is a snapshot: its arrays are never written into (the
+    # project's rule, which the optimizers keep for parameters too; torch would share them)
+    np.testing.assert_array_equal(before["running_mean"].numpy(), 0)
+    np.testing.assert_array_equal(before["running_var"].numpy(), 1)
+    assert before["num_batches_tracked"].item() == 0
+    assert bn.num_batches_tracked.item() == 1
     assert not np.allclose(bn.running_mean.numpy(), 0)
     y.sum().backward()  # nothing about the statistics was recorded: backward is just the op's
     assert x.grad is not None and bn.running_mean.grad is None
     with gg.no_grad():
         out = bn(x)
     assert out._ctx is None and bn.num_batches_tracked.item() == 2  # no_grad still updates
+
+
+def test_state_dict_snapshot_survives_a_training_step(device):
+    """``best = model.state_dict()`` (detached tensors sharing the arrays) must not follow the
+    model: parameters are stepped through ``_private_array`` by the optimizer, and the buffers,
+    updated by the forward pass, likewise -- also by ``reset_running_stats``."""
+    gg.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 3, device=device), nn.BatchNorm1d(3, device=device))
+    opt = gg.optim.SGD(m.parameters(), lr=0.1)
+    m(_t(_rng(0).normal(size=(8, 4)).astype(np.float32), device))  # buffers off their init
+    best = m.state_dict()
+    saved = {k: v.numpy().copy() for k, v in best.items()}
+    loss = (m(_t(_rng(1).normal(size=(8, 4)).astype(np.float32), device)) ** 2).sum()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    for k, v in best.items():
+        np.testing.assert_array_equal(v.numpy(), saved[k], err_msg=k)
+    now = m.state_dict()
+    for k in ("0.weight", "1.running_mean", "1.running_var"):
+        assert not np.array_equal(now[k].numpy(), saved[k]), k
+    assert saved["1.num_batches_tracked"] == 1 and now["1.num_batches_tracked"].item() == 2
+    m[1].reset_running_stats()
+    for k, v in best.items():
+        np.testing.assert_array_equal(v.numpy(), saved[k], err_msg=k)
+    np.testing.assert_array_equal(m[1].running_mean.numpy(), 0)
+    np.testing.assert_array_equal(m[1].running_var.numpy(), 1)
+    assert m[1].num_batches_tracked.item() == 0
+    m.load_state_dict(best)  # restoring the snapshot restores the statistics
+    np.testing.assert_array_equal(m[1].running_mean.numpy(), saved["1.running_mean"])
+    assert m[1].num_batches_tracked.item() == 1
+
+
+def test_functional_batch_norm_never_writes_into_a_shared_running_array(device):
+    rm, rv = gg.zeros(3, device=device), gg.ones(3, device=device)
+    alias_m, alias_v = rm.detach(), rv.detach()  # sharing the arrays, as a state_dict does
+    batch_norm(_t(_rng(0).normal(size=(5, 3)), device, dtype=np.float32), rm, rv,
+               training=True)
+    np.testing.assert_array_equal(alias_m.numpy(), 0)
+    np.testing.assert_array_equal(alias_v.numpy(), 1)
+    assert not np.allclose(rm.numpy(), 0) and not np.allclose(rv.numpy(), 1)
+
+
+def test_update_running_takes_one_path_for_scalars_and_0d_arrays():
+    """NumPy turns ``1 / num_batches_tracked`` into a scalar (np.float64), CuPy keeps a 0-d
+    array: both, and a Python float, must round alike (the factor is made a 0-d array of the
+    buffer's dtype first), so CPU and GPU running statistics agree bit for bit."""
+    from gpugrad.nn.normalization import _update_running
+    rng = _rng(0)
+    for k in range(2, 60):
+        start = rng.normal(size=200).astype(np.float32)
+        batch = rng.normal(size=200).astype(np.float32)
+        f = 1.0 / np.array(k).astype(np.float64)
+        assert isinstance(f, np.float64)  # the scalar NumPy hands back
+        outs = []
+        for factor in (f, np.asarray(f), float(f), np.asarray(f, dtype=np.float32)):
+            r = gg.tensor(start.copy())
+            _update_running(r, batch, factor)
+            outs.append(r.numpy())
+        for o in outs[1:]:
+            np.testing.assert_array_equal(o, outs[0])
+        f32 = np.float32(f)  # what the one path computes: float32 throughout
+        np.testing.assert_array_equal(outs[0], start * (np.float32(1) - f32) + f32 * batch)
+
+
+def test_batch_norm_momentum_none_float32_matches_float64_reference(device):
+    bn = nn.BatchNorm1d(4, momentum=None, device=device)
+    bn64 = nn.BatchNorm1d(4, momentum=None, device=device, dtype=np.float64)
+    means, unbiased = [], []
+    for s in range(12):
+        x = _rng(s).normal(s % 3, 1.0 + s, size=(6, 4))
+        bn(_t(x.astype(np.float32), device))
+        bn64(_t(x.astype(np.float32).astype(np.float64), device))
+        means.append(x.astype(np.float32).astype(np.float64).mean(axis=0))
+        unbiased.append(x.astype(np.float32).astype(np.float64).var(axis=0, ddof=1))
+    assert bn.running_mean.dtype == np.float32 and bn.num_batches_tracked.item() == 12
+    np.testing.assert_allclose(bn64.running_mean.numpy(), np.mean(means, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(bn.running_mean.numpy(), np.mean(means, axis=0), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(bn.running_var.numpy(), np.mean(unbiased, axis=0), rtol=1e-5)
+
+
+def _fake_device():
+    """A second Device object (a NumPy backend under another name), so the device checks can
+    be exercised without a GPU."""
+    from gpugrad.backend.device import Device
+    from gpugrad.backend.numpy_backend import NumpyBackend
+    return Device("cuda", 7, NumpyBackend())
+
+
+@pytest.mark.parametrize("name", ["num_batches_tracked", "running_mean", "running_var",
+                                  "weight"])
+def test_batch_norm_buffer_on_another_device_changes_nothing(device, name):
+    bn = nn.BatchNorm1d(3, momentum=None, device=device)
+    other = gg.device(_other(device))
+    if other is gg.device(device):
+        other = _fake_device()
+    t = getattr(bn, name)
+    t.device = other  # as if moved by hand: the arrays stay readable on the host here
+    with pytest.raises(gg.DeviceError, match=name):
+        bn(_t(_rng(0).normal(size=(4, 3)).astype(np.float32), device))
+    t.device = gg.device(device)
+    assert bn.num_batches_tracked.item() == 0  # the failed call moved nothing
+    np.testing.assert_array_equal(bn.running_mean.numpy(), 0)
+    np.testing.assert_array_equal(bn.running_var.numpy(), 1)
+
+
+# -- float16 ----------------------------------------------------------------------------------
+def _f16_ulps(a, b):
+    """Distance in float16 units in the last place."""
+    ai, bi = (np.asarray(v, dtype=np.float16).view(np.int16).astype(np.int64) for v in (a, b))
+    ai, bi = (np.where(v < 0, -32768 - v, v) for v in (ai, bi))
+    return int(np.abs(ai - bi).max())
+
+
+def test_layer_norm_float16_is_computed_in_float32(device):
+    """(x - mean)² overflows float16 once |x - mean| > 256: the statistics are float32, as in
+    torch, and the result comes back as float16."""
+    x = _t(np.array([[-300.0, 0.0, 300.0, 10.0]], dtype=np.float16), device, requires_grad=True)
+    y = layer_norm(x, (4,))
+    assert y.dtype == np.float16
+    ref = ref_layer_norm(x.numpy().astype(np.float64), 1)
+    assert _f16_ulps(y.numpy(), ref) == 0  # [-1.426, -0.01178, 1.402, 0.03534]
+    y.sum().backward()
+    assert x.grad.dtype == np.float16 and np.isfinite(x.grad.numpy()).all()
+    xs = (_rng(0).normal(size=(16, 8)) * 300 + 50).astype(np.float16)
+    w = _rng(1).normal(size=8).astype(np.float16)
+    b = _rng(2).normal(size=8).astype(np.float16)
+    ln = nn.LayerNorm(8, device=device, dtype=np.float16)
+    _set(ln.weight, w)
+    _set(ln.bias, b)
+    out = ln(_t(xs, device))
+    assert out.dtype == np.float16
+    ref = ref_layer_norm(xs.astype(np.float64), 1, w.astype(np.float64), b.astype(np.float64))
+    assert _f16_ulps(out.numpy(), ref) <= 1
+    # float32 parameters (torch's mixed type): float16 out, the same values
+    ln32 = nn.LayerNorm(8, device=device)
+    _set(ln32.weight, w)
+    _set(ln32.bias, b)
+    out32 = ln32(_t(xs, device))
+    assert out32.dtype == np.float16
+    np.testing.assert_array_equal(out32.numpy(), out.numpy())
+
+
+def test_batch_norm_float16_is_computed_in_float32(device):
+    bn = nn.BatchNorm1d(4, device=device, dtype=np.float16)
+    rm, rv = np.zeros(4), np.ones(4)
+    for step in range(3):
+        x = (_rng(step).normal(size=(8, 4)) * 300 + 100 * step).astype(np.float16)
+        y = bn(_t(x, device))
+        assert y.dtype == np.float16 and bn.running_var.dtype == np.float16
+        x64 = x.astype(np.float64)
+        mu, var, unb = ref_batch_stats(x64)
+        ref = (x64 - mu) / np.sqrt(var + 1e-5)
+        np.testing.assert_allclose(y.numpy().astype(np.float64), ref, rtol=0, atol=2e-3)
+        rm, rv = 0.9 * rm + 0.1 * mu, 0.9 * rv + 0.1 * unb
+        assert np.isfinite(bn.running_var.numpy()).all()
+        np.testing.assert_allclose(bn.running_mean.numpy(), rm, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(bn.running_var.numpy(), rv, rtol=1e-3)
+    bn.eval()
+    x = (_rng(9).normal(size=(8, 4)) * 300).astype(np.float16)
+    y = bn(_t(x, device))
+    rmh, rvh = bn.running_mean.numpy().astype(np.float64), bn.running_var.numpy().astype(np.float64)
+    assert y.dtype == np.float16
+    assert _f16_ulps(y.numpy(), (x.astype(np.float64) - rmh) / np.sqrt(rvh + 1e-5)) <= 1
+
+
+@needs_torch
+def test_float16_layer_norm_and_batch_norm_match_torch(device):
+    x = np.array([[-300.0, 0.0, 300.0, 10.0]], dtype=np.float16)
+    np.testing.assert_array_equal(layer_norm(_t(x, device), (4,)).numpy(),
+                                  torch.nn.functional.layer_norm(torch.tensor(x), (4,)).numpy())
+    bn = nn.BatchNorm1d(4, device=device, dtype=np.float16)
+    tbn = torch.nn.BatchNorm1d(4).half()
+    for step in range(3):
+        x = (_rng(step).normal(size=(8, 4)) * 300 + 100 * step).astype(np.float16)
+        y, yt = bn(_t(x, device)).numpy(), tbn(torch.tensor(x)).detach().numpy()
+        # torch transforms as x·a + b (a = invstd·w, b = bias - mean·a): a float16 ulp apart
+        np.testing.assert_allclose(y.astype(np.float32), yt.astype(np.float32), rtol=0,
+                                   atol=2e-3)
+        for k, v in tbn.state_dict().items():
+            got, want = bn.state_dict()[k].numpy(), v.numpy()
+            assert got.dtype == want.dtype, k
+            if k == "num_batches_tracked":
+                assert got == want
+            else:
+                assert _f16_ulps(got, want) <= 1, (k, got, want)
+    bn.eval()
+    tbn.eval()
+    x = (_rng(9).normal(size=(8, 4)) * 300).astype(np.float16)
+    assert _f16_ulps(bn(_t(x, device)).numpy(), tbn(torch.tensor(x)).detach().numpy()) <= 1
 
 
 def test_batch_norm_gradcheck_train_eval_and_second_order(device):
