@@ -237,7 +237,10 @@ class BatchNorm1d(Module):
     cumulative average over the ``num_batches_tracked`` batches seen. In ``eval()`` mode the
     running statistics normalise. Without ``track_running_stats`` there are no buffers and the
     batch statistics are used in both modes. Buffers update in place on the device (no host
-    round trip, nothing recorded for autograd); the state_dict keys are PyTorch's.
+    round trip, nothing recorded for autograd), but never in an array anything else holds: a
+    ``state_dict()`` taken earlier keeps its values (unlike torch's, which share memory). The
+    state_dict keys are PyTorch's. Float16 input is normalised in float32 and the running
+    statistics move in float32, rounded once into the buffers, as in torch.
     """
 
     _op = "BatchNorm1d"
