@@ -296,6 +296,8 @@ def run_backward(
                         heapq.heappush(heap, (-edge.seq, edge))
                 elif not collect:
                     if gi.__class__ is not Tensor:
+                        if isinstance(gi, np.generic):  # NumPy's 0-d results are scalars
+                            gi = np.array(gi)
                         # A rule may hand one array to several inputs (add returns g, g) or a
                         # view of it; a leaf's .grad must own its memory.
                         if gi.base is not None or id(gi) in handed:
@@ -320,7 +322,7 @@ def run_backward(
     for t in inputs:
         g = leaf_grads.get(id(t)) if t._ctx is None else captured.get(t._ctx)
         if g is not None and g.__class__ is not Tensor:
-            g = Tensor._wrap(g, t.device)
+            g = Tensor._wrap(np.array(g) if isinstance(g, np.generic) else g, t.device)
         results.append(g)
     return results
 
@@ -350,8 +352,13 @@ def grad(
             raise RuntimeError("grad: one of the inputs does not require grad")
     if grad_outputs is None:
         grad_outputs = [None] * len(outputs)
-    elif isinstance(grad_outputs, Tensor):
-        grad_outputs = [grad_outputs]
+    elif isinstance(grad_outputs, Tensor) or hasattr(grad_outputs, "shape"):
+        grad_outputs = [grad_outputs]  # one gradient (a tensor or an array), not a list of them
+    else:
+        grad_outputs = list(grad_outputs)
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad: got {len(outputs)} outputs but {len(grad_outputs)} "
+                         "grad_outputs; give one per output (None for a scalar output)")
     if retain_graph is None:
         retain_graph = create_graph
     seeds = [_seed_gradient(o, g, create_graph, "grad") for o, g in zip(outputs, grad_outputs)]
@@ -397,10 +404,22 @@ def _seed_gradient(out: Tensor, gradient, create_graph: bool, op: str):
                 raise DeviceError(
                     f"{op}: gradient is on {gradient.device} but the output is on {out.device}"
                 )
+            if gradient.shape != out.shape:
+                raise ValueError(f"{op}: gradient has shape {gradient.shape} but the output has "
+                                 f"shape {out.shape}")
+            if create_graph and gradient.requires_grad:
+                # Keep the seed in the graph, so the result can be differentiated with respect
+                # to it (the double-VJP way to a Jacobian-vector product).
+                from . import ops
+
+                return ops.clone(gradient if gradient.dtype == out.dtype
+                                 else ops.astype(gradient, out.dtype))
             with out.device.activate():  # the caller keeps its tensor; leaves own their grads
-                seed = gradient.data.copy()
+                seed = gradient.data.astype(out.dtype, copy=True)
         else:
             seed = out.device.backend.asarray(gradient, dtype=out.dtype)
+            if seed is gradient:  # the caller's own array: leaves must own their grads
+                seed = seed.copy()
         if seed.shape != out.shape:
             raise ValueError(
                 f"{op}: gradient has shape {seed.shape} but the output has shape {out.shape}"

@@ -128,8 +128,12 @@ def explain(t: Tensor) -> Explanation:
         ops = fn.device.backend.ops
         with fn.device.activate():  # as the backward engine does
             ones = fresh.backward(ops, xp.ones_like(out), *fresh.saved)
-            local[id(fn)] = {label(e): _host(fn.device, d) for e, d in zip(fn.edges, ones)
-                             if d is not None}
+            derivs: dict[str, object] = {}
+            for e, d in zip(fn.edges, ones):
+                if d is not None:  # an input used twice (a*a) gets both parts, summed
+                    name = label(e)
+                    derivs[name] = _host(fn.device, d) + derivs.get(name, 0)
+            local[id(fn)] = derivs
             g = upstream.get(id(fn))
             if g is None:
                 continue

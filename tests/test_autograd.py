@@ -4,6 +4,7 @@ buffers, create_graph (higher order), gg.grad, grad modes (thread-local), detach
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import weakref
 
@@ -401,3 +402,60 @@ def test_requires_grad_and_is_leaf(device):
     assert c.is_leaf and not c.requires_grad
     x.requires_grad_(False)
     assert not (x * 2).requires_grad
+
+
+# -- fixes from a review against torch ------------------------------------------------------
+def test_0d_leaf_gradients_are_arrays_that_clipping_can_scale(device):
+    w = T(np.ones(2), device, requires_grad=True)
+    log_t = T(np.array(0.5), device, requires_grad=True)
+    (w * w * gg.exp(log_t)).sum().backward()
+    assert log_t.grad.shape == () and not isinstance(log_t.grad.data, np.generic)
+    before = log_t.grad.item()
+    total = gg.nn.utils.clip_grad_norm_([w, log_t], 1.0)
+    assert log_t.grad.item() == pytest.approx(before / total.item(), rel=1e-6)
+    gg.nn.utils.clip_grad_value_([log_t], 0.1)
+    assert log_t.grad.item() == pytest.approx(min(0.1, before / total.item()))
+    (g,) = gg.grad(gg.exp(log_t), [log_t])
+    g.data[...] = 0  # an array one can write into, not a NumPy scalar
+
+
+def test_grad_outputs_must_match_outputs(device):
+    x = T([1.0, 2.0], device, requires_grad=True)
+    with pytest.raises(ValueError, match="grad: got 2 outputs but 1 grad_outputs"):
+        gg.grad([x * 2, x * 3], [x], grad_outputs=[gg.ones(2, device=device)])
+    (g,) = gg.grad(x * 2, [x], grad_outputs=np.full(2, 3.0))  # one array is one gradient
+    np.testing.assert_allclose(g.numpy(), [6.0, 6.0])
+
+
+def test_create_graph_keeps_grad_outputs_in_the_graph(device):
+    """The double-VJP trick: d/dv of vᵀJ is Jᵀ... here J = diag(2x), so d(Σ vᵀJ)/dv = 2x."""
+    x = T([1.0, 2.0], device, requires_grad=True)
+    v = T([1.0, 1.0], device, requires_grad=True)
+    (g,) = gg.grad(x * x, x, grad_outputs=v, create_graph=True)
+    gx, gv = gg.grad(g.sum(), [x, v])
+    np.testing.assert_allclose(gv.numpy(), [2.0, 4.0])
+    np.testing.assert_allclose(gx.numpy(), [2.0, 2.0])
+
+
+def test_backward_seed_is_cast_and_copied(device):
+    x = T(np.array([1.0, 2.0], dtype=np.float32), device, requires_grad=True)
+    gg.exp(x).backward(gradient=T(np.ones(2), device))  # float64 seed, float32 output
+    assert x.grad.dtype == np.float32
+    seed = np.ones(2, dtype=np.float32)
+    y = T(np.array([1.0, 2.0], dtype=np.float32), "cpu", requires_grad=True)
+    (y * 1).backward(gradient=seed)
+    seed[0] = 100.0  # the caller's array: the gradient must not change with it
+    np.testing.assert_array_equal(y.grad.numpy(), [1.0, 1.0])
+
+
+def test_erf_of_integers_is_float64_on_every_device(device):
+    y = gg.erf(T(np.array([1, 2]), device))
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y.numpy(), [math.erf(1), math.erf(2)], rtol=1e-15)
+
+
+def test_explain_sums_the_local_derivative_of_an_input_used_twice():
+    a = gg.tensor(2.0, requires_grad=True)
+    a.name = "a"
+    table = str(gg.explain(a * a))
+    assert "∂v0/∂a = 4" in table

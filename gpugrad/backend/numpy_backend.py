@@ -38,7 +38,8 @@ class NumpyBackend:
     def erf(self, x: np.ndarray) -> np.ndarray:
         # NumPy has no erf ufunc; math.erf is correctly rounded, and GELU is not a hot path on CPU.
         # np.asarray: on a 0-d input frompyfunc returns a bare Python float, not an array.
-        return np.asarray(_erf(x), dtype=x.dtype)
+        # Integers promote to float64, as NumPy's float ufuncs (and CuPy's erf) do.
+        return np.asarray(_erf(x), dtype=x.dtype if x.dtype.kind == "f" else np.float64)
 
     def from_dlpack(self, obj) -> np.ndarray:
         return np.from_dlpack(obj)
