@@ -343,3 +343,32 @@ def test_to_accepts_a_dtype_positionally(device):
     assert u.dtype == np.float64 and str(u.device) == str(t.device)
     u.sum().backward()
     assert t.grad.dtype == np.float32
+
+
+def test_cuda_detection_needs_nvrtc_and_cublas_not_just_a_driver(monkeypatch):
+    """A driver lets CuPy count devices, but without NVRTC or cuBLAS the first op would fail:
+    detection reports "no CUDA" with the reason instead."""
+    import sys
+    import types
+
+    from gpugrad.backend import cuda_runtime
+
+    def fake_cupy(nvrtc_ok: bool):
+        def version():
+            if not nvrtc_ok:
+                raise OSError("libnvrtc.so.13: cannot open shared object file")
+            return (13, 0)
+
+        cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 2),
+                                     nvrtc=types.SimpleNamespace(getVersion=version))
+        return types.SimpleNamespace(cuda=cuda)
+
+    probe = cuda_runtime.status.__wrapped__  # uncached
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(nvrtc_ok=False))
+    count, reason = probe()
+    assert count == 0 and "2 CUDA device(s) found" in reason and "NVRTC" in reason
+    assert "gpugrad[cuda13]" in reason
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(nvrtc_ok=True))
+    monkeypatch.setitem(sys.modules, "cupy_backends.cuda.libs.cublas", None)  # import fails
+    count, reason = probe()
+    assert count == 0 and "cuBLAS" in reason

@@ -20,6 +20,20 @@ def status() -> tuple[int, str]:
         return 0, f"cupy cannot reach a CUDA device: {type(exc).__name__}: {exc}"
     if count == 0:
         return 0, "the CUDA runtime reports no devices"
+    # A driver is enough to count devices, but CuPy compiles every elementwise kernel with NVRTC
+    # and runs matmul through cuBLAS: without them the first op would fail, so say so here.
+    fix = ("install gpugrad[cuda12] or gpugrad[cuda13] (they bring the CUDA libraries) or a "
+           "CUDA toolkit")
+    try:
+        cupy.cuda.nvrtc.getVersion()
+    except Exception as exc:
+        return 0, (f"{count} CUDA device(s) found, but CuPy cannot load NVRTC, its kernel "
+                   f"compiler ({type(exc).__name__}: {exc}); {fix}")
+    try:
+        from cupy_backends.cuda.libs import cublas  # noqa: F401
+    except Exception as exc:
+        return 0, (f"{count} CUDA device(s) found, but CuPy cannot load cuBLAS "
+                   f"({type(exc).__name__}: {exc}); {fix}")
     return count, ""
 
 
