@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import autograd
-from .backend import Device, DeviceError
+from .backend import Device, DeviceError, device_array_to_host
 from .backend import device as _device
 
 _SCALARS = (int, float, bool)
@@ -36,9 +36,11 @@ def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
         return arr.copy() if copy and arr is data.data else arr
     if isinstance(data, np.ndarray) or _is_device_array(data):
         if dev.type == "cpu" and _is_device_array(data):
-            return np.asarray(data.get(), dtype=dtype)
+            return np.asarray(device_array_to_host(data), dtype=dtype)
         arr = dev.backend.asarray(data, dtype=dtype)
-        return arr.copy() if copy and arr is data else arr
+        if copy and (arr is data or _same_memory(arr, data)):
+            arr = arr.copy()  # CuPy wraps other libraries' GPU arrays without copying
+        return arr
     if isinstance(data, np.generic):
         return dev.backend.asarray(np.asarray(data, dtype=dtype))
     try:
@@ -62,12 +64,19 @@ def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
     return host if dev.type == "cpu" else dev.backend.asarray(host)
 
 
+def _same_memory(arr: Any, data: Any) -> bool:
+    """Whether ``arr`` (just made from ``data``) points at ``data``'s GPU memory."""
+    if not _is_device_array(data) or not _is_device_array(arr):
+        return False
+    return arr.__cuda_array_interface__["data"][0] == data.__cuda_array_interface__["data"][0]
+
+
 def _to_host(data: Any) -> Any:
     """Nested lists/tuples with every GPU tensor or array in them copied to the host."""
     if isinstance(data, Tensor):
         return data.numpy()
     if _is_device_array(data):
-        return data.get()
+        return device_array_to_host(data)
     if isinstance(data, (list, tuple)):
         return [_to_host(x) for x in data]
     return data

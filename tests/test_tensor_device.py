@@ -372,3 +372,15 @@ def test_cuda_detection_needs_nvrtc_and_cublas_not_just_a_driver(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy_backends.cuda.libs.cublas", None)  # import fails
     count, reason = probe()
     assert count == 0 and "cuBLAS" in reason
+
+
+@pytest.mark.skipif(not gg.cuda.is_available(), reason="needs a CUDA device")
+def test_other_libraries_gpu_arrays_are_copied_not_shared():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    src = torch.arange(3.0, device="cuda")
+    on_gpu, on_cpu = gg.tensor(src, device="cuda"), gg.tensor(src, device="cpu")
+    src[0] = 5.0  # CuPy would wrap torch's memory: gg.tensor must have copied it
+    np.testing.assert_array_equal(on_gpu.numpy(), [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(on_cpu.numpy(), [0.0, 1.0, 2.0])

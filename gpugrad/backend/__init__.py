@@ -18,6 +18,16 @@ def set_fused(enabled: bool) -> None:
     global _FUSED
     _FUSED = bool(enabled)
 
+
+def device_array_to_host(obj):
+    """A NumPy copy of any GPU array (``__cuda_array_interface__``): CuPy's own, or another
+    library's (torch, numba), which has no ``.get()``."""
+    if hasattr(obj, "get"):
+        return obj.get()
+    import cupy
+
+    return cupy.asnumpy(cupy.asarray(obj))
+
 __all__ = [
     "Device",
     "DeviceError",
@@ -25,6 +35,7 @@ __all__ = [
     "cuda_runtime",
     "default_device",
     "device",
+    "device_array_to_host",
     "fused_enabled",
     "set_fused",
     "set_default_device",

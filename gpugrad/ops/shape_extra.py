@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
+from ..backend import device_array_to_host
 from ..tensor import Tensor
 from . import _t, getitem, reshape
 from .reductions_extra import axes_of, axis_of
@@ -27,7 +28,7 @@ def _to_host(values):
     if isinstance(values, Tensor):
         return values.tolist()
     if _is_device_array(values):
-        return values.get()
+        return device_array_to_host(values)
     if isinstance(values, (list, tuple)):
         return [_to_host(v) for v in values]
     return values
