@@ -226,7 +226,9 @@ def _to_device(a: Any, device: Any) -> Any:
 
     if isinstance(a, gg.Tensor):
         return a if device is None else a.to(device)
-    return gg.tensor(np.asarray(a), device=device)
+    if not hasattr(a, "__cuda_array_interface__"):  # GPU arrays go as they are (NumPy refuses)
+        a = np.asarray(a)  # lists as arrays: float64 data stays float64
+    return gg.tensor(a, device=device)
 
 
 class DataLoader:

@@ -8,6 +8,10 @@ import numpy as np
 
 from .array_ops import ArrayOps
 
+# cupyx.scatter_add's atomicAdd types (CuPy's _scatter_op)
+_SCATTER_ADD_DTYPES = frozenset(map(np.dtype, ("int32", "uint32", "uint64", "float16",
+                                               "float32", "float64")))
+
 
 class CupyBackend:
     name = "cupy"
@@ -34,6 +38,12 @@ class CupyBackend:
         return cupy.asnumpy(array)
 
     def scatter_add(self, target, index, values) -> None:
+        if target.dtype not in _SCATTER_ADD_DTYPES:
+            kinds = ", ".join(sorted(map(str, _SCATTER_ADD_DTYPES)))
+            raise TypeError(f"scatter_add: CuPy accumulates only {kinds} on the GPU, got "
+                            f"{target.dtype} (the gradient of indexing a "
+                            f"{target.dtype} tensor of shape {target.shape}); index a float "
+                            "tensor instead")
         cupyx.scatter_add(target, index, values)
 
     def erf(self, x):
