@@ -230,3 +230,13 @@ def test_loader_validates_inputs(device: str) -> None:
         DataLoader(x, y[:9])
     with pytest.raises(ValueError, match="batch_size"):
         DataLoader(x, y, batch_size=0)
+
+
+@pytest.mark.skipif(not gg.cuda.is_available(), reason="needs a CUDA device")
+def test_loader_accepts_gpu_arrays():
+    x = gg.tensor(np.arange(12.0).reshape(6, 2), device="cuda").data  # raw CuPy arrays
+    y = gg.tensor(np.arange(6), device="cuda").data
+    (xb, yb), (xb2, _) = list(DataLoader(x, y, batch_size=4, shuffle=False, device="cuda"))
+    np.testing.assert_array_equal(xb.numpy(), np.arange(8.0).reshape(4, 2))
+    np.testing.assert_array_equal(yb.numpy(), [0, 1, 2, 3])
+    assert xb2.shape == (2, 2) and str(xb.device) == "cuda:0"
