@@ -41,6 +41,9 @@ CORE=(tests/test_fused.py tests/test_kernels_compile.py tests/test_losses.py
       tests/test_loss_options.py tests/test_optim.py tests/test_optim_extra.py
       tests/test_training.py tests/test_dropout.py tests/test_multi_gpu.py)
 PYTEST=("$PY" -m pytest -p no:cacheprovider -vv --tb=short --durations=10)  # -vv: -q is in addopts
+# Device-parametrized tests run their "cuda" case only: CI runs the CPU cases on every push,
+# and a fresh machine spends its minutes compiling CuPy kernels.
+export GPUGRAD_TEST_DEVICES=cuda
 step tests_core 150 "${PYTEST[@]}" "${CORE[@]}"
 step kernels 90 "$PY" benchmarks/bench_kernels.py --json "$OUT/kernels.json"
 step train_cuda 45 "$PY" -m gpugrad train --device cuda --no-progress

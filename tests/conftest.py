@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import gpugrad as gg
 from gpugrad.backend import fused_enabled, set_fused
 
-DEVICES = ["cpu"] + (["cuda"] if gg.cuda.is_available() else [])
+
+def _test_devices() -> list[str]:
+    """Every available device, or the subset named in GPUGRAD_TEST_DEVICES (e.g. "cuda" on the
+    GPU machine, where CI has already run the CPU cases)."""
+    available = ["cpu"] + (["cuda"] if gg.cuda.is_available() else [])
+    wanted = [d for d in os.environ.get("GPUGRAD_TEST_DEVICES", "").split(",") if d]
+    return [d for d in wanted if d in available] or available
+
+
+DEVICES = _test_devices()
 
 
 @pytest.fixture(params=DEVICES)

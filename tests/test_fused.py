@@ -11,11 +11,10 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import DEVICES
 
-from gpugrad.backend import cuda_runtime
 from gpugrad.backend import device as get_device
 
-DEVICES = ["cpu"] + (["cuda"] if cuda_runtime.is_available() else [])
 IGNORE = -100
 TOL = {np.float32: 1e-6, np.float64: 1e-12, np.float16: 2e-3}
 
