@@ -63,11 +63,30 @@ def cos(x) -> Tensor: return _ew.Cos.apply(_t(x))
 def tanh(x) -> Tensor: return _ew.Tanh.apply(_t(x))
 def erf(x) -> Tensor: return _ew.Erf.apply(_t(x))
 def sign(x) -> Tensor: return _ew.Sign.apply(_t(x))
-def sigmoid(x) -> Tensor: return _act.Sigmoid.apply(_t(x))
 def relu(x) -> Tensor: return _act.ReLU.apply(_t(x))
 
 
+def sigmoid(x) -> Tensor:
+    x = _t(x)
+    if x.dtype.kind in "biu":  # the float dtype gg.exp gives (NumPy's loops), on either path
+        x = astype(x, np.exp.resolve_dtypes((x.dtype, None))[1])
+    return _act.Sigmoid.apply(x)
+
+
+def _scalar(op: str, name: str, value):
+    """A bound or slope as a Python number: a NumPy scalar (np.float64(1.0)) would promote a
+    float32 tensor and its gradient to float64."""
+    if value is None or value.__class__ in _SCALARS:
+        return value
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return value.item()
+    hint = " (for tensor bounds use gg.maximum / gg.minimum)" if op == "clip" else ""
+    raise TypeError(f"{op}: {name} must be a Python or NumPy scalar, got "
+                    f"{type(value).__name__}{hint}")
+
+
 def leaky_relu(x, negative_slope: float = 0.01) -> Tensor:
+    negative_slope = _scalar("leaky_relu", "negative_slope", negative_slope)
     return _act.LeakyReLU.apply(_t(x), negative_slope=negative_slope)
 
 
@@ -80,7 +99,7 @@ def gelu(x, approximate: str = "none") -> Tensor:
 def clip(x, min=None, max=None) -> Tensor:  # noqa: A002 - numpy/torch spelling
     if min is None and max is None:
         raise ValueError("clip: at least one of min and max must be given")
-    return _ew.Clip.apply(_t(x), lo=min, hi=max)
+    return _ew.Clip.apply(_t(x), lo=_scalar("clip", "min", min), hi=_scalar("clip", "max", max))
 
 
 def where(cond, a, b) -> Tensor:
@@ -94,21 +113,37 @@ def where(cond, a, b) -> Tensor:
 # -- comparisons and logic: bool results, never differentiable ------------------------------
 # These run outside Function.apply, so they make a GPU tensor's device current themselves (CuPy
 # computes on the current GPU); the CPU branch is spelled out to keep it as cheap as before.
-def _compare(name: str, ufunc: str):
+def _check_bool(name: str, *xs) -> None:
+    """``& | ^ ~`` (logical_*) take bool tensors only (README); ints would give logical results
+    where Python and torch mean bitwise ones."""
+    if not all(x.dtype == np.bool_ if x.__class__ is Tensor else x.__class__ is bool
+               for x in xs):
+        got = " and ".join(f"dtype {x.dtype}" if x.__class__ is Tensor else
+                           f"{type(x).__name__} {x!r}" for x in xs)
+        raise TypeError(f"{name}: expected bool tensors, got {got}")
+
+
+def _compare(name: str, ufunc: str, bool_only: bool = False):
     np_ufunc = getattr(np, ufunc)
 
     def compare(a, b) -> Tensor:
         a = _t(a, b if b.__class__ is Tensor else None)
         b = _operand(b, a)
+        if bool_only:
+            _check_bool(name, a, b)
         if b.__class__ is Tensor and b.device is not a.device:
             raise DeviceError(f"{name}: tensors are on different devices ({a.device} and "
                               f"{b.device})")
         dev = a.device
         b = b.data if b.__class__ is Tensor else b
-        if dev.type == "cpu":  # NumPy returns a scalar for 0-d inputs; tensors hold arrays
-            return Tensor._wrap(np.asarray(np_ufunc(a.data, b)), dev)
-        with dev.activate():  # CuPy computes on the current GPU
-            return Tensor._wrap(getattr(dev.xp, ufunc)(a.data, b), dev)
+        try:
+            if dev.type == "cpu":  # NumPy returns a scalar for 0-d inputs; tensors hold arrays
+                return Tensor._wrap(np.asarray(np_ufunc(a.data, b)), dev)
+            with dev.activate():  # CuPy computes on the current GPU
+                return Tensor._wrap(getattr(dev.xp, ufunc)(a.data, b), dev)
+        except ValueError:
+            _ew._check_broadcast(name, a.data, b)
+            raise
 
     compare.__name__ = name
     return compare
@@ -120,16 +155,18 @@ less = _compare("less", "less")
 less_equal = _compare("less_equal", "less_equal")
 greater = _compare("greater", "greater")
 greater_equal = _compare("greater_equal", "greater_equal")
-logical_and = _compare("logical_and", "logical_and")
-logical_or = _compare("logical_or", "logical_or")
-logical_xor = _compare("logical_xor", "logical_xor")
+logical_and = _compare("logical_and (&)", "logical_and", bool_only=True)
+logical_or = _compare("logical_or (|)", "logical_or", bool_only=True)
+logical_xor = _compare("logical_xor (^)", "logical_xor", bool_only=True)
 
 
-def _unary(name: str, ufunc: str):
+def _unary(name: str, ufunc: str, bool_only: bool = False):
     np_ufunc = getattr(np, ufunc)
 
     def unary(x) -> Tensor:
         x = _t(x)
+        if bool_only:
+            _check_bool(name, x)
         dev = x.device
         if dev.type == "cpu":
             return Tensor._wrap(np_ufunc(x.data), dev)
@@ -140,7 +177,7 @@ def _unary(name: str, ufunc: str):
     return unary
 
 
-logical_not = _unary("logical_not", "logical_not")
+logical_not = _unary("logical_not (~)", "logical_not", bool_only=True)
 isfinite = _unary("isfinite", "isfinite")
 
 
@@ -173,18 +210,32 @@ def log_softmax(x, axis: int = -1) -> Tensor:
     return _red.LogSoftmax.apply(_float(x, "log_softmax"), axis=axis)
 
 
+def _arg_axis(op: str, x: Tensor, axis):
+    """argmax / argmin's axis validated (an int or None) and its length checked (no empty)."""
+    if axis is not None and (not isinstance(axis, (int, np.integer)) or isinstance(axis, bool)):
+        raise TypeError(f"{op}: axis must be an int or None, got {axis!r}")
+    try:
+        axes = _red.normalize_axis(op, axis, x.ndim)
+    except ValueError as e:
+        raise ValueError(f"{e} (shape {x.shape})") from None
+    _red.check_nonempty(op, x.shape, axes)
+    return None if axes is None else axes[0]
+
+
 def argmax(x, axis=None, keepdims: bool = False) -> Tensor:
     x = _t(x)
+    axis = _arg_axis("argmax", x, axis)
     if x.device.type == "cpu":
-        return Tensor._wrap(x.data.argmax(axis=axis, keepdims=keepdims), x.device)
+        return Tensor._wrap(np.asarray(x.data.argmax(axis=axis, keepdims=keepdims)), x.device)
     with x.device.activate():  # not an op: make the GPU current here
         return Tensor._wrap(x.data.argmax(axis=axis, keepdims=keepdims), x.device)
 
 
 def argmin(x, axis=None, keepdims: bool = False) -> Tensor:
     x = _t(x)
+    axis = _arg_axis("argmin", x, axis)
     if x.device.type == "cpu":
-        return Tensor._wrap(x.data.argmin(axis=axis, keepdims=keepdims), x.device)
+        return Tensor._wrap(np.asarray(x.data.argmin(axis=axis, keepdims=keepdims)), x.device)
     with x.device.activate():
         return Tensor._wrap(x.data.argmin(axis=axis, keepdims=keepdims), x.device)
 
@@ -230,10 +281,15 @@ def squeeze(x, axis=None) -> Tensor:
     return reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in axes))
 
 
-def unsqueeze(x, axis: int) -> Tensor:
+def unsqueeze(x, axis) -> Tensor:
+    """Insert a 1 at ``axis`` (an int, or a tuple of them like NumPy's ``expand_dims``), counted
+    in the result's dims."""
     x = _t(x)
-    (a,) = _red.normalize_axis("unsqueeze", axis, x.ndim + 1)
-    return reshape(x, x.shape[:a] + (1,) + x.shape[a:])
+    n = 1 if isinstance(axis, (int, np.integer)) else len(axis) \
+        if isinstance(axis, (tuple, list)) else 1  # (a bad type is reported by normalize_axis)
+    axes = _red.normalize_axis("unsqueeze", axis, x.ndim + n)
+    dims = iter(x.shape)
+    return reshape(x, tuple(1 if i in axes else next(dims) for i in range(x.ndim + n)))
 
 
 expand_dims = unsqueeze

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import fused_enabled
+from .elementwise import mask_select
 
 
 class Sigmoid(Function):
@@ -26,18 +27,21 @@ class Sigmoid(Function):
 class ReLU(Function):
     save_output = True
     def forward(self, x): return self.xp.maximum(x, 0)
-    # A mask product, not where(): NumPy's where is ~15x slower than a multiply on large arrays.
-    def backward(self, ops, g, y): return (g * (y > 0),)
+    # A select, not g * mask (an inf or NaN g at a dead unit would give NaN, PyTorch gives 0);
+    # mask_select keeps NumPy at multiply speed (np.where is ~12x slower on random masks).
+    def backward(self, ops, g, y): return (mask_select(ops, y > 0, g),)
 
 
 class LeakyReLU(Function):
     save_inputs = (0,)
 
-    def forward(self, x, negative_slope=0.01):
+    def forward(self, x, negative_slope=0.01):  # a Python float (see gg.leaky_relu)
         self.slope = negative_slope
         return self.xp.where(x > 0, x, x * negative_slope)
 
-    def backward(self, ops, g, x): return (ops.where(x > 0, g, g * self.slope),)
+    def backward(self, ops, g, x):
+        gx = ops.where(x > 0, g, g * self.slope)
+        return (gx if gx.dtype == x.dtype else gx.astype(x.dtype),)
 
 
 class GELU(Function):

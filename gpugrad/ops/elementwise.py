@@ -10,14 +10,27 @@ from __future__ import annotations
 import math
 import operator
 
+import numpy as np
+
 from ..autograd import Function
+from ..tensor import Tensor
 
 _SCALARS = (int, float, bool)
+_SAME_SIZE_INT = {2: np.int16, 4: np.int32, 8: np.int64}
 
 
 def meta(x):
     """(shape, dtype) of an array operand, or None for a Python scalar."""
     return None if x.__class__ in _SCALARS else (x.shape, x.dtype)
+
+
+def acc_sum(x, axis=None, keepdims: bool = False):
+    """``x.sum(axis, keepdims)``, accumulated in float32 for float16 arrays: NumPy sums float16 in
+    float16 along non-contiguous axes (~10% off over 4096 rows). A Tensor (graph mode) goes
+    through ``Sum``, which does the same."""
+    if x.dtype.itemsize < 4 and x.dtype.kind == "f" and x.__class__ is not Tensor:
+        return x.sum(axis=axis, keepdims=keepdims, dtype=np.float32).astype(x.dtype)
+    return x.sum(axis=axis, keepdims=keepdims)
 
 
 def sum_to(g, shape):
@@ -27,8 +40,26 @@ def sum_to(g, shape):
         i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1
     )
     if axes:
-        g = g.sum(axis=axes, keepdims=True)
+        g = acc_sum(g, axis=axes, keepdims=True)
     return g.reshape(shape) if lead or g.shape != shape else g
+
+
+def mask_select(ops, mask, g):
+    """``where(mask, g, 0)``: exactly 0 where the mask is off, even where ``g`` is inf or NaN
+    (``g * mask`` would give NaN there). NumPy's ``where`` is ~12x slower than a multiply on a
+    random mask (branch mispredictions), so NumPy arrays AND the float's bits with an all-ones
+    or all-zeros integer mask instead: exact, branchless, within ~10% of ``g * mask`` (and ~8x
+    faster than it for float16). CuPy arrays and Tensors (graph mode) use ``ops.where``."""
+    if (g.__class__ is np.ndarray and mask.__class__ is np.ndarray and g.shape == mask.shape
+            and g.dtype.kind == "f" and g.dtype.itemsize in _SAME_SIZE_INT):
+        as_int = _SAME_SIZE_INT[g.dtype.itemsize]
+        out = np.empty_like(g)  # owns its memory (a view would be copied again at a leaf)
+        bits = out.view(as_int)
+        np.copyto(bits, mask)
+        np.negative(bits, out=bits)  # True -> -1 (all bits set), False -> 0
+        np.bitwise_and(g.view(as_int), bits, out=bits)
+        return out
+    return ops.where(mask, g, 0)
 
 
 def reduce_to(g, m):
@@ -40,6 +71,10 @@ def reduce_to(g, m):
     if g.dtype != m[1]:
         g = g.astype(m[1])
     return g
+
+
+def _describe(x) -> str:
+    return repr(x) if x.__class__ in _SCALARS else f"of shape {x.shape} and dtype {x.dtype}"
 
 
 def _check_broadcast(op: str, a, b) -> None:
@@ -96,10 +131,29 @@ class Div(Binary):
                 reduce_to(-ga * a / b, self.mb) if need_b else None)
 
 
+def _is_int(x) -> bool:
+    return x.__class__ is int or (x.__class__ not in _SCALARS and x.dtype.kind in "iub")
+
+
 class Pow(Binary):
     save_inputs = (0, 1)
     save_output = True
     compute = staticmethod(operator.pow)
+
+    def forward(self, a, b):
+        # NumPy refuses integers to negative integer powers (CuPy quietly gives 0); say so here,
+        # without a device sync: a Python exponent is checked up front, an array one by NumPy.
+        if b.__class__ is int and b < 0 and _is_int(a):
+            raise ValueError(f"pow: integers to negative integer powers are not allowed (base "
+                             f"{_describe(a)}, exponent {b}); use a floating-point base")
+        try:
+            return super().forward(a, b)
+        except ValueError as e:
+            if _is_int(a) and _is_int(b) and "negative integer powers" in str(e):
+                raise ValueError(f"pow: integers to negative integer powers are not allowed "
+                                 f"(base {_describe(a)}, exponent {_describe(b)}); use a "
+                                 "floating-point base") from None
+            raise
 
     def backward(self, ops, g, a, b, y):
         need_a, need_b = self.needs_input_grad
@@ -118,22 +172,28 @@ class Pow(Binary):
         return ga, gb
 
 
+def _extremum_grads(fn, ops, g, a, b, a_loses, b_loses):
+    """Each side's gradient from its own mask (PyTorch's rule): half of ``g`` at ties, ``g``
+    where it is not the loser, exactly 0 where it loses (even where ``g`` is inf or NaN; with a
+    NaN operand neither side loses). ``g - ga`` would turn an inf ``g`` into NaN for the loser."""
+    need_a, need_b = fn.needs_input_grad
+    tie = a == b
+    half = g * 0.5
+    ga = reduce_to(ops.where(tie, half, ops.where(a_loses, 0, g)), fn.ma) if need_a else None
+    gb = reduce_to(ops.where(tie, half, ops.where(b_loses, 0, g)), fn.mb) if need_b else None
+    return ga, gb
+
+
 class Maximum(Binary):
     save_inputs = (0, 1)
     def compute(self, a, b): return self.xp.maximum(a, b)
-
-    def backward(self, ops, g, a, b):
-        ga = ops.where(a == b, g * 0.5, ops.where(a > b, g, 0))  # ties split evenly
-        return reduce_to(ga, self.ma), reduce_to(g - ga, self.mb)
+    def backward(self, ops, g, a, b): return _extremum_grads(self, ops, g, a, b, a < b, a > b)
 
 
 class Minimum(Binary):
     save_inputs = (0, 1)
     def compute(self, a, b): return self.xp.minimum(a, b)
-
-    def backward(self, ops, g, a, b):
-        ga = ops.where(a == b, g * 0.5, ops.where(a < b, g, 0))
-        return reduce_to(ga, self.ma), reduce_to(g - ga, self.mb)
+    def backward(self, ops, g, a, b): return _extremum_grads(self, ops, g, a, b, a > b, a < b)
 
 
 class Neg(Function):
@@ -197,17 +257,17 @@ class Sign(Function):
 class Clip(Function):
     save_inputs = (0,)
 
-    def forward(self, x, lo=None, hi=None):
-        self.lo, self.hi = lo, hi
+    def forward(self, x, lo=None, hi=None):  # lo, hi: Python scalars or None (see gg.clip)
+        self.lo, self.hi, self.dtype = lo, hi, x.dtype
         return self.xp.clip(x, lo, hi)
 
     def backward(self, ops, g, x):
-        inside = True
-        if self.lo is not None:
-            inside = x >= self.lo
-        if self.hi is not None:
-            inside = (x <= self.hi) & inside
-        return (ops.where(inside, g, 0),)
+        if self.lo is not None and self.hi is not None:
+            inside = (x >= self.lo) & (x <= self.hi)
+        else:
+            inside = x >= self.lo if self.lo is not None else x <= self.hi
+        g = mask_select(ops, inside, g)
+        return (g if g.dtype == self.dtype else g.astype(self.dtype),)
 
 
 class Where(Function):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..autograd import Function
-from .elementwise import sum_to
+from .elementwise import acc_sum, sum_to
 
 
 def _cast(g, dtype):
@@ -83,5 +83,5 @@ class Linear(Function):
             if need_w:
                 gw = _cast(g2.T @ x.reshape((-1, x.shape[-1])), w.dtype)
             if need_b:
-                gb = _cast(g2.sum(axis=0), self.b_dtype)
+                gb = _cast(acc_sum(g2, axis=0), self.b_dtype)  # float16: summed in float32
         return gx, gw, gb

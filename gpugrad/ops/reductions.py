@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
+from .elementwise import acc_sum
 
 
 def normalize_axis(op: str, axis, ndim: int) -> tuple[int, ...] | None:
@@ -28,6 +29,21 @@ def normalize_axis(op: str, axis, ndim: int) -> tuple[int, ...] | None:
     return tuple(sorted(out))
 
 
+def empty_axis(shape, axes) -> int | None:
+    """The first reduced axis (``axes`` from normalize_axis; None means all) of length 0."""
+    return next((a for a in (range(len(shape)) if axes is None else axes) if shape[a] == 0),
+                None)
+
+
+def check_nonempty(op: str, shape, axes) -> None:
+    """max / min / argmax have no identity: refuse a reduction over an axis of length 0 (other
+    axes may be empty: max over axis 1 of a (0, 3) tensor is a (0,) tensor)."""
+    a = empty_axis(shape, axes)
+    if a is not None:
+        raise ValueError(f"{op}: cannot reduce over axis {a} of length 0 (tensor shape {shape}, "
+                         f"axis={'None' if axes is None else axes})")
+
+
 def expand_reduced(g, shape, axes, keepdims: bool):
     """Reshape a reduced gradient so it broadcasts against the input's ``shape``."""
     if keepdims or axes is None and g.ndim == len(shape):
@@ -41,7 +57,7 @@ class Sum(Function):
     def forward(self, x, axis=None, keepdims=False):
         self.shape, self.keepdims = x.shape, keepdims
         self.axes = normalize_axis("sum", axis, x.ndim)
-        return x.sum(axis=self.axes, keepdims=keepdims)
+        return acc_sum(x, axis=self.axes, keepdims=keepdims)  # float16 accumulates in float32
 
     def backward(self, ops, g):
         return (ops.broadcast_to(expand_reduced(g, self.shape, self.axes, self.keepdims),
@@ -57,7 +73,13 @@ class Mean(Function):
         return x.mean(axis=self.axes, keepdims=keepdims)
 
     def backward(self, ops, g):
-        g = expand_reduced(g, self.shape, self.axes, self.keepdims) / self.count
+        g = expand_reduced(g, self.shape, self.axes, self.keepdims)
+        if g.dtype.itemsize < 4 and g.dtype.kind == "f":
+            # float16 would take the count as a float16: inf from 65504 on, so a zero gradient
+            scale = 1.0 / self.count if self.count else math.nan  # (an empty input: no grad)
+            g = (g.astype(np.float32) * scale).astype(g.dtype)
+        else:
+            g = g / self.count
         return (ops.broadcast_to(g, self.shape),)
 
 
@@ -70,8 +92,7 @@ class _Extremum(Function):
     def forward(self, x, axis=None, keepdims=False):
         name = type(self).__name__.lower()
         self.axes, self.keepdims = normalize_axis(name, axis, x.ndim), keepdims
-        if x.size == 0:
-            raise ValueError(f"{name}: cannot reduce an empty tensor of shape {x.shape}")
+        check_nonempty(name, x.shape, self.axes)
         return self.reduce(x, axis=self.axes, keepdims=keepdims)
 
     def backward(self, ops, g, x, y):
@@ -97,6 +118,12 @@ class LogSumExp(Function):
     def forward(self, x, axis=None, keepdims=False):
         self.axes, self.keepdims = normalize_axis("logsumexp", axis, x.ndim), keepdims
         xp = self.xp
+        if empty_axis(x.shape, self.axes) is not None:  # an empty sum: log(0) = -inf (torch's)
+            out = xp.full(tuple(1 if self.axes is None or i in self.axes else n
+                                for i, n in enumerate(x.shape)), -math.inf, dtype=x.dtype)
+            return out if keepdims else out.reshape(
+                () if self.axes is None else tuple(n for i, n in enumerate(x.shape)
+                                                   if i not in self.axes))
         m = x.max(axis=self.axes, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)  # all -inf (or inf) rows: keep exp well defined
         with np.errstate(divide="ignore"):  # an all -inf row sums to 0: log gives -inf, quietly
@@ -111,15 +138,28 @@ class LogSumExp(Function):
         return (g * ops.exp(x - y),)
 
 
+def _softmax_axis(op: str, x, axis):
+    """The softmax axis, and ``x`` as 1-D when it is 0-d (torch: softmax of a scalar is 1, for
+    axis 0 or -1); None as the axis when 0-d, so backward sums the whole (0-d) gradient."""
+    if x.ndim == 0:
+        normalize_axis(op, axis, 1)
+        return None, x.reshape((1,))
+    (a,) = normalize_axis(op, axis, x.ndim)
+    return a, x
+
+
 class Softmax(Function):
     save_output = True
 
     def forward(self, x, axis=-1):
-        (self.axis,) = normalize_axis("softmax", axis, x.ndim)
-        e = x - x.max(axis=self.axis, keepdims=True)
+        self.axis, x1 = _softmax_axis("softmax", x, axis)
+        a = 0 if self.axis is None else self.axis
+        if x1.shape[a] == 0:  # nothing to normalise: an empty result, like torch
+            return x.copy()
+        e = x1 - x1.max(axis=a, keepdims=True)
         self.xp.exp(e, out=e)
-        e /= e.sum(axis=self.axis, keepdims=True)
-        return e
+        e /= e.sum(axis=a, keepdims=True)
+        return e if x1 is x else e.reshape(())
 
     def backward(self, ops, g, y):
         gy = g * y
@@ -130,11 +170,14 @@ class LogSoftmax(Function):
     save_output = True
 
     def forward(self, x, axis=-1):
-        (self.axis,) = normalize_axis("log_softmax", axis, x.ndim)
-        shifted = x - x.max(axis=self.axis, keepdims=True)
-        lse = self.xp.log(self.xp.exp(shifted).sum(axis=self.axis, keepdims=True))
+        self.axis, x1 = _softmax_axis("log_softmax", x, axis)
+        a = 0 if self.axis is None else self.axis
+        if x1.shape[a] == 0:
+            return x.copy()
+        shifted = x1 - x1.max(axis=a, keepdims=True)
+        lse = self.xp.log(self.xp.exp(shifted).sum(axis=a, keepdims=True))
         shifted -= lse
-        return shifted
+        return shifted if x1 is x else shifted.reshape(())
 
     def backward(self, ops, g, y):
         return (g - ops.exp(y) * g.sum(axis=self.axis, keepdims=True),)

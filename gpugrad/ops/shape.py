@@ -15,6 +15,9 @@ def resolve_shape(op: str, shape, size: int, old) -> tuple[int, ...]:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     shape = tuple(int(n) for n in shape)
+    if any(n < -1 for n in shape):
+        raise ValueError(f"{op}: invalid shape {shape} for a tensor of shape {old}: dims must be "
+                         "non-negative, or -1 (once) to infer one")
     if shape.count(-1) > 1:
         raise ValueError(f"{op}: only one dimension can be -1, got {shape}")
     known = math.prod(n for n in shape if n != -1)
