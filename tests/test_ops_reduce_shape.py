@@ -533,3 +533,13 @@ def test_argmax_argmin(device, op):
             assert got.dtype == np.int64 and not got.requires_grad
             np.testing.assert_array_equal(got.numpy(), want)
     assert getattr(t, op)().item() == getattr(np, op)(x)
+
+
+def test_bounds_check_after_an_ellipsis_names_a_plain_axis():
+    """The check runs where CuPy would wrap silently; ``...`` counts axes with Python's sum."""
+    from gpugrad import ops
+
+    with pytest.raises(IndexError, match=r"index 5 is out of bounds for axis 1 with size 3 "
+                                         r"\(tensor shape \(2, 3\)\)"):
+        ops._check_bounds((Ellipsis, np.array([0, 5])), (2, 3))
+    ops._check_bounds((Ellipsis, np.array([0, -3])), (2, 3))  # in range: no error

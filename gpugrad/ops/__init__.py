@@ -3,6 +3,7 @@ Function. This module is also the ``ops`` namespace derivative rules see in grap
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 import numpy as np
@@ -348,12 +349,13 @@ def _check_bounds(index: tuple, shape: tuple, op: str = "getitem") -> None:
     dim = 0
     for p in index:
         if p is Ellipsis:
-            dim += len(shape) - sum(consumed)
+            dim += len(shape) - builtins.sum(consumed)  # this module's sum is gg.sum
             continue
         if hasattr(p, "dtype") and p.dtype.kind in "iu" and p.size and dim < len(shape):
-            lo, hi = int(p.min()), int(p.max())
-            if lo < -shape[dim] or hi >= shape[dim]:
-                bad = hi if hi >= shape[dim] else lo
+            n = shape[dim]
+            if bool(((p < -n) | (p >= n)).any()):  # one host read; the details only on error
+                lo, hi = int(p.min()), int(p.max())
+                bad = hi if hi >= n else lo
                 raise IndexError(f"{op}: index {bad} is out of bounds for axis {dim} with "
                                  f"size {shape[dim]} (tensor shape {shape})")
         dim += 0 if p is None else (p.ndim if hasattr(p, "dtype") and p.dtype == np.bool_
