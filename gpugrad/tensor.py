@@ -400,13 +400,19 @@ class Tensor:
             # value over, as ops do with operands.
             value = as_array(value, self.dtype, self.device, copy=False)
         index = ops._prepare_index(self, index, "__setitem__")
-        if tracked:  # a new node: the graph built so far keeps the old array
-            out = ops.index_put(self, value, index)
-            self.data, self._ctx, self.requires_grad = out.data, out._ctx, True
-            return
-        value = value.data if isinstance(value, Tensor) else value
-        with self.device.activate():  # CuPy writes with a kernel on the current GPU
-            self._private_array()[index] = value
+        try:
+            if tracked:  # a new node: the graph built so far keeps the old array
+                out = ops.index_put(self, value, index)
+                self.data, self._ctx, self.requires_grad = out.data, out._ctx, True
+                return
+            value = value.data if isinstance(value, Tensor) else value
+            with self.device.activate():  # CuPy writes with a kernel on the current GPU
+                self._private_array()[index] = value
+        except ValueError as exc:  # NumPy's/CuPy's broadcast error, with the op and shapes added
+            shape = getattr(value, "shape", ())
+            raise ValueError(f"__setitem__: a value of shape {tuple(shape)} does not fit the "
+                             f"selected elements of a tensor of shape {self.shape} ({exc})") \
+                from None
 
     def _private_array(self):
         """``self.data``, first replaced by a copy when anything else may hold it: a graph node

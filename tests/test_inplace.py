@@ -321,3 +321,15 @@ def test_size_copies_and_pickles_as_an_int():
     n = gg.zeros(2, 3).size
     for c in (copy.copy(n), copy.deepcopy(n), pickle.loads(pickle.dumps(n))):
         assert c == 6 and type(c) is int
+
+
+def test_setitem_and_sign_errors_name_the_op_and_shapes(device):
+    t = gg.zeros(3, 4, device=device)
+    with pytest.raises(ValueError, match=r"__setitem__: a value of shape \(5,\) does not fit the "
+                                         r"selected elements of a tensor of shape \(3, 4\)"):
+        t[0] = gg.ones(5, device=device)
+    y = gg.ones(3, 4, device=device, requires_grad=True) * 1
+    with pytest.raises(ValueError, match=r"__setitem__: a value of shape \(5,\)"):
+        y[0] = gg.ones(5, device=device)  # the recorded path
+    with pytest.raises(TypeError, match=r"sign: expected a numeric tensor, got dtype bool"):
+        gg.sign(gg.tensor([True], device=device))

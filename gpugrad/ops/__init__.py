@@ -63,7 +63,11 @@ def sin(x) -> Tensor: return _ew.Sin.apply(_t(x))
 def cos(x) -> Tensor: return _ew.Cos.apply(_t(x))
 def tanh(x) -> Tensor: return _ew.Tanh.apply(_t(x))
 def erf(x) -> Tensor: return _ew.Erf.apply(_t(x))
-def sign(x) -> Tensor: return _ew.Sign.apply(_t(x))
+def sign(x) -> Tensor:
+    x = _t(x)
+    if x.dtype == np.bool_:  # NumPy has no bool sign loop
+        raise TypeError(f"sign: expected a numeric tensor, got dtype bool (shape {x.shape})")
+    return _ew.Sign.apply(x)
 def relu(x) -> Tensor: return _act.ReLU.apply(_t(x))
 
 
