@@ -369,7 +369,9 @@ def test_cuda_detection_needs_nvrtc_and_cublas_not_just_a_driver(monkeypatch):
     assert count == 0 and "2 CUDA device(s) found" in reason and "NVRTC" in reason
     assert "gpugrad[cuda13]" in reason
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(nvrtc_ok=True))
-    monkeypatch.setitem(sys.modules, "cupy_backends", None)  # so importing cuBLAS fails
+    for name in ("cupy_backends", "cupy_backends.cuda", "cupy_backends.cuda.libs",
+                 "cupy_backends.cuda.libs.cublas"):
+        monkeypatch.setitem(sys.modules, name, None)  # so importing cuBLAS fails
     count, reason = probe()
     assert count == 0 and "cuBLAS" in reason
 
