@@ -12,26 +12,9 @@ import math
 import numpy as np
 
 from ..autograd import Function
-from ..backend import device_array_to_host
-from ..tensor import Tensor
+from ..tensor import Tensor, _is_device_array, _to_host  # GPU arrays: NumPy refuses them
 from . import _t, getitem, reshape
 from .reductions_extra import axes_of, axis_of
-
-
-def _is_device_array(values) -> bool:
-    return hasattr(values, "__cuda_array_interface__")  # a CuPy (or other GPU) array
-
-
-def _to_host(values):
-    """``values`` with every Tensor and GPU array in it (at any nesting of lists and tuples)
-    copied to the host: NumPy refuses to convert a CuPy array implicitly."""
-    if isinstance(values, Tensor):
-        return values.tolist()
-    if _is_device_array(values):
-        return device_array_to_host(values)
-    if isinstance(values, (list, tuple)):
-        return [_to_host(v) for v in values]
-    return values
 
 
 def _counts(op: str, what: str, values, shape) -> np.ndarray:
