@@ -353,6 +353,15 @@ def sgd_step(
         _store(p, pa)
 
 
+def _adam_bias_terms(step: int, lr: float, beta1: float, beta2: float) -> tuple[float, float]:
+    """Adam's host-side scalars for ``step`` (checked): ``(lr / (1 - beta1^step),
+    sqrt(1 - beta2^step))``, shared by this twin and the CUDA launcher so both get the same
+    float64 values."""
+    if int(step) != step or step < 1:
+        raise ValueError(f"adam_step: step must be an integer >= 1, got {step!r}")
+    return lr / (1 - beta1**step), (1 - beta2**step) ** 0.5
+
+
 def adam_step(
     params: list,
     grads: list,
@@ -367,11 +376,8 @@ def adam_step(
     weight_decay: float,
     decoupled: bool,
 ) -> None:
-    if int(step) != step or step < 1:
-        raise ValueError(f"adam_step: step must be an integer >= 1, got {step!r}")
     _check_group("adam_step", params, grads, [exp_avgs, exp_avg_sqs])
-    step_size = lr / (1 - beta1**step)
-    bc2_sqrt = (1 - beta2**step) ** 0.5
+    step_size, bc2_sqrt = _adam_bias_terms(step, lr, beta1, beta2)
     w1 = 1 - beta1
     for i, p in enumerate(params):
         pa, ma, va = _acc_view(p), _acc_view(exp_avgs[i]), _acc_view(exp_avg_sqs[i])

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import kernels
 from .fused_cpu import (
+    _adam_bias_terms,
     _check_bce_args,
     _check_bce_gy,
     _check_ce_args,
@@ -455,11 +456,8 @@ def adam_step(
     decoupled: bool,
 ) -> None:
     """One torch.optim.Adam (``decoupled=False``) or AdamW step over all ``params`` in place."""
-    if int(step) != step or step < 1:
-        raise ValueError(f"adam_step: step must be an integer >= 1, got {step!r}")
     _check_group("adam_step", params, grads, [exp_avgs, exp_avg_sqs])
-    step_size = lr / (1 - beta1**step)
-    bc2_sqrt = (1 - beta2**step) ** 0.5
+    step_size, bc2_sqrt = _adam_bias_terms(step, lr, beta1, beta2)
     decay = 1 - lr * weight_decay
     for sfx, idx in _groups(params).items():
         dev = params[idx[0]].device.id
