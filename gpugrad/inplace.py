@@ -52,24 +52,17 @@ def _take(t: Tensor, out: Tensor, op: str) -> Tensor:
     return t
 
 
-def _updater(fn, name: str, label: str):
-    def update(self: Tensor, other: Any) -> Tensor:
+def _updater(fn, name: str, label: str | None = None):
+    """The in-place form of the binary op ``fn``; ``add_``/``sub_`` also take torch's ``alpha``
+    (``self ± alpha * other``)."""
+    label = label or name
+
+    def update(self: Tensor, other: Any, alpha: float = 1) -> Tensor:
         _check_writable(self, label)
-        return _take(self, fn(self, other), label)
+        return _take(self, fn(self, other if alpha == 1 else other * alpha), label)
 
     update.__name__ = name
     update.__doc__ = f"In place ``{label}``: the tensor takes the result (see gpugrad.inplace)."
-    return update
-
-
-def _scaled(fn, name: str):
-    def update(self: Tensor, other: Any, alpha: float = 1) -> Tensor:
-        _check_writable(self, name)
-        return _take(self, fn(self, other if alpha == 1 else other * alpha), name)
-
-    update.__name__ = name
-    update.__doc__ = (f"``self {'+' if fn is ops.add else '-'}= alpha * other`` in place "
-                      "(torch's signature).")
     return update
 
 
@@ -125,10 +118,10 @@ INPLACE_METHODS = {
     "__isub__": _updater(ops.sub, "__isub__", "-="),
     "__imul__": _updater(ops.mul, "__imul__", "*="),
     "__itruediv__": _updater(ops.div, "__itruediv__", "/="),
-    "add_": _scaled(ops.add, "add_"),
-    "sub_": _scaled(ops.sub, "sub_"),
-    "mul_": _updater(ops.mul, "mul_", "mul_"),
-    "div_": _updater(ops.div, "div_", "div_"),
+    "add_": _updater(ops.add, "add_"),
+    "sub_": _updater(ops.sub, "sub_"),
+    "mul_": _updater(ops.mul, "mul_"),
+    "div_": _updater(ops.div, "div_"),
     "zero_": zero_,
     "fill_": fill_,
     "copy_": copy_,
