@@ -108,4 +108,5 @@ int64 = _np.dtype("int64")
 bool_ = _np.dtype("bool")
 
 from . import data, functional, nn, optim, utils  # noqa: E402
+from .compile import CompileError, compile  # noqa: E402,A004
 from .serialization import load, save  # noqa: E402

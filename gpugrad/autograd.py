@@ -38,6 +38,33 @@ class _GradMode(threading.local):
 _grad_mode = _GradMode()
 
 
+class _Tracing(threading.local):
+    """The ``gg.compile`` tracer recording this thread's calls, or None (the usual case)."""
+
+    tracer = None
+
+
+_tracing = _Tracing()
+
+
+def traced_call(func, *args: Any) -> Any:
+    """``func(*args)``; under ``gg.compile`` the call is also recorded as one step of the program,
+    so that the replay repeats it. For updates made outside Functions (optimizer steps, running
+    statistics, gradient clipping): they read and write tensors that outlive the step."""
+    tracer = _tracing.tracer
+    if tracer is None:
+        return func(*args)
+    return tracer.call(func, args)
+
+
+def untraceable(what: str, why: str) -> None:
+    """Tell an active ``gg.compile`` trace that ``what`` cannot be replayed (it raises, or
+    falls back to eager execution)."""
+    tracer = _tracing.tracer
+    if tracer is not None:
+        tracer.fail(what, why)
+
+
 def is_grad_enabled() -> bool:
     return _grad_mode.enabled
 
@@ -104,6 +131,9 @@ class Function:
     source = None  # the inputs' device when it is not ``device`` (set by ToDevice's forward)
     params: dict = {}  # keyword arguments of forward, kept for gg.explain's replay
     _saves_prefix = False
+    # params drawn anew on each gg.compile replay: name -> function of the traced params (dropout
+    # keys come from the host generator on every call, as in eager code)
+    replay_params: dict = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -158,7 +188,7 @@ class Function:
         result = Tensor.__new__(Tensor)
         result.data = out
         result.device = fn.device  # forward may move it (ToDevice)
-        result.grad = None
+        result._grad = None
         result._name = None
         if record and _grad_mode.enabled:
             fn.edges = edges
@@ -178,6 +208,8 @@ class Function:
         else:
             result.requires_grad = False
             result._ctx = None
+        if _tracing.tracer is not None:
+            _tracing.tracer.on_apply(fn, inputs, arrays, params, result)
         return result
 
     # -- used by the engine ----------------------------------------------------------------
@@ -359,6 +391,8 @@ def grad(
     if len(grad_outputs) != len(outputs):
         raise ValueError(f"grad: got {len(outputs)} outputs but {len(grad_outputs)} "
                          "grad_outputs; give one per output (None for a scalar output)")
+    if _tracing.tracer is not None:
+        untraceable("gg.grad", "gradients returned as values are not captured; use backward()")
     if retain_graph is None:
         retain_graph = create_graph
     seeds = [_seed_gradient(o, g, create_graph, "grad") for o, g in zip(outputs, grad_outputs)]
@@ -381,6 +415,9 @@ def backward(
         )
     if retain_graph is None:
         retain_graph = create_graph
+    if _tracing.tracer is not None:  # gg.compile records the walk
+        _tracing.tracer.backward(tensor, gradient, retain_graph, create_graph)
+        return
     seed = _seed_gradient(tensor, gradient, create_graph, "backward")
     run_backward([tensor], [seed], retain_graph, create_graph)
 

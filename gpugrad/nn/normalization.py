@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import ops
+from ..autograd import traced_call
 from ..backend import DeviceError
 from ..backend import device as _device
 from ..creation import empty, ones, zeros
@@ -162,6 +163,30 @@ def _update_running(running: Tensor, batch, factor: Any) -> None:
             arr[...] = arr.astype(ct) * (1 - f) + f * batch
 
 
+def _update_running_stats(running_mean: Tensor | None, running_var: Tensor | None, mean: Any,
+                          var: Any, n: int, factor: Any) -> None:
+    """Move the running statistics towards the batch's (the variance unbiased, as PyTorch
+    keeps); ``mean``/``var`` are the keepdims arrays of the normalisation."""
+    c = mean.size
+    if running_mean is not None:
+        _update_running(running_mean, mean.reshape(c), factor)
+    if running_var is not None:
+        with running_var.device.activate():
+            unbiased = var.reshape(c) * (n / (n - 1))
+        _update_running(running_var, unbiased, factor)
+
+
+def _count_batch(nbt: Tensor, momentum: float | None) -> Any:
+    """``num_batches_tracked += 1`` on the device; the running-stat factor: ``momentum``, or
+    1 / batches seen (a 0-d array or NumPy scalar) for the cumulative average."""
+    with nbt.device.activate():
+        count = nbt._private_array()  # never into a state_dict() snapshot
+        count += 1  # on the device: no host sync
+        if momentum is None:  # cumulative moving average: 1 / batches seen
+            return 1.0 / count.astype(np.float64)  # a 0-d array (CuPy) or a scalar
+    return momentum
+
+
 def _check_batch_params(op: str, x: Tensor, running_mean: Tensor | None,
                         running_var: Tensor | None, weight: Tensor | None,
                         bias: Tensor | None) -> None:
@@ -187,12 +212,9 @@ def _batch_norm(op: str, x: Tensor, running_mean: Tensor | None, running_var: Te
             raise ValueError(f"{op}: expected more than 1 value per channel when training, got "
                              f"input of shape {x.shape}")
         y, mean, var = _normalize(xc, axes, eps)
-        if running_mean is not None:
-            _update_running(running_mean, mean.data.reshape(c), factor)
-        if running_var is not None:  # the unbiased estimate, as PyTorch keeps
-            with x.device.activate():
-                unbiased = var.data.reshape(c) * (n / (n - 1))
-            _update_running(running_var, unbiased, factor)
+        if running_mean is not None or running_var is not None:  # one gg.compile step
+            traced_call(_update_running_stats, running_mean, running_var, mean.data, var.data,
+                        n, factor)
     else:
         if running_mean is None or running_var is None:
             raise ValueError(f"{op}: running_mean and running_var are needed when not training "
@@ -305,11 +327,7 @@ class BatchNorm1d(Module):
             _check_batch_params(self._op, x, self.running_mean, self.running_var, self.weight,
                                 self.bias)
             _check_param(self._op, "num_batches_tracked", nbt, (), x)
-            with nbt.device.activate():
-                count = nbt._private_array()  # never into a state_dict() snapshot
-                count += 1  # on the device: no host sync
-                if self.momentum is None:  # cumulative moving average: 1 / batches seen
-                    factor = 1.0 / count.astype(np.float64)  # a 0-d array (CuPy) or a scalar
+            factor = traced_call(_count_batch, nbt, self.momentum)  # one gg.compile step
         # train(): batch statistics, running ones updated; eval(): the running statistics --
         # or, without track_running_stats (no buffers), batch statistics in both modes
         return _batch_norm(self._op, x, self.running_mean, self.running_var, self.weight,

@@ -18,7 +18,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ..autograd import untraceable
 from .optimizer import Optimizer
+
+
+def _not_in_compile() -> None:
+    untraceable("lr_scheduler step()", "it changes Python state (the rates) that a replay "
+                "does not repeat; call it outside the compiled function (the replay reads the "
+                "new rates)")
 
 
 class LRScheduler:
@@ -65,6 +72,7 @@ class LRScheduler:
 
     def step(self, epoch: int | None = None) -> None:
         """Advance one epoch (or jump to ``epoch``, closed form) and set each group's ``lr``."""
+        _not_in_compile()
         self._step_count += 1
         self._update_lr(epoch)
 

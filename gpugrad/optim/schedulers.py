@@ -10,7 +10,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from .lr_scheduler import LRScheduler
+from .lr_scheduler import LRScheduler, _not_in_compile
 from .optimizer import Optimizer
 
 
@@ -181,6 +181,7 @@ class ReduceLROnPlateau(LRScheduler):
     def step(self, metrics: Any, epoch: int | None = None) -> None:  # type: ignore[override]
         """Record this epoch's metric (a number or a one-element tensor: this reads it on the
         host) and reduce the rates if it has plateaued."""
+        _not_in_compile()
         current = float(metrics)
         self.last_epoch = self.last_epoch + 1 if epoch is None else int(epoch)
         if self._is_better(current, self.best):
@@ -273,6 +274,7 @@ class SequentialLR(_SchedulerGroup):
         self._last_lr = first.get_last_lr()
 
     def step(self) -> None:  # type: ignore[override]
+        _not_in_compile()
         self.last_epoch += 1
         idx = bisect_right(self._milestones, self.last_epoch)
         scheduler = self._schedulers[idx]

@@ -1,0 +1,190 @@
+"""``gg.compile``: trace a step once per signature, replay the program on later calls."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from ..autograd import _tracing, is_grad_enabled
+from ..tensor import Tensor
+from .program import Program
+from .tracer import CompileError, Tracer
+
+_ARG_SCALARS = (int, float, bool, str, type(None))
+CACHE_SIZE = 8  # programs kept per compiled function (least recently used dropped first)
+
+
+class _Entry:
+    """One cached program and how to rebuild the function's result from its outputs."""
+
+    def __init__(self, program: Program, rebuild: Callable[[tuple], Any]) -> None:
+        self.program = program
+        self.rebuild = rebuild
+
+    def run(self, tensors: list[Tensor]) -> Any:
+        prog = self.program
+        dev = prog.device
+        if dev is None or dev.type == "cpu":
+            outs = prog.replay(*tensors)
+        else:
+            with dev.activate():
+                outs = prog.replay(*tensors)
+        return self.rebuild(outs)
+
+
+class Compiled:
+    """A function compiled by ``gg.compile``. Call it like the function; ``.program`` is the
+    program of the latest call (``print`` it), ``.programs`` every cached one."""
+
+    def __init__(self, fn: Callable[..., Any], fallback: str | None,
+                 cache_size: int = CACHE_SIZE) -> None:
+        if fallback not in (None, "eager"):
+            raise ValueError(f"gg.compile: fallback must be None or 'eager', got {fallback!r}")
+        if not callable(fn):
+            raise TypeError(f"gg.compile: expected a function, got {type(fn).__name__}")
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.fallback = fallback
+        self.cache_size = int(cache_size)
+        self.traces = 0  # how many times the function was traced (a test and tuning aid)
+        self.eager_reason: str | None = None
+        self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._modules: list[Any] = []
+        self._last: _Entry | None = None
+        self._label = getattr(fn, "__qualname__", getattr(fn, "__name__", "fn"))
+
+    @property
+    def program(self) -> Program | None:
+        return None if self._last is None else self._last.program
+
+    @property
+    def programs(self) -> list[Program]:
+        return [e.program for e in self._cache.values()]
+
+    def __repr__(self) -> str:
+        return f"<gg.compile {self._label}: {len(self._cache)} program(s), {self.traces} trace(s)>"
+
+    # -- calling ---------------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.eager_reason is not None or _tracing.tracer is not None:
+            return self.fn(*args, **kwargs)  # inside another trace: recorded by that one
+        tensors: list[Tensor] = []
+        key = self._signature(args, kwargs, tensors)
+        entry = self._cache.get(key)
+        if entry is None:
+            return self._trace(args, kwargs, tensors)
+        self._cache.move_to_end(key)
+        self._last = entry
+        return entry.run(tensors)
+
+    def _signature(self, args: tuple, kwargs: dict, tensors: list[Tensor]) -> tuple:
+        parts: list[Any] = [is_grad_enabled(), tuple(m.training for m in self._modules)]
+        data_ids: dict[int, int] = {}
+
+        def walk(v: Any) -> Any:
+            if v.__class__ is Tensor:
+                first = data_ids.setdefault(id(v.data), len(tensors))  # aliasing is part of it
+                tensors.append(v)
+                return (v.data.shape, v.data.dtype.str, v.device, v.requires_grad, first)
+            if v.__class__ in _ARG_SCALARS:
+                return (v.__class__, v)
+            if isinstance(v, (tuple, list)):
+                return (v.__class__, tuple(walk(x) for x in v))
+            if isinstance(v, dict):
+                return (dict, tuple((k, walk(x)) for k, x in sorted(v.items())))
+            raise TypeError(f"gg.compile({self._label}): arguments must be tensors, numbers, "
+                            f"strings, None or tuples/lists/dicts of them; got "
+                            f"{type(v).__name__} (make arrays tensors: gg.tensor(a))")
+
+        parts.append(walk(args))
+        parts.append(walk(kwargs))
+        return tuple(parts)
+
+    def _trace(self, args: tuple, kwargs: dict, tensors: list[Tensor]) -> Any:
+        tracer = Tracer(self._label, self.fallback == "eager")
+        for i, t in enumerate(tensors):
+            tracer.input_index.setdefault(id(t), i)
+            slot = tracer.program.new_slot(t.data, "x")
+            tracer.program.inputs.append(slot)
+            tracer.file(t.data, slot)
+            if tracer.program.device is None:
+                tracer.program.device = t.device
+            elif t.device is not tracer.program.device:
+                raise CompileError(f"gg.compile({self._label}): the tensor arguments are on "
+                                   f"{tracer.program.device} and {t.device}; a program runs "
+                                   "on one device")
+        if _tracing.tracer is not None:
+            raise RuntimeError("gg.compile: another trace is running on this thread")
+        _tracing.tracer = tracer
+        try:
+            result = self.fn(*args, **kwargs)
+            if tracer.failure is None:
+                rebuild, eager_result = _outputs(tracer, result)
+        finally:
+            _tracing.tracer = None
+        self.traces += 1
+        for m in tracer.modules:
+            if all(m is not k for k in self._modules):
+                self._modules.append(m)
+        if tracer.failure is not None:
+            self.eager_reason = tracer.failure
+            warnings.warn(tracer.failure + f"; {self._label} runs eagerly from now on",
+                          RuntimeWarning, stacklevel=3)
+            return result
+        tracer.program.finish()
+        entry = _Entry(tracer.program, rebuild)
+        key = self._signature(args, kwargs, [])  # again: the modules seen are known now
+        self._cache[key] = entry
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        self._last = entry
+        return eager_result
+
+
+def _outputs(tracer: Tracer, result: Any) -> tuple[Callable[[tuple], Any], Any]:
+    """How to rebuild ``result`` from the program's outputs, and the value this (tracing) call
+    returns: the same structure, tensors new and detached, as every replay returns."""
+    prog = tracer.program
+    wrap = Tensor._wrap
+
+    def plan(v: Any) -> tuple[Callable[[tuple], Any], Any]:
+        if v.__class__ is Tensor:
+            if id(v) not in tracer.born and tracer.id2slot.get(id(v.data)) is None:
+                return (lambda outs: v), v  # a tensor from before the call (e.g. a parameter)
+            slot = tracer.tensor_slot(v, "returning a tensor")
+            if slot < 0:
+                return (lambda outs: None), v
+            k = len(prog.outputs)
+            prog.outputs.append(slot)
+            prog.slots[slot].escapes = True
+            dev = v.device
+            return (lambda outs: wrap(outs[k], dev)), wrap(v.data, dev)
+        if isinstance(v, (tuple, list)):
+            parts = [plan(x) for x in v]
+            kind = type(v)
+            return ((lambda outs: kind(f(outs) for f, _ in parts)),
+                    kind(e for _, e in parts))
+        if isinstance(v, dict):
+            items = [(k, plan(x)) for k, x in v.items()]
+            return ((lambda outs: {k: f(outs) for k, (f, _) in items}),
+                    {k: e for k, (_, e) in items})
+        return (lambda outs: v), v  # numbers and other constants
+
+    return plan(result)
+
+
+def compile(fn: Callable[..., Any] | None = None, *,  # noqa: A001 - gg.compile, like torch
+            fallback: str | None = None) -> Any:
+    """Compile ``fn`` into static programs: ``@gg.compile`` or ``@gg.compile(fallback="eager")``.
+
+    The first call for a signature (argument shapes, dtypes, devices, requires_grad, grad mode,
+    the train/eval mode of each module called) runs ``fn`` eagerly while recording a program of
+    array calls -- forward, backward walk, optimizer and buffer updates; later calls with that
+    signature replay it. Returned tensors are new and detached on every call.
+    """
+    if fn is None:
+        return lambda f: Compiled(f, fallback)
+    return Compiled(fn, fallback)

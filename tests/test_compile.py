@@ -1,0 +1,269 @@
+"""gg.compile: compiled training steps give the same bits as eager ones (same ops, same order)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+import gpugrad.functional as F
+from gpugrad import nn, optim
+
+STEPS = 50
+N_IN, N_OUT = 12, 4
+
+
+def _batches(n: int, batch: int = 8, last: int | None = None, device: str = "cpu"):
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        b = last if (last is not None and i == n - 1) else batch
+        x = rng.standard_normal((b, N_IN)).astype(np.float32)
+        y = rng.integers(0, N_OUT, b)
+        out.append((gg.tensor(x, device=device), gg.tensor(y, device=device)))
+    return out
+
+
+def _mlp(extra: str | None, device: str):
+    layers = [nn.Linear(N_IN, 10, device=device)]
+    if extra == "batchnorm":
+        layers.append(nn.BatchNorm1d(10, device=device))
+    elif extra == "batchnorm-cumulative":
+        layers.append(nn.BatchNorm1d(10, momentum=None, device=device))
+    elif extra == "layernorm":
+        layers.append(nn.LayerNorm(10, device=device))
+    layers.append(nn.ReLU())
+    if extra == "dropout":
+        layers.append(nn.Dropout(0.3))
+    layers.append(nn.Linear(10, N_OUT, device=device))
+    return nn.Sequential(*layers)
+
+
+OPTIMIZERS = {
+    "sgd": lambda p: optim.SGD(p, lr=0.05),
+    "sgd-momentum": lambda p: optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "sgd-nesterov": lambda p: optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+    "adam": lambda p: optim.Adam(p, lr=1e-2),
+    "adam-wd": lambda p: optim.Adam(p, lr=1e-2, weight_decay=1e-2),
+    "adamw": lambda p: optim.AdamW(p, lr=1e-2),
+    "adam-amsgrad": lambda p: optim.Adam(p, lr=1e-2, amsgrad=True),
+    "rmsprop": lambda p: optim.RMSprop(p, lr=1e-3, momentum=0.5),
+    "adagrad": lambda p: optim.Adagrad(p, lr=1e-2),
+}
+
+SCHEDULERS = {
+    "step": lambda o: optim.lr_scheduler.StepLR(o, step_size=7, gamma=0.5),
+    "multistep": lambda o: optim.lr_scheduler.MultiStepLR(o, milestones=[5, 20], gamma=0.3),
+    "exponential": lambda o: optim.lr_scheduler.ExponentialLR(o, gamma=0.95),
+    "cosine": lambda o: optim.lr_scheduler.CosineAnnealingLR(o, T_max=10),
+    "linear": lambda o: optim.lr_scheduler.LinearLR(o, start_factor=0.2, total_iters=10),
+    "lambda": lambda o: optim.lr_scheduler.LambdaLR(o, lambda e: 1.0 / (1 + e)),
+    "onecycle": lambda o: optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=STEPS + 1),
+    "plateau": lambda o: optim.lr_scheduler.ReduceLROnPlateau(o, patience=1),
+    "sequential": lambda o: optim.lr_scheduler.SequentialLR(
+        o, [optim.lr_scheduler.LinearLR(o, start_factor=0.5, total_iters=3),
+            optim.lr_scheduler.ExponentialLR(o, gamma=0.9)], milestones=[3]),
+    "chained": lambda o: optim.lr_scheduler.ChainedScheduler(
+        [optim.lr_scheduler.StepLR(o, step_size=3), optim.lr_scheduler.ExponentialLR(o, 0.9)]),
+}
+
+
+def _train(compiled: bool, device: str, *, extra=None, opt="sgd-momentum", sched=None,
+           clip=None, batches=None, steps=STEPS):
+    gg.manual_seed(0)
+    model = _mlp(extra, device)
+    optimizer = OPTIMIZERS[opt](model.parameters())
+    scheduler = SCHEDULERS[sched](optimizer) if sched else None
+
+    def step(x, y):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        if clip == "norm":
+            nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        elif clip == "value":
+            nn.utils.clip_grad_value_(model.parameters(), 0.01)
+        optimizer.step()
+        return loss
+
+    fn = gg.compile(step) if compiled else step
+    losses = []
+    for x, y in (batches or _batches(steps, device=device)):
+        loss = fn(x, y)
+        losses.append(loss.numpy())
+        if scheduler is not None:
+            if isinstance(scheduler, optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(losses[-1])
+            else:
+                scheduler.step()
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    opt_state = [v.numpy() for st in optimizer.state.values() for v in st.values()
+                 if isinstance(v, gg.Tensor)]
+    return np.array(losses), state, opt_state, fn
+
+
+def _assert_same(eager, compiled) -> None:
+    np.testing.assert_array_equal(eager[0], compiled[0])  # bit for bit, every step
+    assert eager[1].keys() == compiled[1].keys()
+    for k in eager[1]:
+        np.testing.assert_array_equal(eager[1][k], compiled[1][k], err_msg=k)
+    assert len(eager[2]) == len(compiled[2])
+    for a, b in zip(eager[2], compiled[2]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+def test_optimizers_bitwise(device, opt):
+    eager = _train(False, device, opt=opt)
+    compiled = _train(True, device, opt=opt)
+    _assert_same(eager, compiled)
+    assert compiled[3].traces == 1  # one trace, 49 replays
+    assert np.isfinite(eager[0]).all() and eager[0][-1] < eager[0][0]
+
+
+@pytest.mark.parametrize("extra", ["dropout", "batchnorm", "batchnorm-cumulative", "layernorm"])
+def test_layers_bitwise(device, extra):
+    _assert_same(_train(False, device, extra=extra, opt="adam"),
+                 _train(True, device, extra=extra, opt="adam"))
+
+
+@pytest.mark.parametrize("clip", ["norm", "value"])
+def test_clipping_bitwise(device, clip):
+    _assert_same(_train(False, device, clip=clip), _train(True, device, clip=clip))
+
+
+@pytest.mark.parametrize("sched", sorted(SCHEDULERS))
+def test_schedulers_bitwise(device, sched):
+    """The learning rate is read from param_groups at every replay, not frozen by the trace."""
+    eager = _train(False, device, sched=sched, steps=20)
+    compiled = _train(True, device, sched=sched, steps=20)
+    _assert_same(eager, compiled)
+    assert compiled[3].traces == 1
+
+
+def test_retrace_on_partial_batch_and_eval(device):
+    batches = _batches(6, last=5, device=device)
+    eager = _train(False, device, extra="batchnorm", batches=batches)
+    compiled = _train(True, device, extra="batchnorm", batches=batches)
+    _assert_same(eager, compiled)
+    fn = compiled[3]
+    assert fn.traces == 2 and len(fn.programs) == 2  # batch 8, then the last batch of 5
+
+    gg.manual_seed(0)
+    model = _mlp("batchnorm", device)
+
+    @gg.compile
+    def predict(x):
+        return model(x)
+
+    x = batches[0][0]
+    a = predict(x)
+    model.eval()
+    b = predict(x)
+    assert predict.traces == 2  # eval() is a new signature
+    np.testing.assert_array_equal(b.numpy(), model(x).numpy())
+    assert not np.array_equal(a.numpy(), b.numpy())
+    model.train()
+    predict(x)
+    assert predict.traces == 2  # back to the first program
+
+
+def test_replay_sees_state_changed_between_calls(device):
+    """Parameters and hyperparameters are read at each replay: load_state_dict, editing lr."""
+    gg.manual_seed(0)
+    model = _mlp(None, device)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+
+    @gg.compile
+    def step(x, y):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    (x, y), = _batches(1, device=device)
+    snapshot = {k: v.numpy() for k, v in model.state_dict().items()}
+    first = step(x, y).numpy()
+    step(x, y)
+    model.load_state_dict({k: gg.tensor(v, device=device) for k, v in snapshot.items()})
+    np.testing.assert_array_equal(step(x, y).numpy(), first)  # replay read the restored weights
+    for g in opt.param_groups:
+        g["lr"] = 0.0
+    before = [p.numpy() for p in model.parameters()]
+    step(x, y)
+    for a, p in zip(before, model.parameters()):
+        np.testing.assert_array_equal(a, p.numpy())  # lr 0: nothing moves
+
+
+def test_returns_new_detached_tensors_and_structures(device):
+    gg.manual_seed(0)
+    w = gg.randn(3, 2, device=device, requires_grad=True)
+
+    @gg.compile
+    def f(x, scale=2.0):
+        y = x @ w
+        loss = (y * scale).sum()
+        loss.backward()
+        return {"loss": loss, "pair": (y, 7)}, w.grad
+
+    x = gg.tensor(np.ones((4, 3), np.float32), device=device)
+    r1, g1 = f(x)
+    w.grad = None
+    r2, g2 = f(x)
+    assert f.traces == 1
+    assert r2["pair"][1] == 7 and r2["loss"].grad_fn is None and not r2["loss"].requires_grad
+    np.testing.assert_array_equal(r1["loss"].numpy(), r2["loss"].numpy())
+    assert r1["pair"][0] is not r2["pair"][0]
+    np.testing.assert_allclose(g2.numpy(), np.full((3, 2), 8.0))
+    f(x, scale=3.0)
+    assert f.traces == 2  # a Python number argument is part of the signature
+
+
+def test_input_gradients_accumulate_like_eager(device):
+    def f(x):
+        (x * x).sum().backward()
+
+    cf = gg.compile(f)
+    for fn in (f, cf):
+        x = gg.tensor(np.arange(4.0), device=device, requires_grad=True)
+        fn(x)
+        fn(x)  # no zero_grad: the second call adds
+        np.testing.assert_array_equal(x.grad.numpy(), 4 * np.arange(4.0))
+
+
+def test_program_listing(device):
+    res = _train(True, device, extra="dropout", steps=2)
+    text = str(res[3].program)
+    assert "forward" in text and "backward" in text and "Linear" in text
+    assert "Dropout" in text and "SGD" in text or "step_groups" in text
+    assert "memory plan: peak" in text and "free" in text
+    peak, total = res[3].program.memory_plan()
+    assert 0 < peak < total
+
+
+def test_manual_sgd_update_in_place(device):
+    """``w -= lr * w.grad`` under no_grad rebinds w: the replay repeats the rebinding."""
+    def run(compiled):
+        gg.manual_seed(0)
+        w = gg.randn(3, 1, device=device, requires_grad=True)
+        x = gg.tensor(np.arange(6.0, dtype=np.float32).reshape(2, 3), device=device)
+
+        def step(x):
+            nonlocal w
+            loss = ((x @ w) ** 2).mean()
+            w.grad = None
+            loss.backward()
+            with gg.no_grad():
+                w -= 0.01 * w.grad
+            return loss
+
+        fn = gg.compile(step) if compiled else step
+        return [fn(x).numpy() for _ in range(5)], w.numpy()
+
+    (l1, w1), (l2, w2) = run(False), run(True)
+    np.testing.assert_array_equal(np.array(l1), np.array(l2))
+    np.testing.assert_array_equal(w1, w2)
+    assert not math.isclose(float(l1[0]), float(l1[-1]))
