@@ -105,6 +105,7 @@ class Compiled:
 
     def _trace(self, args: tuple, kwargs: dict, tensors: list[Tensor]) -> Any:
         tracer = Tracer(self._label, self.fallback == "eager")
+        tracer.add_roots(self.fn)
         for i, t in enumerate(tensors):
             tracer.input_index.setdefault(id(t), i)
             slot = tracer.program.new_slot(t.data, "x")

@@ -31,6 +31,14 @@ class CompileError(RuntimeError):
     """A compiled function did something a static program cannot replay."""
 
 
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 -- an empty cell raises
+    except ValueError:
+        return False
+    return True
+
+
 def _fix_scalar(out: Any) -> Any:
     """As ``Function.apply``: NumPy returns scalars from 0-d ufuncs; slots hold arrays."""
     if out.__class__ is not np.ndarray and isinstance(out, np.generic):
@@ -55,6 +63,7 @@ class Tracer:
         self.grad_owner: dict[int, Tensor] = {}  # id(a .grad made by a walk) -> its leaf
         self.forwards: dict[Any, tuple[list[tuple[str, list[int]]], int]] = {}
         self.input_index: dict[int, int] = {}  # id(argument tensor) -> position
+        self.roots: list[Tensor] = []  # tensors the function refers to (closure, globals)
 
     # -- state -----------------------------------------------------------------------------------
     @property
@@ -118,7 +127,7 @@ class Tracer:
     def _owner_of(self, arr: Any) -> Tensor | None:
         """The parameter or buffer of a module seen so far that holds ``arr``."""
         if self._module_arrays is None:
-            self._module_arrays = {}
+            self._module_arrays = {id(t.data): t for t in self.roots}
             for m in self.modules:
                 for _, t in list(m.named_parameters()) + list(m.named_buffers()):
                     if t is not None:
@@ -218,8 +227,10 @@ class Tracer:
 
     def call(self, func, args: tuple) -> Any:
         """``traced_call``: run ``func`` eagerly, unrecorded, and record it as one step."""
-        label = getattr(func, "__qualname__", getattr(func, "__name__", "call"))
-        label = label.lstrip("_").replace("._", ".")
+        owner = getattr(func, "__self__", None)
+        label = getattr(func, "__name__", "call").lstrip("_")
+        if owner is not None:  # a bound method: name the optimizer or module class
+            label = f"{type(owner).__name__}.{label}"
         parts = [self.value(a, label) for a in args]
         if self.failure is not None:
             return func(*args)
@@ -283,6 +294,26 @@ class Tracer:
         caller = sys._getframe(2).f_code.co_name
         self.born[id(t)] = f"{caller}()"
         self._keep.append(t)
+
+    def add_roots(self, fn: Any) -> None:
+        """Note the tensors and modules ``fn`` refers to by name (closure cells, globals, its
+        ``self``), so arrays wrapped anew from them during the call are known as theirs."""
+        code = getattr(fn, "__code__", None)
+        objs: list[Any] = [getattr(fn, "__self__", None)]
+        objs += [c.cell_contents for c in (getattr(fn, "__closure__", None) or ())
+                 if _filled(c)]
+        if code is not None:
+            g = getattr(fn, "__globals__", {})
+            objs += [g[n] for n in code.co_names if n in g]
+        for obj in objs:
+            items = obj.values() if isinstance(obj, dict) else \
+                obj if isinstance(obj, (list, tuple)) else (obj,)
+            for o in items:
+                if o.__class__ is Tensor:
+                    self.roots.append(o)
+                elif hasattr(o, "named_parameters") and hasattr(o, "training"):
+                    self.on_module(o)
+        self._module_arrays = None
 
     def on_module(self, module: Any) -> None:
         if id(module) not in self._module_ids:
