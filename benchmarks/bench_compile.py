@@ -2,7 +2,7 @@
 backward, SGD) as a hand-written NumPy MLP, as eager gpugrad, and as ``gg.compile``'d gpugrad,
 all in one run, interleaved, medians after warm-up, ratios side by side.
 
-    PYTHONPATH=. python benchmarks/bench_compile.py [--repeats 30] [--sizes small,medium] [--json out.json]
+    PYTHONPATH=. python benchmarks/bench_compile.py [--repeats 30] [--sizes small,medium]
 
 "per step overhead" is (compiled - numpy) / number of program steps: what each replayed step
 costs above the hand-written script (which does the same math in fewer, fused passes).
