@@ -57,6 +57,15 @@ def traced_call(func, *args: Any) -> Any:
     return tracer.call(func, args)
 
 
+def host_constant(array: Any) -> Any:
+    """Mark ``array`` (built from host data, e.g. an index list) as a constant for an active
+    ``gg.compile`` trace, which otherwise refuses arrays it did not see computed."""
+    tracer = _tracing.tracer
+    if tracer is not None:
+        tracer.constant(array)
+    return array
+
+
 def untraceable(what: str, why: str) -> None:
     """Tell an active ``gg.compile`` trace that ``what`` cannot be replayed (it raises, or
     falls back to eager execution)."""

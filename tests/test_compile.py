@@ -267,3 +267,95 @@ def test_manual_sgd_update_in_place(device):
     np.testing.assert_array_equal(np.array(l1), np.array(l2))
     np.testing.assert_array_equal(w1, w2)
     assert not math.isclose(float(l1[0]), float(l1[-1]))
+
+
+LOSSES = {
+    "ce-smoothing": lambda out, y, t: F.cross_entropy(out, y, label_smoothing=0.1),
+    "ce-weight": lambda out, y, t: F.cross_entropy(out, y, weight=t),
+    "mse": lambda out, y, t: F.mse_loss(out, gg.ones_like(out)),
+    "bce-logits": lambda out, y, t: F.binary_cross_entropy_with_logits(
+        out, gg.zeros_like(out)),
+    "nll": lambda out, y, t: F.nll_loss(gg.log_softmax(out, axis=1), y),
+}
+
+
+@pytest.mark.parametrize("loss_name", sorted(LOSSES))
+def test_other_losses_and_tied_weights_bitwise(device, loss_name):
+    """Label smoothing / class weights / indexing losses, and a weight used twice (its two
+    gradients are summed, as eager does)."""
+    def run(compiled):
+        gg.manual_seed(0)
+        lin = nn.Linear(N_IN, 6, device=device)
+        head = nn.Linear(6, N_OUT, device=device)
+        w_class = gg.tensor(np.linspace(0.5, 1.5, N_OUT, dtype=np.float32), device=device)
+        opt = optim.SGD(list(lin.parameters()) + list(head.parameters()), lr=0.05,
+                        momentum=0.5)
+
+        def step(x, y):
+            h = gg.tanh(lin(x))
+            h = h + gg.tanh(h @ lin.weight[:, :6])  # lin.weight used a second time
+            loss = LOSSES[loss_name](head(h), y, w_class)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+
+        fn = gg.compile(step) if compiled else step
+        losses = [fn(x, y).numpy() for x, y in _batches(10, device=device)]
+        return np.array(losses), [p.numpy() for p in lin.parameters()]
+
+    (l1, p1), (l2, p2) = run(False), run(True)
+    np.testing.assert_array_equal(l1, l2)
+    for a, b in zip(p1, p2):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_embedding_bitwise(device):
+    def run(compiled):
+        gg.manual_seed(0)
+        emb = nn.Embedding(20, 5, device=device)
+        head = nn.Linear(5, N_OUT, device=device)
+        opt = optim.Adam(list(emb.parameters()) + list(head.parameters()), lr=1e-2)
+
+        def step(idx, y):
+            loss = F.cross_entropy(head(emb(idx).mean(axis=1)), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+
+        fn = gg.compile(step) if compiled else step
+        rng = np.random.default_rng(0)
+        out = []
+        for _ in range(8):
+            idx = gg.tensor(rng.integers(0, 20, (6, 3)), device=device)
+            y = gg.tensor(rng.integers(0, N_OUT, 6), device=device)
+            out.append(fn(idx, y).numpy())
+        return np.array(out), emb.weight.numpy()
+
+    (l1, w1), (l2, w2) = run(False), run(True)
+    np.testing.assert_array_equal(l1, l2)
+    np.testing.assert_array_equal(w1, w2)
+
+
+def test_retain_graph_two_backwards(device):
+    def run(compiled):
+        gg.manual_seed(0)
+        w = gg.randn(4, 3, device=device, requires_grad=True)
+
+        def step(x):
+            nonlocal w
+            y = (x @ w).tanh()
+            y.sum().backward(retain_graph=True)
+            (y * y).sum().backward()
+            with gg.no_grad():
+                w -= 0.1 * w.grad
+            w.grad = None
+
+        fn = gg.compile(step) if compiled else step
+        x = gg.tensor(np.arange(8.0, dtype=np.float32).reshape(2, 4) / 8, device=device)
+        for _ in range(4):
+            fn(x)
+        return w.numpy()
+
+    np.testing.assert_array_equal(run(False), run(True))

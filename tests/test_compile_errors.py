@@ -230,3 +230,22 @@ def test_checkpoint_moves_between_compiled_and_eager(device, tmp_path, first):
     run = stepper(model, opt, first != "compiled")
     losses += [run(x, y).numpy() for x, y in data[4:]]
     np.testing.assert_array_equal(np.array(losses), np.array(ref_losses))
+
+
+def test_constants_made_inside_are_fine_random_ones_raise(device):
+    @gg.compile
+    def f(x):
+        y = x * gg.ones(3, device=device) + gg.arange(3, device=device).astype(np.float32)
+        return y[[2, 0]]  # an index list: a constant array
+
+    x = gg.tensor(np.ones(3, np.float32), device=device)
+    f(x)
+    np.testing.assert_array_equal(f(x).numpy(), [3.0, 1.0])
+    assert f.traces == 1
+
+    @gg.compile
+    def noisy(x):
+        return x + gg.randn(3, device=device)
+
+    with pytest.raises(gg.CompileError, match="random"):
+        noisy(x)

@@ -35,6 +35,7 @@ class Step:
     code: str  # the right-hand side, or the whole statement when ``targets`` is empty
     uses: list[int] = field(default_factory=list)  # slot ids read
     targets: list[int | None] = field(default_factory=list)  # slot ids written (None: ignored)
+    unpack: bool = False  # the call returns a sequence, one item per target
 
 
 def describe(value: Any) -> tuple[tuple | None, Any, int]:
@@ -77,8 +78,8 @@ class Program:
         return name
 
     def add(self, kind: str, label: str, code: str, uses: list[int],
-            targets: list[int | None]) -> Step:
-        step = Step(kind, label, code, list(uses), list(targets))
+            targets: list[int | None], unpack: bool = False) -> Step:
+        step = Step(kind, label, code, list(uses), list(targets), unpack)
         self.steps.append(step)
         return step
 
@@ -112,8 +113,7 @@ class Program:
         for step, free in zip(self.steps, frees):
             if step.targets:
                 names = [self.slots[t].name if t is not None else "_" for t in step.targets]
-                lhs = names[0] if len(names) == 1 and step.kind != "backward" else \
-                    "(" + ", ".join(names) + ",)"
+                lhs = "(" + ", ".join(names) + ",)" if step.unpack else names[0]
                 lines.append(f"    {lhs} = {step.code}")
             else:
                 lines.append(f"    {step.code}")

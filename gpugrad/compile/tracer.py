@@ -64,6 +64,7 @@ class Tracer:
         self.forwards: dict[Any, tuple[list[tuple[str, list[int]]], int]] = {}
         self.input_index: dict[int, int] = {}  # id(argument tensor) -> position
         self.roots: list[Tensor] = []  # tensors the function refers to (closure, globals)
+        self._constants: set[int] = set()  # ids of arrays built from host data (host_constant)
 
     # -- state -----------------------------------------------------------------------------------
     @property
@@ -174,12 +175,17 @@ class Tracer:
                 dev = self.program.const(v.device, "dev")
                 return f"{self.program.const(Tensor._wrap, 'wrap')}({name}, {dev})", [s]
             return self.obj(v), []
-        if hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic):
+        if isinstance(v, np.ndarray) or hasattr(v, "__cuda_array_interface__"):
             owner = self._owner_of(v)
             if owner is not None:
                 s = self.tensor_slot(owner, what)
                 return self.program.slots[s].name, [s]
-            return self.program.const(v), []  # made from host data: a constant
+            if id(v) not in self._constants:
+                self.fail(what, f"it takes an array of shape {tuple(v.shape)} that was computed "
+                          "outside the recorded ops, so a replay would reuse the value of the "
+                          "first call (index with tensors or lists)")
+                return "None", []
+            return self.program.const(v), []  # made from host data
         if isinstance(v, (tuple, list)) and v:
             parts = [self.value(x, what) for x in v]
             if any(uses for _, uses in parts) or any(x.__class__ is Tensor for x in v):
@@ -246,13 +252,19 @@ class Tracer:
             targets = [self.produce(result.data)]
             self.born[id(result)] = label
             self._keep.append(result)
+        elif isinstance(result, tuple):  # several values, each a slot (None: not kept)
+            targets = [None if r is None else self.produce(r) for r in result]
         elif result is not None:
             targets = [self.produce(result)]
-        self.program.add("call", label, code, uses, targets)
+        self.program.add("call", label, code, uses, targets, unpack=isinstance(result, tuple))
         for s in uses:
             self.program.slots[s].escapes = True
         self.forget_volatile()
         return result
+
+    def constant(self, array: Any) -> None:
+        self._constants.add(id(array))
+        self._keep.append(array)
 
     def on_rebind(self, t: Tensor) -> None:
         """``t.data`` was replaced by an in-place op (``+=``, ``copy_``, ``t[i] = v``)."""
@@ -291,8 +303,14 @@ class Tracer:
                   "return the tensor and read it after the call")
 
     def on_untracked(self, t: Tensor) -> None:
-        caller = sys._getframe(2).f_code.co_name
-        self.born[id(t)] = f"{caller}()"
+        code = sys._getframe(2).f_code  # what called Tensor._wrap
+        if code.co_filename.endswith("creation.py"):
+            if code.co_name != "_random":
+                return  # gg.zeros, gg.arange, ...: a constant, like gg.tensor(host data)
+            origin = "gg.randn/rand/randint (host random numbers, which a replay would repeat)"
+        else:
+            origin = f"{code.co_name}()"
+        self.born[id(t)] = origin
         self._keep.append(t)
 
     def add_roots(self, fn: Any) -> None:

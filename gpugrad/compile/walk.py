@@ -132,7 +132,7 @@ def _walk(tracer, tensor: Tensor, seed: Any, g0: int, retain_graph: bool) -> Non
         call = ", ".join([prog.const(fn.device.ops, "ops"), prog.slots[gslot].name]
                          + [e for e, _ in refs])
         prog.add("backward", type(fn).__name__, f"{prog.const(fn.backward, 'bwd')}({call})",
-                 [gslot] + [s for _, u in refs for s in u], targets)
+                 [gslot] + [s for _, u in refs for s in u], targets, unpack=True)
         for edge, gi, slot in zip(fn.edges, in_grads, targets):
             if slot is None:
                 continue

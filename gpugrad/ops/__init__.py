@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import autograd
 from ..backend import DeviceError
 from ..tensor import Tensor
 from . import activations as _act
@@ -335,7 +336,7 @@ def _index_part(part, x: Tensor, op: str = "getitem"):
         host = np.asarray(part)
         if host.size == 0 and isinstance(part, list):
             host = host.astype(np.intp)  # [] means no indices (NumPy's rule), not a float array
-        part = x.device.backend.asarray(host)
+        part = autograd.host_constant(x.device.backend.asarray(host))
     else:
         if isinstance(part, float):
             raise IndexError(f"{op}: only integers, slices, None, Ellipsis and integer or bool "
