@@ -4,8 +4,12 @@ all in one run, interleaved, medians after warm-up, ratios side by side.
 
     PYTHONPATH=. python benchmarks/bench_compile.py [--repeats 30] [--sizes small,medium]
 
-"per step overhead" is (compiled - numpy) / number of program steps: what each replayed step
-costs above the hand-written script (which does the same math in fewer, fused passes).
+Columns: "over np/step" is (compiled - numpy) / number of program steps: what each replayed
+step costs above the hand-written script (which does the same math in fewer, fused passes);
+"replay/step" is the replay machinery alone -- the generated function run with every op call
+replaced by a stub returning that op's recorded result -- per step; "peak KiB" is the largest
+amount of host memory allocated during one step (tracemalloc: NumPy reports its buffers), eager
+vs compiled.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
+import timeit  # noqa: E402
+import tracemalloc  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -50,8 +56,49 @@ def gpugrad_steps(sizes: tuple[int, ...], batch: int) -> tuple[Any, Any, Any]:
             return loss
 
         fn = gg.compile(step) if compiled else step
+        fn.bench_args = (x, y)
         steps.append((lambda fn=fn, x=x, y=y: fn(x, y), model, fn))
     return steps[0][0], steps[1][0], steps[1][2]
+
+
+def peak_bytes(step: Any) -> int:
+    """Host bytes allocated at the peak of one call of ``step`` (after a warm-up call)."""
+    step()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        step()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def replay_machinery_s(program: Any, *args: Any) -> float:
+    """Seconds per replay of ``program`` with every call stubbed (returning what the real call
+    returned): the cost of the generated code itself -- locals, calls, unpacking, ``del``."""
+    results: dict[str, Any] = {}
+    real = dict(program.namespace)
+
+    def recorder(name: str, fn: Any) -> Any:
+        def call(*a: Any, **k: Any) -> Any:
+            results[name] = out = fn(*a, **k)
+            return out
+        return call
+
+    def stub(name: str) -> Any:
+        value = results[name]
+        return lambda *a, **k: value
+
+    callables = [n for n, v in real.items() if callable(v) and n != "replay"
+                 and not isinstance(v, type)]
+    ns = {**real, **{n: recorder(n, real[n]) for n in callables}}
+    exec(program.source, ns)  # noqa: S102 -- the program's own source
+    ns["replay"](*args)
+    ns = {**real, **{n: stub(n) for n in callables if n in results}}
+    exec(program.source, ns)  # noqa: S102
+    fn = ns["replay"]
+    n = 2000
+    return min(timeit.repeat(lambda: fn(*args), number=n, repeat=5)) / n
 
 
 def bench_config(sizes: tuple[int, ...], batch: int, repeats: int, warmup: int) -> dict:
@@ -70,7 +117,11 @@ def bench_config(sizes: tuple[int, ...], batch: int, repeats: int, warmup: int) 
     res = {k: summarize(v, 1, v[0], timer.clock).to_dict() for k, v in samples.items()}
     med = {k: v["median_s"] for k, v in res.items()}
     n_steps = len(cfn.program.steps)
-    return {"sizes": list(sizes), "batch": batch, "results": res, "program_steps": n_steps,
+    machinery = replay_machinery_s(cfn.program, *cfn.bench_args)
+    peaks = {k: peak_bytes(impls[k]) for k in ("eager", "compiled")}
+    return {"replay_machinery_per_step_us": machinery / n_steps * 1e6,
+            "peak_bytes": peaks, "sizes": list(sizes), "batch": batch, "results": res,
+            "program_steps": n_steps,
             "eager_over_numpy": med["eager"] / med["numpy"],
             "compiled_over_numpy": med["compiled"] / med["numpy"],
             "eager_over_compiled": med["eager"] / med["compiled"],
@@ -95,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
           f"interleaved repeats after {args.warmup} warm-up steps")
     print(f"# machine: {machine_info(['cpu'])['cpu']['summary']}")
     print(f"{'config':<22} {'numpy':>9} {'eager':>9} {'compiled':>9} {'eager/np':>9} "
-          f"{'comp/np':>8} {'steps':>6} {'us/step':>8}")
+          f"{'comp/np':>8} {'steps':>6} {'over np/step':>12} {'replay/step':>11} "
+          f"{'peak KiB eager/compiled':>24}")
     runs = []
     for name in args.sizes.split(","):
         sizes, batch = bench_mlp.CONFIGS[name]
@@ -106,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<22} {med['numpy']:7.3f}ms {med['eager']:7.3f}ms "
               f"{med['compiled']:7.3f}ms {r['eager_over_numpy']:8.2f}x "
               f"{r['compiled_over_numpy']:7.2f}x {r['program_steps']:6d} "
-              f"{r['overhead_per_step_us']:8.2f}", flush=True)
+              f"{r['overhead_per_step_us']:10.2f}us {r['replay_machinery_per_step_us']:9.3f}us "
+              f"{r['peak_bytes']['eager'] / 1024:12.0f} / {r['peak_bytes']['compiled'] / 1024:.0f}",
+              flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"benchmark": "static vs dynamic MLP step",
                                                "machine": machine_info(["cpu"]),

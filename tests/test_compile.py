@@ -238,10 +238,13 @@ def test_program_listing(device):
     res = _train(True, device, extra="dropout", steps=2)
     text = str(res[3].program)
     assert "forward" in text and "backward" in text and "Linear" in text
-    assert "Dropout" in text and "SGD" in text or "step_groups" in text
+    assert "Dropout" in text and "SGD.step_groups" in text and "SGD.zero_grad" in text
     assert "memory plan: peak" in text and "free" in text
     peak, total = res[3].program.memory_plan()
     assert 0 < peak < total
+    assert gg.explain(res[3]) is res[3].program  # the static counterpart of gg.explain(t)
+    with pytest.raises(ValueError, match="no program yet"):
+        gg.explain(gg.compile(lambda x: x))
 
 
 def test_manual_sgd_update_in_place(device):
