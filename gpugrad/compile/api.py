@@ -153,7 +153,7 @@ def _outputs(tracer: Tracer, result: Any) -> tuple[Callable[[tuple], Any], Any]:
 
     def plan(v: Any) -> tuple[Callable[[tuple], Any], Any]:
         if v.__class__ is Tensor:
-            if id(v) not in tracer.born and tracer.id2slot.get(id(v.data)) is None:
+            if id(v) not in tracer.born and id(v) not in tracer.input_index:
                 return (lambda outs: v), v  # a tensor from before the call (e.g. a parameter)
             slot = tracer.tensor_slot(v, "returning a tensor")
             if slot < 0:

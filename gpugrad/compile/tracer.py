@@ -329,7 +329,8 @@ class Tracer:
             for o in items:
                 if o.__class__ is Tensor:
                     self.roots.append(o)
-                elif hasattr(o, "named_parameters") and hasattr(o, "training"):
+                elif not isinstance(o, type) and hasattr(o, "named_parameters") \
+                        and hasattr(o, "training"):
                     self.on_module(o)
         self._module_arrays = None
 
