@@ -163,6 +163,16 @@ def test_cache_is_bounded_lru(device):
         f(gg.tensor(np.ones(n), device=device))
     assert f.traces == 4 and len(f.programs) == 2  # n=1 was evicted by n=3
 
+    @gg.compile
+    def g(a, b):
+        return a - b
+
+    x = gg.tensor(np.ones(2), device=device)
+    y = gg.tensor(np.zeros(2), device=device)
+    np.testing.assert_array_equal(g(x, x).numpy(), [0, 0])
+    np.testing.assert_array_equal(g(x, y).numpy(), [1, 1])  # no longer aliased: a new trace
+    assert g.traces == 2
+
 
 def test_no_memory_growth_over_many_replays():
     model, opt, x, y = _setup("cpu")

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ..autograd import _tracing, is_grad_enabled
+from ..autograd import _grad_mode, _tracing
 from ..tensor import Tensor
 from .program import Program
 from .tracer import CompileError, Tracer
@@ -81,27 +81,37 @@ class Compiled:
         return entry.run(tensors)
 
     def _signature(self, args: tuple, kwargs: dict, tensors: list[Tensor]) -> tuple:
-        parts: list[Any] = [is_grad_enabled(), tuple(m.training for m in self._modules)]
-        data_ids: dict[int, int] = {}
-
-        def walk(v: Any) -> Any:
+        parts: list[Any] = [_grad_mode.enabled, tuple([m.training for m in self._modules])]
+        for v in args:  # the common case first: tensors and numbers, flat
             if v.__class__ is Tensor:
-                first = data_ids.setdefault(id(v.data), len(tensors))  # aliasing is part of it
+                d = v.data  # device ids: devices are interned (hashing one is Python code)
+                parts.append((d.shape, d.dtype.str, id(v.device), v.requires_grad))
                 tensors.append(v)
-                return (v.data.shape, v.data.dtype.str, v.device, v.requires_grad, first)
-            if v.__class__ in _ARG_SCALARS:
-                return (v.__class__, v)
-            if isinstance(v, (tuple, list)):
-                return (v.__class__, tuple(walk(x) for x in v))
-            if isinstance(v, dict):
-                return (dict, tuple((k, walk(x)) for k, x in sorted(v.items())))
-            raise TypeError(f"gg.compile({self._label}): arguments must be tensors, numbers, "
-                            f"strings, None or tuples/lists/dicts of them; got "
-                            f"{type(v).__name__} (make arrays tensors: gg.tensor(a))")
-
-        parts.append(walk(args))
-        parts.append(walk(kwargs))
+            elif v.__class__ in _ARG_SCALARS:
+                parts.append((v.__class__, v))
+            else:
+                parts.append(self._nested(v, tensors))
+        if kwargs:
+            parts.append(self._nested(kwargs, tensors))
+        if len(tensors) > 1:  # which arguments share an array is part of it too
+            ids = [id(t.data) for t in tensors]
+            if len(set(ids)) < len(ids):
+                parts.append(tuple(ids.index(i) for i in ids))
         return tuple(parts)
+
+    def _nested(self, v: Any, tensors: list[Tensor]) -> Any:
+        if v.__class__ is Tensor:
+            tensors.append(v)
+            return (v.data.shape, v.data.dtype.str, id(v.device), v.requires_grad)
+        if v.__class__ in _ARG_SCALARS:
+            return (v.__class__, v)
+        if isinstance(v, (tuple, list)):
+            return (v.__class__, tuple(self._nested(x, tensors) for x in v))
+        if isinstance(v, dict):
+            return (dict, tuple((k, self._nested(x, tensors)) for k, x in sorted(v.items())))
+        raise TypeError(f"gg.compile({self._label}): arguments must be tensors, numbers, "
+                        f"strings, None or tuples/lists/dicts of them; got "
+                        f"{type(v).__name__} (make arrays tensors: gg.tensor(a))")
 
     def _trace(self, args: tuple, kwargs: dict, tensors: list[Tensor]) -> Any:
         tracer = Tracer(self._label, self.fallback == "eager")
