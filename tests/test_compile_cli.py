@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,19 @@ def test_static_vs_dynamic_example():
     out = proc.stdout
     assert "identical losses and weights: True" in out
     assert "gg.compile program" in out and "memory plan: peak" in out
+
+
+def test_compile_sits_between_ops_and_cli():
+    """gpugrad/compile imports only downward, and nothing below it imports it."""
+    pkg = ROOT / "gpugrad"
+    for path in (pkg / "compile").glob("*.py"):
+        text = path.read_text()
+        for upper in ("..cli", "..bench", "cupy"):
+            assert f"from {upper}" not in text and f"import {upper}" not in text, path
+    lower = [pkg / "autograd.py", pkg / "tensor.py", pkg / "inplace.py", pkg / "functional.py",
+             *(pkg / "ops").glob("*.py"), *(pkg / "nn").glob("*.py"),
+             *(pkg / "optim").glob("*.py"), *(pkg / "backend").glob("*.py")]
+    pattern = re.compile(r"^\s*(from\s+(\.+|gpugrad\.)compile\b|import\s+gpugrad\.compile)",
+                         re.MULTILINE)
+    for path in lower:
+        assert not pattern.search(path.read_text()), path

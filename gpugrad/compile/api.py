@@ -175,12 +175,13 @@ def _outputs(tracer: Tracer, result: Any) -> tuple[Callable[[tuple], Any], Any]:
             return (lambda outs: wrap(outs[k], dev)), wrap(v.data, dev)
         if isinstance(v, (tuple, list)):
             parts = [plan(x) for x in v]
+            fns = [f for f, _ in parts]  # the rebuild keeps no value of this call
             kind = type(v)
-            return ((lambda outs: kind(f(outs) for f, _ in parts)),
-                    kind(e for _, e in parts))
+            return ((lambda outs: kind(f(outs) for f in fns)), kind(e for _, e in parts))
         if isinstance(v, dict):
             items = [(k, plan(x)) for k, x in v.items()]
-            return ((lambda outs: {k: f(outs) for k, (f, _) in items}),
+            kfns = [(k, f) for k, (f, _) in items]
+            return ((lambda outs: {k: f(outs) for k, f in kfns}),
                     {k: e for k, (_, e) in items})
         return (lambda outs: v), v  # numbers and other constants
 
