@@ -124,6 +124,8 @@ class Tensor:
         self._ctx = None
         self._name = None
         self.requires_grad = False
+        if autograd._tracing.tracer is not None:  # gg.compile: a copy of traced data?
+            autograd._tracing.tracer.on_new_tensor(self, data)
         if requires_grad:
             self.requires_grad_(True)
 

@@ -53,17 +53,41 @@ def test_host_reads_raise_naming_the_call(device, read):
     assert isinstance(info.value, RuntimeError)
 
 
-def test_comparison_results_cannot_be_replayed(device):
+def test_accuracy_inside_is_recorded(device):
+    """Comparisons, argmax and integer casts have no gradient but are recorded steps."""
+    def run(compiled):
+        model, opt, x, y = _setup(device)
+
+        def step(x, y):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            hits = (logits.argmax(axis=1) == y).astype(np.int64).sum()
+            return loss, hits, (logits > 0) & ~(logits > 1)
+
+        fn = gg.compile(step) if compiled else step
+        return [[t.numpy() for t in fn(x, y)] for _ in range(5)], fn
+
+    eager, _ = run(False)
+    compiled, fn = run(True)
+    assert fn.traces == 1
+    for a, b in zip(eager, compiled):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_arrays_computed_outside_the_recorded_ops_raise(device):
     model, _, x, y = _setup(device)
+    y32 = gg.tensor(y.numpy().astype(np.int32), device=device)  # cast inside the loss: unrecorded
 
     @gg.compile
     def f(x, y):
-        logits = model(x)
-        correct = (logits.argmax(axis=1) == y).astype(np.float32)
-        return correct.mean()
+        return F.cross_entropy(model(x), y)
 
     with pytest.raises(gg.CompileError, match="computed outside the recorded ops"):
-        f(x, y)
+        f(x, y32)
 
 
 def test_scheduler_step_inside_raises(device):
@@ -259,3 +283,12 @@ def test_constants_made_inside_are_fine_random_ones_raise(device):
 
     with pytest.raises(gg.CompileError, match="random"):
         noisy(x)
+
+
+def test_tensor_copied_from_a_traced_tensor_raises(device):
+    @gg.compile
+    def f(x):
+        return gg.tensor(x * 2) + 1
+
+    with pytest.raises(gg.CompileError, match="clone"):
+        f(gg.tensor(np.ones(3), device=device))

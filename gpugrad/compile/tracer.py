@@ -152,8 +152,8 @@ class Tracer:
                 source = self.obj(self.grad_owner[id(t)]) + ".grad"
             else:
                 self.fail(what, f"it uses the result of {origin}, which is computed outside the "
-                          "recorded ops (comparisons, argmax/argmin and integer casts are not "
-                          "recorded), so a replay cannot recompute it")
+                          "recorded ops (array math on a tensor's .data, such as the label cast "
+                          "of a loss given int32 labels), so a replay cannot recompute it")
                 return -1
         slot = self.program.new_slot(arr, "r")
         self.program.add("read", "read", f"{source}.data", [], [slot])
@@ -333,6 +333,14 @@ class Tracer:
                         and hasattr(o, "training"):
                     self.on_module(o)
         self._module_arrays = None
+
+    def on_new_tensor(self, t: Tensor, data: Any) -> None:
+        """``gg.tensor(data)``: a constant when built from host data, but a copy of a tensor
+        (or of a slot's array) made outside the recorded ops otherwise."""
+        if data.__class__ is Tensor or id(data) in self.id2slot:
+            self.born[id(t)] = "gg.tensor() of a tensor (a copy outside the recorded ops; use " \
+                "t.clone() or t.detach())"
+            self._keep.append(t)
 
     def on_module(self, module: Any) -> None:
         if id(module) not in self._module_ids:

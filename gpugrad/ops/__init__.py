@@ -129,6 +129,33 @@ def _check_bool(name: str, *xs) -> None:
         raise TypeError(f"{name}: expected bool tensors, got {got}")
 
 
+def _no_grad_result(dev, fn, *args) -> Tensor:
+    """``fn`` of the tensors' arrays (and other arguments) as a new tensor on ``dev``: math
+    outside any Function, so without gradient (comparisons, argmax, integer casts). Recorded as
+    one step of a ``gg.compile`` program."""
+    return autograd.traced_call(_apply_arrays, dev, fn, *args)
+
+
+def _apply_arrays(dev, fn, *args) -> Tensor:
+    arrays = [a.data if a.__class__ is Tensor else a for a in args]
+    if dev.type == "cpu":  # NumPy returns a scalar for 0-d inputs; tensors hold arrays
+        return Tensor._wrap(np.asarray(fn(*arrays)), dev)
+    with dev.activate():  # CuPy computes on the current GPU
+        return Tensor._wrap(fn(*arrays), dev)
+
+
+def _argmax(a, axis, keepdims: bool):
+    return a.argmax(axis=axis, keepdims=keepdims)
+
+
+def _argmin(a, axis, keepdims: bool):
+    return a.argmin(axis=axis, keepdims=keepdims)
+
+
+def _cast(a, dtype):
+    return a.astype(dtype)
+
+
 def _compare(name: str, ufunc: str, bool_only: bool = False):
     np_ufunc = getattr(np, ufunc)
 
@@ -141,14 +168,11 @@ def _compare(name: str, ufunc: str, bool_only: bool = False):
             raise DeviceError(f"{name}: tensors are on different devices ({a.device} and "
                               f"{b.device})")
         dev = a.device
-        b = b.data if b.__class__ is Tensor else b
         try:
-            if dev.type == "cpu":  # NumPy returns a scalar for 0-d inputs; tensors hold arrays
-                return Tensor._wrap(np.asarray(np_ufunc(a.data, b)), dev)
-            with dev.activate():  # CuPy computes on the current GPU
-                return Tensor._wrap(getattr(dev.xp, ufunc)(a.data, b), dev)
+            return _no_grad_result(dev, np_ufunc if dev.type == "cpu" else
+                                   getattr(dev.xp, ufunc), a, b)
         except ValueError:
-            _ew._check_broadcast(name, a.data, b)
+            _ew._check_broadcast(name, a.data, b.data if b.__class__ is Tensor else b)
             raise
 
     compare.__name__ = name
@@ -174,10 +198,7 @@ def _unary(name: str, ufunc: str, bool_only: bool = False):
         if bool_only:
             _check_bool(name, x)
         dev = x.device
-        if dev.type == "cpu":
-            return Tensor._wrap(np_ufunc(x.data), dev)
-        with dev.activate():
-            return Tensor._wrap(getattr(dev.xp, ufunc)(x.data), dev)
+        return _no_grad_result(dev, np_ufunc if dev.type == "cpu" else getattr(dev.xp, ufunc), x)
 
     unary.__name__ = name
     return unary
@@ -231,19 +252,13 @@ def _arg_axis(op: str, x: Tensor, axis):
 def argmax(x, axis=None, keepdims: bool = False) -> Tensor:
     x = _t(x)
     axis = _arg_axis("argmax", x, axis)
-    if x.device.type == "cpu":
-        return Tensor._wrap(np.asarray(x.data.argmax(axis=axis, keepdims=keepdims)), x.device)
-    with x.device.activate():  # not an op: make the GPU current here
-        return Tensor._wrap(x.data.argmax(axis=axis, keepdims=keepdims), x.device)
+    return _no_grad_result(x.device, _argmax, x, axis, keepdims)
 
 
 def argmin(x, axis=None, keepdims: bool = False) -> Tensor:
     x = _t(x)
     axis = _arg_axis("argmin", x, axis)
-    if x.device.type == "cpu":
-        return Tensor._wrap(np.asarray(x.data.argmin(axis=axis, keepdims=keepdims)), x.device)
-    with x.device.activate():
-        return Tensor._wrap(x.data.argmin(axis=axis, keepdims=keepdims), x.device)
+    return _no_grad_result(x.device, _argmin, x, axis, keepdims)
 
 
 def _float(x, op: str) -> Tensor:
@@ -423,10 +438,7 @@ def astype(x, dtype) -> Tensor:
     if dtype == x.dtype:
         return x
     if dtype.kind not in "fc":  # integer/bool results carry no gradient (like comparisons)
-        if x.device.type == "cpu":
-            return Tensor._wrap(x.data.astype(dtype), x.device)
-        with x.device.activate():  # not an op: make the GPU current here
-            return Tensor._wrap(x.data.astype(dtype), x.device)
+        return _no_grad_result(x.device, _cast, x, dtype)
     return _sh.AsType.apply(x, dtype=dtype)
 
 
