@@ -362,3 +362,20 @@ def test_retain_graph_two_backwards(device):
         return w.numpy()
 
     np.testing.assert_array_equal(run(False), run(True))
+
+
+def test_backward_with_a_gradient_tensor(device):
+    def run(compiled):
+        gg.manual_seed(0)
+        w = gg.randn(3, 2, device=device, requires_grad=True)
+
+        def step(x, g):
+            (x @ w).backward(g)
+
+        fn = gg.compile(step) if compiled else step
+        x = gg.tensor(np.ones((4, 3), np.float32), device=device)
+        for k in range(3):
+            fn(x, gg.tensor(np.full((4, 2), k + 1.0, np.float32), device=device))
+        return w.grad.numpy()
+
+    np.testing.assert_array_equal(run(False), run(True))  # the gradient argument is an input

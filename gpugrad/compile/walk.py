@@ -60,18 +60,21 @@ def record_backward(tracer, tensor: Tensor, gradient: Any, retain_graph: bool,
         why = _unrecorded(tracer, tensor)
     if why is not None:
         tracer.fail("backward()", why)
+    else:
+        tracer._check_device(tensor, "backward()")
+    src = None
+    if tracer.failure is None and gradient is not None and tensor.requires_grad:
+        src = tracer.tensor_slot(gradient, "backward()")
     if tracer.failure is not None or not tensor.requires_grad:
         with tracer.suspended():  # eager: runs it, or raises eager's error
             return autograd.backward(tensor, gradient, retain_graph, create_graph)
     with tracer.suspended():  # eager's checks and seed
         seed = autograd._seed_gradient(tensor, gradient, False, "backward")
-    tracer._check_device(tensor, "backward()")
-    if gradient is None:
+    if src is None:
         xp = prog.const(tensor.device.xp, "xp")
         code = f"{xp}.ones({tensor.shape!r}, dtype={prog.const(tensor.dtype, 'dt')})"
         uses = []
     else:
-        src = tracer.tensor_slot(gradient, "backward()")
         code = f"{prog.slots[src].name}.astype({prog.const(tensor.dtype, 'dt')}, copy=True)"
         uses = [src]
     g0 = prog.new_slot(seed)
