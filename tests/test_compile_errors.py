@@ -4,6 +4,7 @@ and checkpoints move between compiled and eager training."""
 from __future__ import annotations
 
 import gc
+import math
 import tracemalloc
 import warnings
 
@@ -292,3 +293,15 @@ def test_tensor_copied_from_a_traced_tensor_raises(device):
 
     with pytest.raises(gg.CompileError, match="clone"):
         f(gg.tensor(np.ones(3), device=device))
+
+
+def test_infinite_and_nan_numbers_as_op_arguments(device):
+    def g(x):
+        return gg.clip(x, -math.inf, 2.0), x * math.nan, gg.maximum(x, math.inf)
+
+    f = gg.compile(g)
+    x = gg.tensor(np.array([1.0, 3.0]), device=device)
+    f(x)
+    for a, b in zip(f(x), g(x)):  # the replay (inf and nan are constants, not names)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert f.traces == 1

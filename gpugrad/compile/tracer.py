@@ -15,6 +15,7 @@ function as not compilable).
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from typing import Any
 
@@ -163,8 +164,8 @@ class Tracer:
 
     def value(self, v: Any, what: str) -> tuple[str, list[int]]:
         """The replay's expression for an argument value, and the slots it reads."""
-        if v.__class__ in _LITERALS:
-            return repr(v), []
+        if v.__class__ in _LITERALS and (v.__class__ is not float or math.isfinite(v)):
+            return repr(v), []  # (inf and nan are names, not literals: constants below)
         slot = self.id2slot.get(id(v))
         if slot is not None:  # produced by a step (an array, or a NumPy scalar)
             return self.program.slots[slot].name, [slot]
