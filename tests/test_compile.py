@@ -379,3 +379,33 @@ def test_backward_with_a_gradient_tensor(device):
         return w.grad.numpy()
 
     np.testing.assert_array_equal(run(False), run(True))  # the gradient argument is an input
+
+
+def test_method_decorator_and_object_arguments(device):
+    """``@gg.compile`` on a method: ``self`` is an argument keyed by identity."""
+    class Trainer:
+        def __init__(self):
+            gg.manual_seed(0)
+            self.model = _mlp(None, device)
+            self.opt = optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9)
+            self.weight = gg.tensor(np.linspace(1, 2, N_OUT, dtype=np.float32), device=device)
+
+        @gg.compile
+        def step(self, x, y):
+            loss = F.cross_entropy(self.model(x), y, weight=self.weight)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            return loss
+
+        def eager_step(self, x, y):
+            return Trainer.step.fn(self, x, y)
+
+    a, b = Trainer(), Trainer()
+    batches = _batches(6, device=device)
+    la = [a.step(x, y).numpy() for x, y in batches]
+    lb = [b.eager_step(x, y).numpy() for x, y in batches]
+    np.testing.assert_array_equal(np.array(la), np.array(lb))
+    assert Trainer.step.traces == 1 and a.step.program is not None
+    b.step(*batches[0])
+    assert Trainer.step.traces == 2  # another trainer: its own program

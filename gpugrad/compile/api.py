@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import types
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from ..autograd import _grad_mode, _tracing
 from ..tensor import Tensor
@@ -20,9 +23,10 @@ CACHE_SIZE = 8  # programs kept per compiled function (least recently used dropp
 class _Entry:
     """One cached program and how to rebuild the function's result from its outputs."""
 
-    def __init__(self, program: Program, rebuild: Callable[[tuple], Any]) -> None:
+    def __init__(self, program: Program, rebuild: Callable[[tuple], Any], pins: list) -> None:
         self.program = program
         self.rebuild = rebuild
+        self.pins = pins  # objects keyed by identity stay alive (their ids are not reused)
 
     def run(self, tensors: list[Tensor]) -> Any:
         prog = self.program
@@ -67,12 +71,16 @@ class Compiled:
     def __repr__(self) -> str:
         return f"<gg.compile {self._label}: {len(self._cache)} program(s), {self.traces} trace(s)>"
 
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        """As a method decorator: ``self`` becomes the first argument (keyed by identity)."""
+        return self if obj is None else types.MethodType(self, obj)
+
     # -- calling ---------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.eager_reason is not None or _tracing.tracer is not None:
             return self.fn(*args, **kwargs)  # inside another trace: recorded by that one
         tensors: list[Tensor] = []
-        key = self._signature(args, kwargs, tensors)
+        key = self._signature(args, kwargs, tensors, [])
         entry = self._cache.get(key)
         if entry is None:
             return self._trace(args, kwargs, tensors)
@@ -80,7 +88,8 @@ class Compiled:
         self._last = entry
         return entry.run(tensors)
 
-    def _signature(self, args: tuple, kwargs: dict, tensors: list[Tensor]) -> tuple:
+    def _signature(self, args: tuple, kwargs: dict, tensors: list[Tensor],
+                   pins: list) -> tuple:
         parts: list[Any] = [_grad_mode.enabled, tuple([m.training for m in self._modules])]
         for v in args:  # the common case first: tensors and numbers, flat
             if v.__class__ is Tensor:
@@ -90,32 +99,40 @@ class Compiled:
             elif v.__class__ in _ARG_SCALARS:
                 parts.append((v.__class__, v))
             else:
-                parts.append(self._nested(v, tensors))
+                parts.append(self._nested(v, tensors, pins))
         if kwargs:
-            parts.append(self._nested(kwargs, tensors))
+            parts.append(self._nested(kwargs, tensors, pins))
         if len(tensors) > 1:  # which arguments share an array is part of it too
             ids = [id(t.data) for t in tensors]
             if len(set(ids)) < len(ids):
                 parts.append(tuple(ids.index(i) for i in ids))
         return tuple(parts)
 
-    def _nested(self, v: Any, tensors: list[Tensor]) -> Any:
+    def _nested(self, v: Any, tensors: list[Tensor], pins: list) -> Any:
         if v.__class__ is Tensor:
             tensors.append(v)
             return (v.data.shape, v.data.dtype.str, id(v.device), v.requires_grad)
         if v.__class__ in _ARG_SCALARS:
             return (v.__class__, v)
         if isinstance(v, (tuple, list)):
-            return (v.__class__, tuple(self._nested(x, tensors) for x in v))
+            return (v.__class__, tuple(self._nested(x, tensors, pins) for x in v))
         if isinstance(v, dict):
-            return (dict, tuple((k, self._nested(x, tensors)) for k, x in sorted(v.items())))
-        raise TypeError(f"gg.compile({self._label}): arguments must be tensors, numbers, "
-                        f"strings, None or tuples/lists/dicts of them; got "
-                        f"{type(v).__name__} (make arrays tensors: gg.tensor(a))")
+            return (dict, tuple((k, self._nested(x, tensors, pins)) for k, x in sorted(v.items())))
+        if isinstance(v, np.ndarray) or hasattr(v, "__cuda_array_interface__"):
+            raise TypeError(f"gg.compile({self._label}): an array argument (shape "
+                            f"{tuple(v.shape)}) would be copied into a constant; pass a tensor "
+                            "(gg.tensor(a))")
+        if isinstance(v, np.generic):
+            return (v.__class__, v.item())
+        pins.append(v)  # a model, a trainer, ...: the program is for this very object
+        return ("object", id(v))
 
     def _trace(self, args: tuple, kwargs: dict, tensors: list[Tensor]) -> Any:
         tracer = Tracer(self._label, self.fallback == "eager")
         tracer.add_roots(self.fn)
+        pins: list = []
+        self._signature(args, kwargs, [], pins)
+        tracer.note([vars(p) for p in pins if hasattr(p, "__dict__")])  # a method's self
         for i, t in enumerate(tensors):
             tracer.input_index.setdefault(id(t), i)
             slot = tracer.program.new_slot(t.data, "x")
@@ -146,8 +163,10 @@ class Compiled:
                           RuntimeWarning, stacklevel=3)
             return result
         tracer.program.finish()
-        entry = _Entry(tracer.program, rebuild)
-        key = self._signature(args, kwargs, [])  # again: the modules seen are known now
+        entry = _Entry(tracer.program, rebuild, [])
+        pins: list = []
+        key = self._signature(args, kwargs, [], pins)  # again: the modules seen are known now
+        entry.pins = pins
         self._cache[key] = entry
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)

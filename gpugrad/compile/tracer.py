@@ -324,6 +324,10 @@ class Tracer:
         if code is not None:
             g = getattr(fn, "__globals__", {})
             objs += [g[n] for n in code.co_names if n in g]
+        self.note(objs)
+
+    def note(self, objs: list[Any]) -> None:
+        """Note the tensors and modules among ``objs`` (and in lists, tuples, dicts of them)."""
         for obj in objs:
             items = obj.values() if isinstance(obj, dict) else \
                 obj if isinstance(obj, (list, tuple)) else (obj,)
