@@ -409,3 +409,29 @@ def test_method_decorator_and_object_arguments(device):
     assert Trainer.step.traces == 1 and a.step.program is not None
     b.step(*batches[0])
     assert Trainer.step.traces == 2  # another trainer: its own program
+
+
+def test_gradient_accumulation_and_two_optimizers(device):
+    """Two micro-batches per step (the second backward adds into .grad) and two optimizers."""
+    def run(compiled):
+        gg.manual_seed(0)
+        body, head = nn.Linear(N_IN, 8, device=device), nn.Linear(8, N_OUT, device=device)
+        opts = [optim.Adam(body.parameters(), lr=1e-2), optim.SGD(head.parameters(), lr=0.1)]
+
+        def step(x1, y1, x2, y2):
+            for o in opts:
+                o.zero_grad()
+            for x, y in ((x1, y1), (x2, y2)):
+                (F.cross_entropy(head(gg.relu(body(x))), y) * 0.5).backward()
+            for o in opts:
+                o.step()
+            return body.weight.grad
+
+        fn = gg.compile(step) if compiled else step
+        bs = _batches(8, device=device)
+        grads = [fn(*bs[i], *bs[i + 1]).numpy() for i in range(0, 8, 2)]
+        return grads, [p.numpy() for p in list(body.parameters()) + list(head.parameters())]
+
+    (g1, p1), (g2, p2) = run(False), run(True)
+    for a, b in zip(g1 + p1, g2 + p2):
+        np.testing.assert_array_equal(a, b)
