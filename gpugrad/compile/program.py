@@ -129,14 +129,16 @@ class Program:
 
     # -- the listing -----------------------------------------------------------------------------
     def memory_plan(self) -> tuple[int, int]:
-        """(peak bytes alive with slots freed after their last use, bytes of all slots)."""
+        """(peak bytes alive with slots freed after their last use, bytes of all slots). A slot
+        that escapes (into a .grad, an output, an update's arguments) counts as alive to the
+        end, since something else may still hold it."""
         frees = self._frees()
         live = sum(self.slots[s].nbytes for s in self.inputs)
         peak = live
         for step, free in zip(self.steps, frees):
             live += sum(self.slots[t].nbytes for t in step.targets if t is not None)
             peak = max(peak, live)
-            live -= sum(self.slots[s].nbytes for s in free)
+            live -= sum(self.slots[s].nbytes for s in free if not self.slots[s].escapes)
         return peak, sum(s.nbytes for s in self.slots)
 
     def __str__(self) -> str:
@@ -152,7 +154,8 @@ class Program:
             if slot.shape is None:
                 return slot.name
             dt = np.dtype(slot.dtype).name if slot.dtype is not None else "?"
-            return f"{slot.name}[{'x'.join(map(str, slot.shape)) or '()'} {dt}]"
+            mark = "*" if slot.escapes else ""
+            return f"{slot.name}{mark}[{'x'.join(map(str, slot.shape)) or '()'} {dt}]"
 
         peak, total = self.memory_plan()
         head = (f"gg.compile program {self.name} on {self.device}: {len(self.steps)} steps, "
@@ -168,8 +171,8 @@ class Program:
             lines.append(row)
         lines.append("outputs: " + (", ".join(show(s) for s in self.outputs) or "none"))
         lines.append(f"memory plan: peak {_bytes(peak)} of intermediates alive (each slot freed "
-                     f"after its last use); {_bytes(total)} if every slot were kept to the end "
-                     "(eager holds the saved ones until backward)")
+                     f"after its last use; * = kept by something else: a .grad, an output); "
+                     f"{_bytes(total)} if every slot were kept to the end")
         return "\n".join(lines)
 
 
