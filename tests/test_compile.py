@@ -115,7 +115,7 @@ def _assert_same(eager, compiled) -> None:
 
 
 @pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
-def test_optimizers_bitwise(device, opt):
+def test_optimizers_bitwise(device, opt, fused):  # fused kernels, then GPUGRAD_FUSED=0
     eager = _train(False, device, opt=opt)
     compiled = _train(True, device, opt=opt)
     _assert_same(eager, compiled)
@@ -124,7 +124,7 @@ def test_optimizers_bitwise(device, opt):
 
 
 @pytest.mark.parametrize("extra", ["dropout", "batchnorm", "batchnorm-cumulative", "layernorm"])
-def test_layers_bitwise(device, extra):
+def test_layers_bitwise(device, extra, fused):
     _assert_same(_train(False, device, extra=extra, opt="adam"),
                  _train(True, device, extra=extra, opt="adam"))
 
