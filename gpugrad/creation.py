@@ -8,19 +8,8 @@ from typing import Any
 import numpy as np
 
 from .backend import device as _device
+from .backend.rng import host_rng, manual_seed  # noqa: F401 (gg.manual_seed; train.py)
 from .tensor import Tensor, as_array
-
-_rng = np.random.default_rng(0)
-
-
-def manual_seed(seed: int) -> None:
-    """Seed the host generator behind ``randn``/``rand`` and every initializer."""
-    global _rng
-    _rng = np.random.default_rng(seed)
-
-
-def host_rng() -> np.random.Generator:
-    return _rng
 
 
 def _shape(shape: tuple) -> tuple[int, ...]:
@@ -130,15 +119,15 @@ def _random(host: np.ndarray, dtype, device, requires_grad) -> Tensor:
 
 def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard normal samples from the seeded host generator."""
-    return _random(_rng.standard_normal(_shape(shape)), dtype, device, requires_grad)
+    return _random(host_rng().standard_normal(_shape(shape)), dtype, device, requires_grad)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform [0, 1) samples from the seeded host generator."""
-    return _random(_rng.random(_shape(shape)), dtype, device, requires_grad)
+    return _random(host_rng().random(_shape(shape)), dtype, device, requires_grad)
 
 
 def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
     if high is None:
         low, high = 0, low
-    return _random(_rng.integers(low, high, size=size), dtype or np.int64, device, False)
+    return _random(host_rng().integers(low, high, size=size), dtype or np.int64, device, False)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import autograd
-from .backend import Device, DeviceError, device_array_to_host
+from .backend import Device, DeviceError, host_array
 from .backend import device as _device
 
 _SCALARS = (int, float, bool)
@@ -31,12 +31,12 @@ def as_array(data: Any, dtype: Any = None, device: Device | None = None, copy: b
 
 def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
     if isinstance(data, Tensor):
-        arr = data.data if data.device is dev else _move(data.data, data.device, dev)
+        arr = data.data if data.device is dev else dev.put(data.data)
         arr = arr.astype(dtype) if dtype is not None else arr
         return arr.copy() if copy and arr is data.data else arr
     if isinstance(data, np.ndarray) or _is_device_array(data):
         if dev.type == "cpu" and _is_device_array(data):
-            return np.asarray(device_array_to_host(data), dtype=dtype)
+            return np.asarray(host_array(data), dtype=dtype)
         arr = dev.backend.asarray(data, dtype=dtype)
         if copy and (arr is data or _same_memory(arr, data)):
             arr = arr.copy()  # CuPy wraps other libraries' GPU arrays without copying
@@ -76,17 +76,10 @@ def _to_host(data: Any) -> Any:
     if isinstance(data, Tensor):
         return data.numpy()
     if _is_device_array(data):
-        return device_array_to_host(data)
+        return host_array(data)
     if isinstance(data, (list, tuple)):
         return [_to_host(x) for x in data]
     return data
-
-
-def _move(array, src: Device, dst: Device):
-    if src is dst:
-        return array
-    host = src.backend.to_host(array)
-    return host if dst.type == "cpu" else dst.backend.asarray(host)
 
 
 class _Size(int):
@@ -381,7 +374,7 @@ class Tensor:
 
     def __setitem__(self, index, value) -> None:
         """``t[index] = value``. Recorded when ``t`` or ``value`` requires grad (in grad mode), so
-        gradients flow to both; otherwise written in place (see ``_private_array``)."""
+        gradients flow to both; otherwise written in place (see ``writable_data``)."""
         tracked = autograd.is_grad_enabled() and self.dtype.kind in _FLOAT_KINDS and (
             self.requires_grad or (isinstance(value, Tensor) and value.requires_grad))
         if tracked and self.requires_grad and self._ctx is None:
@@ -407,17 +400,21 @@ class Tensor:
                 return
             value = value.data if isinstance(value, Tensor) else value
             with self.device.activate():  # CuPy writes with a kernel on the current GPU
-                self._private_array()[index] = value
+                self.writable_data()[index] = value
         except ValueError as exc:  # NumPy's/CuPy's broadcast error, with the op and shapes added
             shape = getattr(value, "shape", ())
             raise ValueError(f"__setitem__: a value of shape {tuple(shape)} does not fit the "
                              f"selected elements of a tensor of shape {self.shape} ({exc})") \
                 from None
 
-    def _private_array(self):
-        """``self.data``, first replaced by a copy when anything else may hold it: a graph node
-        that saved it for backward, another tensor sharing it (``detach``), or a view of its
-        memory. Writing into a shared array would silently change what backward computes."""
+    def writable_data(self):
+        """The tensor's own array, safe to write in place (``t.writable_data()[...] = 0``).
+
+        ``self.data`` itself, first replaced by a copy when anything else may hold it: a graph
+        node that saved it for backward, another tensor sharing it (``detach``), or a view of its
+        memory -- writing into a shared array would silently change what backward computes.
+        Optimizers, initialisers and ``load_state_dict`` update parameters through it. Nothing
+        is recorded: use it under ``no_grad`` semantics (the write is invisible to autograd)."""
         arr, refs = _array_refs(self)
         if arr.base is not None or refs > _SOLE_HOLDER_REFS:  # NumPy's temporary elision
             with self.device.activate():  # tests references the same way

@@ -177,7 +177,7 @@ def test_batch_norm_running_stats_are_in_place_and_off_the_tape(device):
 
 def test_state_dict_snapshot_survives_a_training_step(device):
     """``best = model.state_dict()`` (detached tensors sharing the arrays) must not follow the
-    model: parameters are stepped through ``_private_array`` by the optimizer, and the buffers,
+    model: parameters are stepped through ``writable_data`` by the optimizer, and the buffers,
     updated by the forward pass, likewise -- also by ``reset_running_stats``."""
     gg.manual_seed(0)
     m = nn.Sequential(nn.Linear(4, 3, device=device), nn.BatchNorm1d(3, device=device))

@@ -121,7 +121,7 @@ def test_new_options_take_the_composite_path_defaults_stay_fused(device, monkeyp
     fused = gg.device(device).backend.fused
     calls = []
     real_adam, real_sgd = fused.adam_step, fused.sgd_step
-    monkeypatch.setattr(gg.backend, "_FUSED", True)
+    monkeypatch.setattr(gg.backend.config, "_FUSED", True)
     monkeypatch.setattr(fused, "adam_step", lambda *a, **k: (calls.append("adam"),
                                                             real_adam(*a, **k)))
     monkeypatch.setattr(fused, "sgd_step", lambda *a, **k: (calls.append("sgd"),

@@ -10,7 +10,7 @@ cast back to the input's dtype.
 
 BatchNorm's running statistics are updated with array math on the buffers' device: nothing is
 recorded on the tape and nothing is read back to the host. They are written through
-``Tensor._private_array``, like parameters by the optimizers, so an array someone else holds (a
+``Tensor.writable_data``, like parameters by the optimizers, so an array someone else holds (a
 ``state_dict()`` snapshot, a graph that saved it) is never changed under them.
 """
 
@@ -144,7 +144,7 @@ class LayerNorm(Module):
 # -- BatchNorm --------------------------------------------------------------------------------
 def _update_running(running: Tensor, batch, factor: Any) -> None:
     """``running = (1 - factor)·running + factor·batch`` on the running tensor's device: plain
-    array math (not recorded), written through ``_private_array`` (never into an array someone
+    array math (not recorded), written through ``writable_data`` (never into an array someone
     else holds). ``factor`` -- a Python float, a NumPy scalar or a 0-d array -- is first made a
     0-d array of the computation's dtype, so every kind takes the same path and rounds alike on
     both devices (NumPy hands back a scalar where CuPy keeps a 0-d array). The arithmetic is in
@@ -154,7 +154,7 @@ def _update_running(running: Tensor, batch, factor: Any) -> None:
         xp = running.device.xp
         f = xp.asarray(factor, dtype=ct)
         batch = batch.astype(ct, copy=False)
-        arr = running._private_array()
+        arr = running.writable_data()
         if arr.dtype == ct:
             arr *= 1 - f
             arr += f * batch
@@ -283,7 +283,7 @@ class BatchNorm1d(Module):
             for t, value in ((self.running_mean, 0), (self.running_var, 1),
                              (self.num_batches_tracked, 0)):
                 with t.device.activate():
-                    t._private_array()[...] = value  # never into a state_dict() snapshot
+                    t.writable_data()[...] = value  # never into a state_dict() snapshot
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
@@ -306,7 +306,7 @@ class BatchNorm1d(Module):
                                 self.bias)
             _check_param(self._op, "num_batches_tracked", nbt, (), x)
             with nbt.device.activate():
-                count = nbt._private_array()  # never into a state_dict() snapshot
+                count = nbt.writable_data()  # never into a state_dict() snapshot
                 count += 1  # on the device: no host sync
                 if self.momentum is None:  # cumulative moving average: 1 / batches seen
                     factor = 1.0 / count.astype(np.float64)  # a 0-d array (CuPy) or a scalar

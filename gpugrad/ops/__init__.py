@@ -454,6 +454,10 @@ def sigmoid_grad(y, g) -> Tensor:
     return g * y * (1 - y)
 
 
+def mask_select(mask, g) -> Tensor:
+    return where(mask, g, 0)
+
+
 TENSOR_METHODS = (
     "exp", "log", "sqrt", "abs", "sin", "cos", "tanh", "erf", "sign", "sigmoid", "relu",
     "leaky_relu", "gelu", "clip", "sum", "mean", "max", "min", "logsumexp", "softmax",

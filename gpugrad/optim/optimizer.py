@@ -122,7 +122,7 @@ class Optimizer:
                     p.grad = None
                 else:
                     with p.device.activate():
-                        p.grad._private_array()[...] = 0
+                        p.grad.writable_data()[...] = 0
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update the parameters; ``closure`` (re-evaluating the loss) is called first if given."""
@@ -220,11 +220,9 @@ class Optimizer:
         if tuple(arr.shape) != p.shape:
             raise ValueError(f"{name}.load_state_dict: state {field!r} of parameter {key} has "
                              f"shape {tuple(arr.shape)}, the parameter has shape {p.shape}")
-        if hasattr(arr, "__cuda_array_interface__") and p.device.type == "cpu":
-            arr = arr.get()
         # Always a fresh array: state is updated in place and must not alias the checkpoint.
         with p.device.activate():
-            data = p.device.xp.array(p.device.backend.asarray(arr), dtype=p.dtype, copy=True)
+            data = p.device.xp.array(p.device.put(arr), dtype=p.dtype, copy=True)
         return Tensor._wrap(data, p.device)
 
     def __repr__(self) -> str:
@@ -314,7 +312,7 @@ class SGD(Optimizer):
             else:
                 first = False
             ps, gs, bufs = buckets.setdefault((p.device, first), ([], [], []))
-            ps.append(p._private_array())  # never update an array a graph saved
+            ps.append(p.writable_data())  # never update an array a graph saved
             gs.append(g)
             if buf is not None:
                 bufs.append(buf.data)
@@ -403,7 +401,7 @@ class Adam(Optimizer):
                 st["max_exp_avg_sq"] = self._new_state(p)
             st["step"] += 1
             b = buckets.setdefault((p.device, st["step"]), ([], [], [], [], []))
-            b[0].append(p._private_array())  # never update an array a graph saved
+            b[0].append(p.writable_data())  # never update an array a graph saved
             b[1].append(g)
             b[2].append(st["exp_avg"].data)
             b[3].append(st["exp_avg_sq"].data)
