@@ -96,7 +96,10 @@ from .ops import (
     var,
     where,
 )
+from .ops.tensor_methods import setup_tensor as _setup_tensor
 from .tensor import Tensor
+
+_setup_tensor()  # operators and op methods onto Tensor, graph-mode ops into the engine
 
 __version__ = "0.1.0"
 
