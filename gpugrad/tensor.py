@@ -21,7 +21,7 @@ _SCALARS = (int, float, bool)
 _FLOAT_KINDS = "fc"
 
 
-def _is_device_array(data: Any) -> bool:
+def is_device_array(data: Any) -> bool:
     return hasattr(data, "__cuda_array_interface__")
 
 
@@ -39,8 +39,8 @@ def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
         arr = data.data if data.device is dev else dev.put(data.data)
         arr = arr.astype(dtype) if dtype is not None else arr
         return arr.copy() if copy and arr is data.data else arr
-    if isinstance(data, np.ndarray) or _is_device_array(data):
-        if dev.type == "cpu" and _is_device_array(data):
+    if isinstance(data, np.ndarray) or is_device_array(data):
+        if dev.type == "cpu" and is_device_array(data):
             return np.asarray(host_array(data), dtype=dtype)
         arr = dev.backend.asarray(data, dtype=dtype)
         if copy and (arr is data or _same_memory(arr, data)):
@@ -52,7 +52,7 @@ def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
         try:
             host = np.asarray(data, dtype=dtype)
         except TypeError:  # GPU tensors or arrays nested in lists: NumPy cannot read them
-            host = np.asarray(_to_host(data), dtype=dtype)
+            host = np.asarray(nested_to_host(data), dtype=dtype)
     except ValueError as exc:  # ragged nesting
         raise TypeError(f"tensor: cannot build a tensor from {type(data).__name__} data: {exc}") \
             from None
@@ -71,19 +71,19 @@ def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
 
 def _same_memory(arr: Any, data: Any) -> bool:
     """Whether ``arr`` (just made from ``data``) points at ``data``'s GPU memory."""
-    if not _is_device_array(data) or not _is_device_array(arr):
+    if not is_device_array(data) or not is_device_array(arr):
         return False
     return arr.__cuda_array_interface__["data"][0] == data.__cuda_array_interface__["data"][0]
 
 
-def _to_host(data: Any) -> Any:
+def nested_to_host(data: Any) -> Any:
     """Nested lists/tuples with every GPU tensor or array in them copied to the host."""
     if isinstance(data, Tensor):
         return data.numpy()
-    if _is_device_array(data):
+    if is_device_array(data):
         return host_array(data)
     if isinstance(data, (list, tuple)):
-        return [_to_host(x) for x in data]
+        return [nested_to_host(x) for x in data]
     return data
 
 

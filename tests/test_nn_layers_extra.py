@@ -220,7 +220,7 @@ def test_update_running_takes_one_path_for_scalars_and_0d_arrays():
     """NumPy turns ``1 / num_batches_tracked`` into a scalar (np.float64), CuPy keeps a 0-d
     array: both, and a Python float, must round alike (the factor is made a 0-d array of the
     buffer's dtype first), so CPU and GPU running statistics agree bit for bit."""
-    from gpugrad.nn.normalization import _update_running
+    from gpugrad.ops.normalization import _update_running
     rng = _rng(0)
     for k in range(2, 60):
         start = rng.normal(size=200).astype(np.float32)

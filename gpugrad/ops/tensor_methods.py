@@ -13,10 +13,10 @@ import numpy as np
 
 from .. import autograd
 from .. import ops as _ops
-from ..backend import DeviceError
 from ..backend import device as _device
-from ..tensor import Tensor, as_array
+from ..tensor import Tensor
 from . import elementwise as _ew
+from .indexing import setitem
 from .inplace import INPLACE_METHODS
 
 _SCALARS = (int, float, bool)
@@ -68,42 +68,6 @@ def to(self: Tensor, device: Any = None, dtype: Any = None) -> Tensor:
     if dtype is not None and np.dtype(dtype) != out.dtype:
         out = out.astype(dtype)
     return out
-
-
-def setitem(self: Tensor, index: Any, value: Any) -> None:
-    """``t[index] = value``. Recorded when ``t`` or ``value`` requires grad (in grad mode), so
-    gradients flow to both; otherwise written in place (see ``writable_data``)."""
-    tracked = autograd.is_grad_enabled() and self.dtype.kind in "fc" and (
-        self.requires_grad or (isinstance(value, Tensor) and value.requires_grad))
-    if tracked and self.requires_grad and self._ctx is None:
-        raise RuntimeError(
-            f"__setitem__: a leaf tensor that requires grad (shape {self.shape}) cannot be "
-            "changed in place while grad mode is on; wrap the update in `with gg.no_grad():`"
-        )
-    if isinstance(value, Tensor):
-        if value.device is not self.device:
-            raise DeviceError(f"__setitem__: value is on {value.device} but the tensor is on "
-                              f"{self.device}; move it with .to(device) first")
-    elif (self.device.type != "cpu" or tracked) and value.__class__ not in _SCALARS and \
-            not isinstance(value, np.generic):
-        # CuPy takes only scalars and arrays of its own device (a NumPy array or a list
-        # assigned to a slice raises there), and a recorded write needs an array: bring the
-        # value over, as ops do with operands.
-        value = as_array(value, self.dtype, self.device, copy=False)
-    index = _ops._prepare_index(self, index, "__setitem__")
-    try:
-        if tracked:  # a new node: the graph built so far keeps the old array
-            out = _ops.index_put(self, value, index)
-            self.data, self._ctx, self.requires_grad = out.data, out._ctx, True
-            return
-        value = value.data if isinstance(value, Tensor) else value
-        with self.device.activate():  # CuPy writes with a kernel on the current GPU
-            self.writable_data()[index] = value
-    except ValueError as exc:  # NumPy's/CuPy's broadcast error, with the op and shapes added
-        shape = getattr(value, "shape", ())
-        raise ValueError(f"__setitem__: a value of shape {tuple(shape)} does not fit the "
-                         f"selected elements of a tensor of shape {self.shape} ({exc})") \
-            from None
 
 
 def backward(self: Tensor, gradient: Any = None, retain_graph: bool | None = None,
