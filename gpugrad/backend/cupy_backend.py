@@ -32,9 +32,17 @@ class CupyBackend:
 
     @property
     def fused(self):
+        """The fused ops: the CUDA kernels (``kernels/*.cu``)."""
         from . import fused_cuda
 
         return fused_cuda
+
+    @property
+    def reference(self):
+        """The fused ops' array-module reference, run on this GPU when ``GPUGRAD_FUSED=0``."""
+        from . import fused_reference
+
+        return fused_reference
 
     def asarray(self, data, dtype=None):
         """``data`` (host data, or an array of any GPU) as a CuPy array on this GPU."""

@@ -59,9 +59,16 @@ class NumpyBackend:
 
     @property
     def fused(self):
-        from . import fused_cpu
+        """The fused ops: on the CPU, their reference implementation."""
+        from . import fused_reference
 
-        return fused_cpu
+        return fused_reference
+
+    @property
+    def reference(self):
+        from . import fused_reference
+
+        return fused_reference
 
     def asarray(self, data, dtype=None) -> np.ndarray:
         """``data`` (host data, or a GPU array: copied over) as a NumPy array."""

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import is_grad_enabled
-from ..backend import DeviceError, fused_enabled
+from ..backend import DeviceError
 from ..tensor import Tensor
 from .reductions import mean, sum
 from .shape import astype
@@ -99,11 +99,6 @@ def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
     if reduction == "none":
         return loss
     return sum(loss) if reduction == "sum" else mean(loss)
-
-
-def fused_module(device):
-    """The device's fused module, or None when fused kernels are switched off."""
-    return device.backend.fused if fused_enabled() else None
 
 
 def reduce_array(loss, reduction: str):

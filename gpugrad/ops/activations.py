@@ -1,7 +1,8 @@
 """Activations: every one of them, each Function's forward beside its derivative rule, then the
 public wrappers. ``sigmoid`` runs the fused entry point (``kernels/sigmoid.cu`` on CUDA, the
-array-module reference elsewhere, see ``backend.config``); its rule also works on Tensors, so it is
-twice differentiable. ``tanh`` is NumPy's and lives with the elementwise ops.
+array-module reference ``backend.fused_reference`` elsewhere or with ``GPUGRAD_FUSED=0``); its
+graph-mode rule (``sigmoid_grad`` below) works on Tensors, so it is twice differentiable.
+``tanh`` is NumPy's and lives with the elementwise ops.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
-from ..backend import fused_enabled
+from ..backend.config import fused_ops
 from ..tensor import Tensor
 from ._coerce import as_tensor, float_tensor, floating, scalar_arg
 from ._rules import normalize_axis
@@ -22,10 +23,7 @@ class Sigmoid(Function):
     save_output = True
 
     def forward(self, x):
-        if fused_enabled():
-            return self.device.backend.fused.sigmoid_forward(x)
-        with np.errstate(over="ignore"):  # exp(-x) = inf gives exactly 0, as it should
-            return 1 / (1 + self.xp.exp(-x))
+        return fused_ops(self.device.backend).sigmoid_forward(x)
 
     def backward(self, ops, g, y): return (ops.sigmoid_grad(y, g),)
 

@@ -16,15 +16,14 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Function
+from ..backend.config import fused_ops
+from ..backend.errors import check_labels
 from ..tensor import Tensor
 from ._coerce import float_input
 from ._loss_args import (
     check_label_smoothing,
     check_reduction,
-    compute_dtype,
-    fused_module,
     loss_weight,
-    reduce_array,
     same_device,
     will_differentiate,
 )
@@ -44,54 +43,6 @@ def _scale_in_place(d, g, reduction: str):
     return d
 
 
-def check_labels(xp, labels, num_classes: int, ignore_index: int,
-                 op: str = "cross_entropy") -> None:
-    """Raise ValueError if any label is outside [0, C) and not ``ignore_index`` (one host sync)."""
-    bad = (labels < 0) | (labels >= num_classes)
-    if ignore_index < 0 or ignore_index >= num_classes:
-        bad &= labels != ignore_index
-    if bool(bad.any()):
-        row = int(xp.argmax(bad))
-        raise ValueError(
-            f"{op}: label {int(labels[row])} at row {row} is outside [0, {num_classes}) "
-            f"and is not ignore_index={ignore_index} (logits have {num_classes} classes)"
-        )
-
-
-def ce_composite(xp, logits, labels, ignore_index: int, reduction: str, with_grad: bool):
-    """Softmax cross-entropy from ordinary array math (the ``GPUGRAD_FUSED=0`` path)."""
-    n, c = logits.shape
-    check_labels(xp, labels, c, ignore_index)
-    x = logits.astype(compute_dtype(logits.dtype), copy=False)
-    valid = labels != ignore_index
-    safe = xp.where(valid, labels, 0)
-    rows = xp.arange(n)
-    shifted = x - x.max(axis=1, keepdims=True)
-    e = xp.exp(shifted)
-    s = e.sum(axis=1)
-    loss = xp.where(valid, xp.log(s) - shifted[rows, safe], 0).astype(x.dtype, copy=False)
-    count = valid.sum().astype(x.dtype)
-    with np.errstate(invalid="ignore", divide="ignore"):  # all rows ignored: 0/0 = nan, as torch
-        if reduction == "mean":
-            out = loss.sum() / count
-        else:
-            out = reduce_array(loss, reduction)
-        if not with_grad:
-            return out.astype(logits.dtype, copy=False), None
-        e /= s[:, None]
-        e[rows, safe] -= 1
-        w = valid.astype(x.dtype)
-        if reduction == "mean":  # all rows ignored: w is all 0 and stays so (torch's zero grad)
-            w /= xp.maximum(count, 1)
-        e *= w[:, None]
-    return out.astype(logits.dtype, copy=False), e.astype(logits.dtype, copy=False)
-
-
-def ce_backward_composite(xp, logits, labels, ignore_index: int, reduction: str, gy):
-    _, d = ce_composite(xp, logits, labels, ignore_index, reduction, True)
-    return _scale_in_place(d, gy, reduction)
-
-
 class CrossEntropy(Function):
     """Softmax cross-entropy of (N, C) logits against (N,) integer labels."""
 
@@ -99,12 +50,8 @@ class CrossEntropy(Function):
 
     def forward(self, logits, labels, ignore_index=-100, reduction="mean", with_grad=False):
         self.labels, self.ignore_index, self.reduction = labels, ignore_index, reduction
-        fused = fused_module(self.device)
-        if fused is not None:
-            loss, d = fused.softmax_cross_entropy(logits, labels, ignore_index, reduction,
-                                                  with_grad)
-        else:
-            loss, d = ce_composite(self.xp, logits, labels, ignore_index, reduction, with_grad)
+        loss, d = fused_ops(self.device.backend).softmax_cross_entropy(
+            logits, labels, ignore_index, reduction, with_grad)
         self.dlogits = d
         return loss
 
@@ -115,12 +62,8 @@ class CrossEntropy(Function):
         if d is not None:
             self.dlogits = None  # consumed: scaled in place and handed on
             return _scale_in_place(d, g, self.reduction), None
-        fused = fused_module(self.device)
-        if fused is not None:
-            return fused.softmax_cross_entropy_backward(
-                logits, self.labels, self.ignore_index, self.reduction, g), None
-        return ce_backward_composite(self.xp, logits, self.labels, self.ignore_index,
-                                     self.reduction, g), None
+        return fused_ops(self.device.backend).softmax_cross_entropy_backward(
+            logits, self.labels, self.ignore_index, self.reduction, g), None
 
     def _graph_backward(self, ops, g, logits):
         """(softmax(logits) - onehot) * row weight * g, built from gpugrad ops (differentiable)."""
@@ -197,7 +140,7 @@ def _class_loss(op: str, logp: Tensor, labels: Tensor, weight: Tensor | None, ig
     m, c = logp.shape
     with dev.activate():  # array math outside any op: run it on logp's GPU
         lab = labels.data
-        check_labels(xp, lab, c, int(ignore_index), op)
+        check_labels(lab, c, int(ignore_index), op)
         keep = lab != ignore_index
         cols = xp.where(keep, lab, 0)  # any valid column for ignored rows; masked below
         rows = xp.arange(m)

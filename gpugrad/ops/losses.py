@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Function
+from ..backend.config import fused_ops
 from ..tensor import Tensor
 from ._coerce import float_input
 from ._loss_args import (
@@ -29,7 +30,6 @@ from ._loss_args import (
     compute_dtype,
     elementwise_weight,
     float_target,
-    fused_module,
     mean_scale,
     reduce_array,
     reduce_loss,
@@ -37,39 +37,12 @@ from ._loss_args import (
 )
 
 
-def bce_logits_composite(xp, z, t, reduction: str, with_grad: bool):
-    """max(z, 0) - z*t + log1p(exp(-|z|)): finite for any finite z (the GPUGRAD_FUSED=0 path)."""
-    x = z.astype(compute_dtype(z.dtype), copy=False)
-    tt = t.astype(x.dtype, copy=False)
-    loss = xp.maximum(x, 0) - x * tt + xp.log1p(xp.exp(-xp.abs(x)))
-    out = reduce_array(loss, reduction).astype(z.dtype, copy=False)
-    if not with_grad:
-        return out, None
-    d = xp.tanh(x * 0.5)  # sigmoid(x) = tanh(x/2)/2 + 1/2: never overflows
-    d *= 0.5
-    d += 0.5
-    d -= tt
-    if reduction == "mean" and d.size:
-        d *= 1.0 / d.size
-    return out, d.astype(z.dtype, copy=False)
-
-
-def bce_logits_backward_composite(xp, z, t, reduction: str, gy):
-    _, d = bce_logits_composite(xp, z, t, reduction, True)
-    d *= gy
-    return d
-
-
 class BCEWithLogits(Function):
     save_inputs = (0, 1)
 
     def forward(self, z, t, reduction="mean", with_grad=False):
         self.reduction = reduction
-        fused = fused_module(self.device)
-        if fused is not None:
-            loss, d = fused.bce_with_logits(z, t, reduction, with_grad)
-        else:
-            loss, d = bce_logits_composite(self.xp, z, t, reduction, with_grad)
+        loss, d = fused_ops(self.device.backend).bce_with_logits(z, t, reduction, with_grad)
         self.dz = d
         return loss
 
@@ -77,7 +50,7 @@ class BCEWithLogits(Function):
         need_z, need_t = self.needs_input_grad
         scale = mean_scale(self.reduction, z.size)
         gz = gt = None
-        if g.__class__ is Tensor:  # graph mode: differentiable composite
+        if g.__class__ is Tensor:  # graph mode: the rule from gpugrad ops (differentiable)
             if need_z:
                 gz = (ops.sigmoid(z) - t) * (g * scale)
             if need_t:
@@ -90,9 +63,8 @@ class BCEWithLogits(Function):
                 d *= g
                 gz = d
             else:
-                fused = fused_module(self.device)
-                gz = (fused.bce_with_logits_backward(z, t, self.reduction, g) if fused is not None
-                      else bce_logits_backward_composite(self.xp, z, t, self.reduction, g))
+                gz = fused_ops(self.device.backend).bce_with_logits_backward(z, t, self.reduction,
+                                                                             g)
         if need_t:
             gt = z * (-scale)
             gt *= g

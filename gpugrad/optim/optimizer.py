@@ -2,43 +2,29 @@
 ``AdamW`` (``RMSprop`` and ``Adagrad`` live in their own modules).
 
 ``step()`` updates every parameter of a group in place on its device with one call of the fused
-entry point (``device.backend.fused.sgd_step`` / ``adam_step``: one kernel launch on CUDA) --
-hyper-parameters travel as Python floats, so a step never copies anything to or from the host.
-With ``GPUGRAD_FUSED=0`` the same formulas run as ordinary in-place array math. The options the
-kernels do not implement (``maximize=True``, Adam's ``amsgrad=True``) always take that composite
-path, for the groups that set them. Parameters whose ``.grad`` is None are skipped, and their
-state does not advance (as in PyTorch).
+entry point (``backend.config.fused_ops(...).sgd_step`` / ``adam_step``: one kernel launch on
+CUDA, the array-module reference ``backend.optim_updates`` on the CPU or with ``GPUGRAD_FUSED=0``)
+-- hyper-parameters travel as Python floats, so a step never copies anything to or from the host.
+The options the kernels do not implement (``maximize=True``, Adam's ``amsgrad=True``) run the
+reference directly, for the groups that set them. Parameters whose ``.grad`` is None are skipped,
+and their state does not advance (as in PyTorch).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from ..autograd import enable_grad
-from ..backend import fused_enabled
+from ..backend.config import fused_ops
+from ..backend.optim_updates import adam_update, sgd_update
 from ..tensor import Tensor
 
 # Group keys that schedulers write next to the options (OneCycleLR's cycle bounds), so a param
 # group copied from a scheduled optimizer is still accepted.
 _SCHEDULER_KEYS = {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
-
-
-def _fused(device):
-    return device.backend.fused if fused_enabled() else None
-
-
-def lerp_(a: Any, b: Any, w: float) -> None:
-    """a = lerp(a, b, w) in place with torch.lerp's two branches (exact at w = 1, where the
-    one-line form a + w·(b - a) is not; torch may fuse the multiply-add, so the rest agrees to
-    rounding)."""
-    if w < 0.5:
-        a += w * (b - a)
-    else:
-        a[...] = b - (b - a) * (1 - w)
 
 
 class Optimizer:
@@ -245,25 +231,6 @@ def _plain(v: Any) -> Any:
 
 
 # -- SGD --------------------------------------------------------------------------------------
-def sgd_composite(params: list, grads: list, momentum_bufs: list, *, lr: float, momentum: float,
-                  dampening: float, nesterov: bool, weight_decay: float,
-                  first_step: bool, maximize: bool = False) -> None:
-    """torch.optim.SGD's update in ordinary in-place array math (the GPUGRAD_FUSED=0 path, and
-    the path of ``maximize=True``)."""
-    for i, (p, g) in enumerate(zip(params, grads)):
-        g = -g if maximize else g
-        d = g + weight_decay * p if weight_decay else g
-        if momentum:
-            b = momentum_bufs[i]
-            if first_step:
-                b[...] = d
-            else:
-                b *= momentum
-                b += (1 - dampening) * d
-            d = d + momentum * b if nesterov else b
-        p -= lr * d
-
-
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and
     (L2) weight decay -- ``torch.optim.SGD``'s formulas:
@@ -321,40 +288,14 @@ class SGD(Optimizer):
 
     @staticmethod
     def _launch(device, ps, gs, bufs, opts, first: bool, maximize: bool) -> None:
-        fused = _fused(device)
         with device.activate():  # the update runs on the bucket's GPU
-            if fused is not None and not maximize:  # the kernel has no maximize
-                fused.sgd_step(ps, gs, bufs, first_step=first, **opts)
+            if maximize:  # an option the kernel lacks: the reference has every option
+                sgd_update(ps, gs, bufs, first_step=first, maximize=True, **opts)
             else:
-                sgd_composite(ps, gs, bufs, first_step=first, maximize=maximize, **opts)
+                fused_ops(device.backend).sgd_step(ps, gs, bufs, first_step=first, **opts)
 
 
 # -- Adam / AdamW -----------------------------------------------------------------------------
-def adam_composite(xp: Any, params: list, grads: list, exp_avgs: list, exp_avg_sqs: list,
-                   max_exp_avg_sqs: list | None, *, step: int, lr: float, beta1: float,
-                   beta2: float, eps: float, weight_decay: float, decoupled: bool,
-                   maximize: bool = False) -> None:
-    """torch.optim.Adam / AdamW's update in in-place array math (the GPUGRAD_FUSED=0 path, and
-    the path of ``amsgrad`` / ``maximize``). ``max_exp_avg_sqs`` is None unless amsgrad."""
-    bias_correction1 = 1 - beta1**step
-    bias_correction2_sqrt = math.sqrt(1 - beta2**step)
-    step_size = lr / bias_correction1
-    for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
-        g = -g if maximize else g
-        if weight_decay and decoupled:
-            p *= 1 - lr * weight_decay
-        d = g + weight_decay * p if weight_decay and not decoupled else g
-        lerp_(m, d, 1 - beta1)
-        v *= beta2
-        v += (1 - beta2) * d * d
-        if max_exp_avg_sqs is not None:  # amsgrad: normalise by the largest v seen so far
-            v = xp.maximum(max_exp_avg_sqs[i], v, out=max_exp_avg_sqs[i])
-        denom = xp.sqrt(v)
-        denom /= bias_correction2_sqrt
-        denom += eps
-        p -= step_size * (m / denom)
-
-
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with PyTorch's defaults and formulas; ``weight_decay`` adds wd·p to the
     gradient (L2). For decoupled weight decay use ``AdamW``. ``amsgrad=True`` divides by the
@@ -408,13 +349,12 @@ class Adam(Optimizer):
             if amsgrad:
                 b[4].append(st["max_exp_avg_sq"].data)
         for (device, step), (ps, gs, ms, vs, vmaxs) in buckets.items():
-            fused = _fused(device)
             with device.activate():  # the update runs on the bucket's GPU
-                if fused is not None and not (amsgrad or maximize):  # options the kernel lacks
-                    fused.adam_step(ps, gs, ms, vs, step=step, **opts)
+                if amsgrad or maximize:  # options the kernel lacks: the reference has them all
+                    adam_update(ps, gs, ms, vs, vmaxs if amsgrad else None, step=step,
+                                maximize=maximize, **opts)
                 else:
-                    adam_composite(device.xp, ps, gs, ms, vs, vmaxs if amsgrad else None,
-                                   step=step, maximize=maximize, **opts)
+                    fused_ops(device.backend).adam_step(ps, gs, ms, vs, step=step, **opts)
 
 
 class AdamW(Adam):

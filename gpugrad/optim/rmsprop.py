@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .optimizer import Optimizer, lerp_
+from ..backend.optim_updates import lerp_
+from .optimizer import Optimizer
 
 
 def rmsprop_update(xp: Any, p: Any, g: Any, square_avg: Any, grad_avg: Any | None,
