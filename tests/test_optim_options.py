@@ -1,4 +1,4 @@
-"""Optimizer options and optimizers beyond the basics: Adam/AdamW ``amsgrad`` and ``maximize``,
+"""Optimizer options and the other optimizer families: Adam/AdamW ``amsgrad`` and ``maximize``,
 SGD ``maximize`` and dampening, ``RMSprop``, ``Adagrad`` -- vs float64 NumPy references of
 torch.optim's rules on every device, vs torch.optim itself when it is installed -- and the
 gradient clipping of ``gg.nn.utils``."""
