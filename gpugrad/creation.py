@@ -27,11 +27,8 @@ def _dtype(dtype: Any, default=np.float32) -> np.dtype:
 
 def _new(array_fn, shape, dtype, device, requires_grad) -> Tensor:
     dev = _device(device)
-    if dev.type == "cpu":
-        t = Tensor._wrap(array_fn(np), dev)
-    else:
-        with dev.activate():  # CuPy allocates on the current GPU
-            t = Tensor._wrap(array_fn(dev.xp), dev)
+    with dev.activate():  # CuPy allocates on the current GPU
+        t = Tensor._wrap(array_fn(dev.xp), dev)
     return t.requires_grad_() if requires_grad else t
 
 
@@ -113,7 +110,7 @@ def linspace(start, stop, num=50, dtype=None, device=None, requires_grad=False) 
 def _random(host: np.ndarray, dtype, device, requires_grad) -> Tensor:
     dev = _device(device)
     arr = host.astype(_dtype(dtype), copy=False)
-    t = Tensor._wrap(arr if dev.type == "cpu" else dev.backend.asarray(arr), dev)
+    t = Tensor._wrap(dev.put(arr), dev)
     return t.requires_grad_() if requires_grad else t
 
 

@@ -40,14 +40,12 @@ def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
         arr = arr.astype(dtype) if dtype is not None else arr
         return arr.copy() if copy and arr is data.data else arr
     if isinstance(data, np.ndarray) or is_device_array(data):
-        if dev.type == "cpu" and is_device_array(data):
-            return np.asarray(host_array(data), dtype=dtype)
-        arr = dev.backend.asarray(data, dtype=dtype)
+        arr = dev.put(data, dtype=dtype)
         if copy and (arr is data or _same_memory(arr, data)):
             arr = arr.copy()  # CuPy wraps other libraries' GPU arrays without copying
         return arr
     if isinstance(data, np.generic):
-        return dev.backend.asarray(np.asarray(data, dtype=dtype))
+        return dev.put(np.asarray(data, dtype=dtype))
     try:
         try:
             host = np.asarray(data, dtype=dtype)
@@ -66,7 +64,7 @@ def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
             host = host.astype(np.float32)
         elif host.dtype.kind in "iu":
             host = host.astype(np.int64)
-    return host if dev.type == "cpu" else dev.backend.asarray(host)
+    return dev.put(host)
 
 
 def _same_memory(arr: Any, data: Any) -> bool:

@@ -37,7 +37,7 @@ def _fill(t: Tensor, host: np.ndarray) -> Tensor:
     # Writes into the existing buffer: the tensor object (maybe already given to an optimizer)
     # keeps its identity. No graph is recorded: initialization is not differentiable.
     with t.device.activate():  # the copy into the buffer runs on the tensor's GPU
-        t.writable_data()[...] = host if t.device.type == "cpu" else t.device.backend.asarray(host)
+        t.writable_data()[...] = t.device.put(host)
     return t
 
 

@@ -252,19 +252,17 @@ def _arg_axis(op: str, x: Tensor, axis):
 def argmax(x, axis=None, keepdims: bool = False) -> Tensor:
     x = as_tensor(x)
     axis = _arg_axis("argmax", x, axis)
-    if x.device.type == "cpu":
-        return Tensor._wrap(np.asarray(x.data.argmax(axis=axis, keepdims=keepdims)), x.device)
     with x.device.activate():  # not an op: make the GPU current here
-        return Tensor._wrap(x.data.argmax(axis=axis, keepdims=keepdims), x.device)
+        return Tensor._wrap(x.device.xp.asarray(x.data.argmax(axis=axis, keepdims=keepdims)),
+                            x.device)  # (asarray: NumPy's 0-d results are scalars)
 
 
 def argmin(x, axis=None, keepdims: bool = False) -> Tensor:
     x = as_tensor(x)
     axis = _arg_axis("argmin", x, axis)
-    if x.device.type == "cpu":
-        return Tensor._wrap(np.asarray(x.data.argmin(axis=axis, keepdims=keepdims)), x.device)
     with x.device.activate():
-        return Tensor._wrap(x.data.argmin(axis=axis, keepdims=keepdims), x.device)
+        return Tensor._wrap(x.device.xp.asarray(x.data.argmin(axis=axis, keepdims=keepdims)),
+                            x.device)
 
 
 def var(x, axis=None, keepdims: bool = False, *, correction: int = 1) -> Tensor:

@@ -260,8 +260,6 @@ def astype(x, dtype) -> Tensor:
     if dtype == x.dtype:
         return x
     if dtype.kind not in "fc":  # integer/bool results carry no gradient (like comparisons)
-        if x.device.type == "cpu":
-            return Tensor._wrap(x.data.astype(dtype), x.device)
         with x.device.activate():  # not an op: make the GPU current here
             return Tensor._wrap(x.data.astype(dtype), x.device)
     return AsType.apply(x, dtype=dtype)
