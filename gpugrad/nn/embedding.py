@@ -12,7 +12,13 @@ import numpy as np
 
 from ..backend import device as _device
 from ..creation import empty
-from ..ops.indexing import _check_range, _indices, _lookup, _padding_idx, embedding
+from ..ops.indexing import (
+    check_embedding_range,
+    embedding,
+    embedding_indices,
+    embedding_lookup,
+    padding_idx_arg,
+)
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
@@ -37,7 +43,7 @@ class Embedding(Module):
             if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
                 raise ValueError(f"Embedding: {name} must be a non-negative int, got {n!r}")
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
-        self.padding_idx = _padding_idx("Embedding", padding_idx, self.num_embeddings)
+        self.padding_idx = padding_idx_arg("Embedding", padding_idx, self.num_embeddings)
         if _weight is None:
             dt = np.dtype(np.float32 if dtype is None else dtype)
             if dt.kind != "f":
@@ -77,10 +83,10 @@ class Embedding(Module):
 
     def forward(self, indices: Any) -> Tensor:
         w = self.weight
-        idx = _indices("Embedding", indices, w)
-        _check_range(f"Embedding({self.num_embeddings}, {self.embedding_dim})", idx,
+        idx = embedding_indices("Embedding", indices, w)
+        check_embedding_range(f"Embedding({self.num_embeddings}, {self.embedding_dim})", idx,
                      self.num_embeddings)
-        return _lookup(w, idx, self.padding_idx)
+        return embedding_lookup(w, idx, self.padding_idx)
 
     def extra_repr(self) -> str:
         pad = f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""

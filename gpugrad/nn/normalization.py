@@ -14,13 +14,13 @@ from ..backend import device as _device
 from ..creation import empty, ones, zeros
 from ..ops._coerce import float_input
 from ..ops.normalization import (
-    _batch_norm,
-    _check_batch_input,
-    _check_batch_params,
-    _check_param,
-    _normalized_shape,
     batch_norm,
+    batch_norm_checked,
+    check_batch_input,
+    check_batch_params,
+    check_param,
     layer_norm,
+    normalized_shape_arg,
 )
 from ..tensor import Tensor
 from . import init
@@ -36,7 +36,7 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape: Any, eps: float = 1e-5, elementwise_affine: bool = True,
                  bias: bool = True, device: Any = None, dtype: Any = None) -> None:
         super().__init__()
-        self.normalized_shape = _normalized_shape("LayerNorm", normalized_shape)
+        self.normalized_shape = normalized_shape_arg("LayerNorm", normalized_shape)
         self.eps = float(eps)
         self.elementwise_affine = bool(elementwise_affine)
         dev, dt = _device(device), _float_dtype("LayerNorm", dtype)
@@ -132,7 +132,7 @@ class BatchNorm1d(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = float_input(self._op, x)
-        _check_batch_input(f"{self._op}({self.num_features})", x, self.num_features)
+        check_batch_input(f"{self._op}({self.num_features})", x, self.num_features)
         training = self.training or self.running_mean is None
         if training and x.size // x.shape[1] <= 1:  # checked before the buffers change
             raise ValueError(f"{self._op}: expected more than 1 value per channel when "
@@ -141,9 +141,9 @@ class BatchNorm1d(Module):
         if self.training and self.track_running_stats:
             nbt = self.num_batches_tracked
             # every check before the counter moves: a failed call changes nothing
-            _check_batch_params(self._op, x, self.running_mean, self.running_var, self.weight,
+            check_batch_params(self._op, x, self.running_mean, self.running_var, self.weight,
                                 self.bias)
-            _check_param(self._op, "num_batches_tracked", nbt, (), x)
+            check_param(self._op, "num_batches_tracked", nbt, (), x)
             with nbt.device.activate():
                 count = nbt.writable_data()  # never into a state_dict() snapshot
                 count += 1  # on the device: no host sync
@@ -151,7 +151,7 @@ class BatchNorm1d(Module):
                     factor = 1.0 / count.astype(np.float64)  # a 0-d array (CuPy) or a scalar
         # train(): batch statistics, running ones updated; eval(): the running statistics --
         # or, without track_running_stats (no buffers), batch statistics in both modes
-        return _batch_norm(self._op, x, self.running_mean, self.running_var, self.weight,
+        return batch_norm_checked(self._op, x, self.running_mean, self.running_var, self.weight,
                            self.bias, training, factor, self.eps)
 
     def extra_repr(self) -> str:

@@ -273,50 +273,20 @@ class LogAddExp(Binary):
 
 # -- public wrappers -------------------------------------------------------------------------------
 def add(a, b) -> Tensor: return binary(Add, a, b)
-
-
 def sub(a, b) -> Tensor: return binary(Sub, a, b)
-
-
 def mul(a, b) -> Tensor: return binary(Mul, a, b)
-
-
 def div(a, b) -> Tensor: return binary(Div, a, b)
-
-
 def pow(a, b) -> Tensor: return binary(Pow, a, b)  # noqa: A001
-
-
 def maximum(a, b) -> Tensor: return binary(Maximum, a, b)
-
-
 def minimum(a, b) -> Tensor: return binary(Minimum, a, b)
-
-
 def neg(x) -> Tensor: return Neg.apply(as_tensor(x))
-
-
 def exp(x) -> Tensor: return Exp.apply(as_tensor(x))
-
-
 def log(x) -> Tensor: return Log.apply(as_tensor(x))
-
-
 def sqrt(x) -> Tensor: return Sqrt.apply(as_tensor(x))
-
-
 def abs(x) -> Tensor: return Abs.apply(as_tensor(x))  # noqa: A001
-
-
 def sin(x) -> Tensor: return Sin.apply(as_tensor(x))
-
-
 def cos(x) -> Tensor: return Cos.apply(as_tensor(x))
-
-
 def tanh(x) -> Tensor: return Tanh.apply(as_tensor(x))
-
-
 def erf(x) -> Tensor: return Erf.apply(as_tensor(x))
 
 

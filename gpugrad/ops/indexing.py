@@ -327,7 +327,7 @@ def chunk(x, chunks: int, axis: int = 0) -> tuple[Tensor, ...]:
     return split(x, max(-(-x.shape[a] // int(chunks)), 1), a)
 
 
-def _indices(op: str, indices: Any, weight: Tensor) -> Tensor:
+def embedding_indices(op: str, indices: Any, weight: Tensor) -> Tensor:
     """``indices`` as an integer tensor on ``weight``'s device (non-tensors are converted)."""
     if indices.__class__ is not Tensor:
         if isinstance(indices, (list, tuple)) and np.asarray(indices).size == 0:
@@ -342,7 +342,7 @@ def _indices(op: str, indices: Any, weight: Tensor) -> Tensor:
     return indices
 
 
-def _check_range(op: str, idx: Tensor, num: int) -> None:
+def check_embedding_range(op: str, idx: Tensor, num: int) -> None:
     """Raise ValueError naming the first index outside ``[0, num)``; on a GPU, one host sync."""
     if idx.size == 0:
         return
@@ -357,7 +357,7 @@ def _check_range(op: str, idx: Tensor, num: int) -> None:
                              f"(num_embeddings={num})")
 
 
-def _padding_idx(op: str, padding_idx: Any, num: int) -> int | None:
+def padding_idx_arg(op: str, padding_idx: Any, num: int) -> int | None:
     if padding_idx is None:
         return None
     if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral):
@@ -377,13 +377,13 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
         raise ValueError(f"{op}: weight must be a 2-d Tensor (num_embeddings, embedding_dim), got "
                          f"{getattr(weight, 'shape', type(weight).__name__)}")
     num = weight.shape[0]
-    pad = _padding_idx(op, padding_idx, num)
-    idx = _indices(op, input, weight)
-    _check_range(op, idx, num)
-    return _lookup(weight, idx, pad)
+    pad = padding_idx_arg(op, padding_idx, num)
+    idx = embedding_indices(op, input, weight)
+    check_embedding_range(op, idx, num)
+    return embedding_lookup(weight, idx, pad)
 
 
-def _lookup(weight: Tensor, idx: Tensor, pad: int | None) -> Tensor:
+def embedding_lookup(weight: Tensor, idx: Tensor, pad: int | None) -> Tensor:
     """``weight[idx]`` for checked indices, the ``pad`` rows cut from the graph."""
     # GetItem directly: getitem would check the bounds a second time (two more syncs)
     rows = GetItem.apply(weight, index=idx.data)

@@ -29,7 +29,7 @@ from .reductions import mean as _mean
 from .shape import astype, reshape
 
 
-def _check_param(op: str, name: str, t: Any, shape: tuple, x: Tensor) -> None:
+def check_param(op: str, name: str, t: Any, shape: tuple, x: Tensor) -> None:
     if t is None:
         return
     if t.__class__ is not Tensor:
@@ -68,7 +68,7 @@ def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple)
     return y
 
 
-def _normalized_shape(op: str, normalized_shape: Any) -> tuple[int, ...]:
+def normalized_shape_arg(op: str, normalized_shape: Any) -> tuple[int, ...]:
     shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) \
         else tuple(normalized_shape)
     if not shape or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1
@@ -85,13 +85,13 @@ def layer_norm(input: Any, normalized_shape: Any, weight: Tensor | None = None, 
     like ``torch.nn.functional.layer_norm``."""
     op = "layer_norm"
     x = float_input(op, input)
-    shape = _normalized_shape(op, normalized_shape)
+    shape = normalized_shape_arg(op, normalized_shape)
     k = len(shape)
     if x.ndim < k or x.shape[x.ndim - k:] != shape:
         raise ValueError(f"{op}: the last {k} dim(s) of the input must be {shape} "
                          f"(normalized_shape), got input of shape {x.shape}")
-    _check_param(op, "weight", weight, shape, x)
-    _check_param(op, "bias", bias, shape, x)
+    check_param(op, "weight", weight, shape, x)
+    check_param(op, "bias", bias, shape, x)
     xc = _upcast(x)  # float16 is normalised (and scaled) in float32, then cast back
     y, _, _ = _normalize(xc, tuple(range(x.ndim - k, x.ndim)), float(eps))
     y = _affine(y, _upcast(weight), _upcast(bias), shape)
@@ -118,16 +118,16 @@ def _update_running(running: Tensor, batch, factor: Any) -> None:
             arr[...] = arr.astype(ct) * (1 - f) + f * batch
 
 
-def _check_batch_params(op: str, x: Tensor, running_mean: Tensor | None,
+def check_batch_params(op: str, x: Tensor, running_mean: Tensor | None,
                         running_var: Tensor | None, weight: Tensor | None,
                         bias: Tensor | None) -> None:
     c = x.shape[1]
     for name, t in (("running_mean", running_mean), ("running_var", running_var),
                     ("weight", weight), ("bias", bias)):
-        _check_param(op, name, t, (c,), x)
+        check_param(op, name, t, (c,), x)
 
 
-def _batch_norm(op: str, x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+def batch_norm_checked(op: str, x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
                 weight: Tensor | None, bias: Tensor | None, training: bool, factor: Any,
                 eps: float) -> Tensor:
     """Batch normalisation over every dim but 1 (the channels) of an (N, C, ...) input; float16
@@ -135,7 +135,7 @@ def _batch_norm(op: str, x: Tensor, running_mean: Tensor | None, running_var: Te
     c = x.shape[1]
     axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, c) + (1,) * (x.ndim - 2)  # a per-channel vector, broadcast against the input
-    _check_batch_params(op, x, running_mean, running_var, weight, bias)
+    check_batch_params(op, x, running_mean, running_var, weight, bias)
     xc = _upcast(x)
     if training:
         n = x.size // c
@@ -160,7 +160,7 @@ def _batch_norm(op: str, x: Tensor, running_mean: Tensor | None, running_var: Te
     return y if xc is x else astype(y, x.dtype)
 
 
-def _check_batch_input(op: str, x: Tensor, num_features: int | None) -> None:
+def check_batch_input(op: str, x: Tensor, num_features: int | None) -> None:
     if x.ndim not in (2, 3) or x.shape[1] == 0 or (num_features is not None
                                                     and x.shape[1] != num_features):
         c = "C" if num_features is None else num_features
@@ -177,8 +177,8 @@ def batch_norm(input: Any, running_mean: Tensor | None, running_var: Tensor | No
     the running statistics normalise."""
     op = "batch_norm"
     x = float_input(op, input)
-    _check_batch_input(op, x, None)
+    check_batch_input(op, x, None)
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
         raise TypeError(f"{op}: momentum must be a float, got {momentum!r}")
-    return _batch_norm(op, x, running_mean, running_var, weight, bias, bool(training),
+    return batch_norm_checked(op, x, running_mean, running_var, weight, bias, bool(training),
                        float(momentum), float(eps))
