@@ -15,13 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import check_labels
+from .numerics import array_module, compute_dtype
 from .optim_updates import adam_bias_terms as _adam_bias_terms  # noqa: F401 (fused_cuda's)
-from .optim_updates import (
-    adam_update,
-    array_module,
-    compute_dtype,
-    sgd_update,
-)
+from .optim_updates import adam_update, sgd_update
 
 _REDUCTIONS = ("mean", "sum", "none")
 

@@ -107,10 +107,5 @@ def reduce_array(loss, reduction: str):
     return loss.sum() if reduction == "sum" else loss.mean()
 
 
-def compute_dtype(dtype):
-    # Half inputs accumulate in float32, like the fused kernels.
-    return np.dtype(np.float32) if dtype == np.float16 else dtype
-
-
 def mean_scale(reduction: str, size: int) -> float:
     return 1.0 / size if reduction == "mean" and size else 1.0

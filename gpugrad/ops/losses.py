@@ -23,11 +23,11 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend.config import fused_ops
+from ..backend.numerics import compute_dtype
 from ..tensor import Tensor
 from ._coerce import float_input
 from ._loss_args import (
     check_reduction,
-    compute_dtype,
     elementwise_weight,
     float_target,
     mean_scale,
