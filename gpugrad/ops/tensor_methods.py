@@ -116,8 +116,8 @@ def _methods() -> dict[str, Any]:
 def setup_tensor() -> None:
     """Attach the op-backed methods to ``Tensor`` and give the engine its graph-mode namespace."""
     for name, method in _methods().items():
-        if callable(method) and not isinstance(method, property) and \
-                getattr(method, "__name__", "") == "<lambda>":
-            method.__name__ = name
+        if getattr(method, "__module__", None) == __name__ and \
+                method.__name__ in ("<lambda>", "forward", "reflected"):
+            method.__name__ = method.__qualname__ = name  # tracebacks say "__add__", not "forward"
         setattr(Tensor, name, method)
     autograd.set_graph_ops(_ops)
