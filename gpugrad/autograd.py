@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .backend import DeviceError
+from .tensor import Tensor
 
 _next_seq = itertools.count().__next__
 
@@ -282,7 +283,7 @@ def run_backward(
                     "retain_graph=True to the first backward to keep them."
                 )
             if create_graph:
-                in_grads = fn.backward(_graph_ops(), g, *fn._saved_as_tensors())
+                in_grads = fn.backward(_graph_ops, g, *fn._saved_as_tensors())
             else:
                 in_grads = fn.backward(fn.device.ops, g, *saved)
             for edge, need, gi in zip(fn.edges, fn.needs_input_grad, in_grads):
@@ -327,10 +328,15 @@ def run_backward(
     return results
 
 
-def _graph_ops():
-    from . import ops
+# The namespace graph-mode (create_graph=True) derivative rules receive: gpugrad.ops, handed over
+# by gpugrad.ops.tensor_methods.setup_tensor() so that the engine never imports the layer above.
+_graph_ops: Any = None
 
-    return ops
+
+def set_graph_ops(namespace: Any) -> None:
+    """Give the engine the op namespace of graph mode (``gpugrad.ops``; set when gpugrad loads)."""
+    global _graph_ops
+    _graph_ops = namespace
 
 
 def grad(
@@ -410,8 +416,7 @@ def _seed_gradient(out: Tensor, gradient, create_graph: bool, op: str):
             if create_graph and gradient.requires_grad:
                 # Keep the seed in the graph, so the result can be differentiated with respect
                 # to it (the double-VJP way to a Jacobian-vector product).
-                from . import ops
-
+                ops = _graph_ops
                 return ops.clone(gradient if gradient.dtype == out.dtype
                                  else ops.astype(gradient, out.dtype))
             with out.device.activate():  # the caller keeps its tensor; leaves own their grads
@@ -428,5 +433,3 @@ def _seed_gradient(out: Tensor, gradient, create_graph: bool, op: str):
         return Tensor._wrap(seed, out.device)
     return seed
 
-
-from .tensor import Tensor  # noqa: E402  (tensor.py imports this module's names lazily)

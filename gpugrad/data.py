@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .tensor import Tensor
+
 __all__ = [
     "DATASETS",
     "DataLoader",
@@ -214,21 +216,12 @@ def load_dataset(name: str, **kwargs: Any) -> Split:
     return loader(**kwargs)
 
 
-def _wrap(array: Any, device: Any) -> Any:
-    import gpugrad as gg
-
-    wrap = getattr(gg.Tensor, "_wrap", None)
-    return wrap(array, device) if wrap is not None else gg.tensor(array, device=device)
-
-
-def _to_device(a: Any, device: Any) -> Any:
-    import gpugrad as gg
-
-    if isinstance(a, gg.Tensor):
+def _to_device(a: Any, device: Any) -> Tensor:
+    if isinstance(a, Tensor):
         return a if device is None else a.to(device)
     if not hasattr(a, "__cuda_array_interface__"):  # GPU arrays go as they are (NumPy refuses)
         a = np.asarray(a)  # lists as arrays: float64 data stays float64
-    return gg.tensor(a, device=device)
+    return Tensor(a, device=device)
 
 
 class DataLoader:
@@ -302,7 +295,7 @@ class DataLoader:
         bs = self.batch_size
         for i in range(len(self)):
             sl = slice(i * bs, min((i + 1) * bs, self.num_samples))
-            yield _wrap(x[sl], self.device), _wrap(y[sl], self.device)
+            yield Tensor._wrap(x[sl], self.device), Tensor._wrap(y[sl], self.device)
 
     def __repr__(self) -> str:
         return (
