@@ -297,6 +297,10 @@ class Tensor:
     def zero_grad_(self) -> None:
         self.grad = None
 
+    def register_post_accumulate_grad_hook(self, hook: Any) -> autograd.RemovableHandle:
+        """Call ``hook(self)`` after backward accumulates into this leaf's ``.grad``."""
+        return autograd.register_post_accumulate_grad_hook(self, hook)
+
     # -- display ---------------------------------------------------------------------------
     def __repr__(self) -> str:
         body = np.array2string(self.device.backend.to_host(self.data), separator=", ",
