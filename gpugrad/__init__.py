@@ -107,5 +107,5 @@ int32 = _np.dtype("int32")
 int64 = _np.dtype("int64")
 bool_ = _np.dtype("bool")
 
-from . import data, functional, nn, optim, utils  # noqa: E402
+from . import data, distributed, functional, nn, optim, utils  # noqa: E402
 from .serialization import load, save  # noqa: E402
