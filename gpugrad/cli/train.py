@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import _dist
 from .common import CliError, parse_device
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
@@ -230,7 +231,7 @@ def _epochs(args: argparse.Namespace, tqdm: Any, dev: Any, model: Any, opt: Any,
                 loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
                 correct = hits if correct is None else correct + hits
                 if step % 10 == 9 or step == len(loader) - 1:
-                    running = loss_sum.item() / seen
+                    running = _dist.running_loss(args, loss_sum, seen)
                     if not math.isfinite(running):
                         raise TrainingDiverged(
                             f"loss became {running} at epoch {epoch + 1}, step {step + 1}")
@@ -241,7 +242,7 @@ def _epochs(args: argparse.Namespace, tqdm: Any, dev: Any, model: Any, opt: Any,
             bar.close()
         if not _finite(model):  # the last update can overflow even when its loss was finite
             return f"parameters became non-finite at the end of epoch {epoch + 1}"
-        train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
+        train_loss, train_acc = _dist.epoch_metrics(args, loss_sum, correct, seen)
         dev.synchronize()
         seconds = time.perf_counter() - t0
         test_acc = _accuracy(model, x_test, y_test)
@@ -262,6 +263,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     from gpugrad.data import DataLoader, load_digits
 
     tqdm = _progress_bar()
+    _dist.setup(args)
     dev = parse_device(args.device)
     ckpt = _load_checkpoint(args.resume) if args.resume else None
     _resolve(args, ckpt["config"] if ckpt else None)
@@ -276,8 +278,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                       dropout=args.dropout).to(dev)
     opt = _optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
     x_train, x_test_host = _standardize(split.x_train, split.x_test)
-    loader = DataLoader(x_train, split.y_train, batch_size=args.batch_size, seed=args.seed,
-                        device=dev)
+    loader = DataLoader(x_train, split.y_train, seed=args.seed, device=dev,
+                        **_dist.loader_args(args))
+    model = _dist.wrap(args, model)
     x_test, y_test = gg.tensor(x_test_host, device=dev), gg.tensor(split.y_test, device=dev)
     start = _restore(ckpt, args, model, opt, loader) if ckpt else 0
     if ckpt:
@@ -403,4 +406,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pt.add_argument("--parity-steps", type=int, default=200, help="steps for --parity")
     pt.add_argument("--parity-rtol", type=float, default=1e-4,
                     help="largest relative loss difference --parity accepts")
+    _dist.add_arguments(pt)
     pt.set_defaults(func=cmd_train)

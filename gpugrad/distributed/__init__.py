@@ -6,7 +6,7 @@ single-rank no-op, so the same script runs alone. See the README, "Multiple proc
 
 from .collectives import all_gather, all_reduce, broadcast, gpu_transport
 from .data_parallel import DataParallel
-from .world import (
+from .runtime import (
     DistributedError,
     DistributedTimeout,
     barrier,
@@ -14,6 +14,7 @@ from .world import (
     is_main,
     launched_size,
     local_rank,
+    mpi_info,
     rank,
     world,
     world_size,
@@ -32,6 +33,7 @@ __all__ = [
     "is_main",
     "launched_size",
     "local_rank",
+    "mpi_info",
     "rank",
     "world",
     "world_size",

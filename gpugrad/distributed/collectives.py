@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Tensor
-from .world import DistributedError, World, world
+from .runtime import DistributedError, World, world
 
 OPS = ("sum", "mean", "max", "min")
 _MPI_OP_NAMES = {"sum": "SUM", "mean": "SUM", "max": "MAX", "min": "MIN"}

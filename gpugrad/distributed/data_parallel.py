@@ -28,7 +28,7 @@ from ..autograd import register_backward_done_callback, register_post_accumulate
 from ..nn import Module
 from ..tensor import Tensor
 from .collectives import start_all_reduce, start_broadcast
-from .world import DistributedError, World, world
+from .runtime import DistributedError, World, world
 
 _SIG_MOD = 1 << 20  # signatures and step counters stay small: their squares sum exactly in int64
 
@@ -54,8 +54,9 @@ class DataParallel(Module):
 
     Move the model to its device (``cuda:<local_rank>`` on GPUs) before wrapping. Every rank
     must call forward and backward the same number of times; ``bucket_cap_mb`` bounds one
-    all-reduce's size. With one rank it only forwards to ``module``. ``comm_stats`` counts the
-    all-reduce calls, bytes and seconds spent waiting for them.
+    all-reduce's size. With one rank it only forwards to ``module``. ``state_dict()`` is the
+    module's own. ``comm_stats`` counts the all-reduce calls and bytes, the backward passes
+    averaged (``steps``) and the seconds spent finishing them after backward.
     """
 
     def __init__(self, module: Module, bucket_cap_mb: float = 4.0) -> None:
@@ -105,6 +106,14 @@ class DataParallel(Module):
             raise DistributedError("DataParallel: the previous backward did not finish (it "
                                    "raised?), so its gradient all-reduces are incomplete")
         return self.module(*args, **kwargs)
+
+    def state_dict(self) -> Any:
+        """The wrapped module's (no ``module.`` prefix): checkpoints load with or without the
+        wrapper, and with any number of ranks."""
+        return self.module.state_dict()
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> Any:
+        return self.module.load_state_dict(state_dict, strict)
 
     # -- set-up ---------------------------------------------------------------------------
     def _make_buckets(self, cap_bytes: int) -> list[_Bucket]:

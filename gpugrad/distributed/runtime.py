@@ -13,6 +13,7 @@ are started non-blocking and polled, and a wait that runs out raises ``Distribut
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
@@ -136,10 +137,31 @@ def init(timeout: float | None = None) -> World:
             f"distributed.init: launched by mpiexec with {size} ranks, but mpi4py cannot be "
             f"imported ({exc}); install it with pip install 'gpugrad[mpi]' (each rank would "
             "otherwise train alone and write the same files)") from exc
+    if not MPI.Is_initialized():  # imported earlier with mpi4py.rc.initialize = False
+        MPI.Init()
+        atexit.register(lambda: MPI.Is_finalized() or MPI.Finalize())
     _world = World(MPI.COMM_WORLD, MPI, timeout)
     if _world.size > 1:
         _install_excepthook(_world)
     return _world
+
+
+def mpi_info() -> dict[str, Any]:
+    """mpi4py's and the MPI library's versions, without starting MPI: for ``gpugrad info``."""
+    try:
+        import mpi4py
+    except ImportError as exc:
+        return {"available": False, "reason": f"mpi4py is not installed ({exc}); "
+                "pip install 'gpugrad[mpi]'"}
+    if "mpi4py.MPI" not in sys.modules:
+        mpi4py.rc.initialize = False  # only asking for versions; init() starts MPI when needed
+    try:
+        from mpi4py import MPI
+    except Exception as exc:  # mpi4py without a loadable MPI library
+        return {"available": False, "reason": f"mpi4py cannot load an MPI library ({exc})"}
+    return {"available": True, "mpi4py": mpi4py.__version__,
+            "library": " ".join(MPI.Get_library_version().splitlines()[0].split()),
+            "standard": "{}.{}".format(*MPI.Get_version())}
 
 
 def world() -> World:
