@@ -147,6 +147,7 @@ def checks(out: Path) -> None:
     res["calls_per_step_small_buckets"] = _calls_per_step(0.001)
     # -- a weight used twice (its bucket is re-sent) and an unused parameter ------------------
     res["shared_and_unused"] = _shared_and_unused(r, n)
+    res["no_sync"] = _accumulation(r, n)
     if gg.cuda.device_count() >= n:
         res["cuda"] = _cuda_checks(r, n)
     (out / f"rank{r}.json").write_text(json.dumps(res), encoding="utf-8")
@@ -177,6 +178,24 @@ def _cuda_checks(r: int, n: int) -> dict:
     out["grad_rel"] = max(_rel(a.grad.numpy(), b.grad.numpy())
                           for a, b in zip(model.parameters(), ref.parameters()))
     return out
+
+
+def _accumulation(r: int, n: int) -> dict:
+    """Two micro-batches per rank, the first under no_sync: one average, of the sum."""
+    x, y = _data(np.float64)
+    ref = _model(np.float64)
+    F.cross_entropy(ref(gg.tensor(x[:16])), gg.tensor(y[:16])).backward()
+    model = _model(np.float64)
+    dp = dist.DataParallel(model)
+    mine = slice(r * 16 // n, (r + 1) * 16 // n)
+    xs, ys = np.array_split(x[mine], 2), np.array_split(y[mine], 2)
+    with dp.no_sync():
+        (F.cross_entropy(dp(gg.tensor(xs[0])), gg.tensor(ys[0])) / 2).backward()
+    calls_after_first = dp.comm_stats["calls"]
+    (F.cross_entropy(dp(gg.tensor(xs[1])), gg.tensor(ys[1])) / 2).backward()
+    return {"calls_after_first": calls_after_first, "steps": dp.comm_stats["steps"],
+            "grad_rel": max(_rel(a.grad.numpy(), b.grad.numpy())
+                            for a, b in zip(model.parameters(), ref.parameters()))}
 
 
 class _Tied(gg.nn.Module):

@@ -113,6 +113,12 @@ def test_shared_weight_and_unused_parameter(ranks):
         assert r["shared_and_unused"]["unused_grad"] == [0.0, 0.0, 0.0]
 
 
+def test_no_sync_accumulates_then_averages_once(ranks):
+    for r in ranks:
+        assert r["no_sync"]["calls_after_first"] == 0 and r["no_sync"]["steps"] == 1
+        assert r["no_sync"]["grad_rel"] <= 1e-12
+
+
 def test_cuda_ranks(ranks):
     if "cuda" not in ranks[0]:
         pytest.skip("needs one CUDA device per rank (2)")

@@ -16,10 +16,12 @@ skipped or added a backward. The sums are divided by the world size and written 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import weakref
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -67,6 +69,7 @@ class DataParallel(Module):
         super().__init__()
         self.module = module
         self.comm_stats = {"calls": 0, "bytes": 0, "wait_seconds": 0.0, "steps": 0}
+        self._sync = True
         w = self._world = world()
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self._params = [p for _, p in named]
@@ -106,6 +109,17 @@ class DataParallel(Module):
             raise DistributedError("DataParallel: the previous backward did not finish (it "
                                    "raised?), so its gradient all-reduces are incomplete")
         return self.module(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Backward passes inside only accumulate this rank's gradients; the first backward
+        after it averages everything accumulated (gradient accumulation over micro-batches
+        with one all-reduce per step, like torch's ``no_sync``)."""
+        previous, self._sync = self._sync, False
+        try:
+            yield
+        finally:
+            self._sync = previous
 
     def state_dict(self) -> Any:
         """The wrapped module's (no ``module.`` prefix): checkpoints load with or without the
@@ -167,6 +181,8 @@ class DataParallel(Module):
             b.finish, b.dirty = None, 0
 
     def _on_grad(self, p: Tensor) -> None:
+        if not self._sync:
+            return
         self._active = True
         pos = self._index[id(p)]
         bi = self._bucket_of[pos]
