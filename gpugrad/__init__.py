@@ -110,7 +110,7 @@ int32 = _np.dtype("int32")
 int64 = _np.dtype("int64")
 bool_ = _np.dtype("bool")
 
-from . import data, functional, nn, optim, parity  # noqa: E402
+from . import data, distributed, functional, nn, optim, parity  # noqa: E402
 from .serialization import load, save  # noqa: E402
 
 utils = parity  # its former name: gg.utils.parity still works

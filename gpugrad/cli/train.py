@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..optim import OPTIMIZERS as _OPTIMIZER_CLASSES
+from . import _dist
 from .common import CliError, parse_device
 
 OPTIMIZERS = tuple(_OPTIMIZER_CLASSES)  # the --optimizer choices: gg.optim's registry
@@ -228,7 +229,7 @@ def _epochs(args: argparse.Namespace, tqdm: Any, dev: Any, model: Any, opt: Any,
                 loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
                 correct = hits if correct is None else correct + hits
                 if step % 10 == 9 or step == len(loader) - 1:
-                    running = loss_sum.item() / seen
+                    running = _dist.running_loss(args, loss_sum, seen)
                     if not math.isfinite(running):
                         raise TrainingDiverged(
                             f"loss became {running} at epoch {epoch + 1}, step {step + 1}")
@@ -239,7 +240,7 @@ def _epochs(args: argparse.Namespace, tqdm: Any, dev: Any, model: Any, opt: Any,
             bar.close()
         if not _finite(model):  # the last update can overflow even when its loss was finite
             return f"parameters became non-finite at the end of epoch {epoch + 1}"
-        train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
+        train_loss, train_acc = _dist.epoch_metrics(args, loss_sum, correct, seen)
         dev.synchronize()
         seconds = time.perf_counter() - t0
         test_acc = _accuracy(model, x_test, y_test)
@@ -260,6 +261,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     from gpugrad.data import DataLoader, load_digits
 
     tqdm = _progress_bar()
+    _dist.setup(args)
     dev = parse_device(args.device)
     ckpt = _load_checkpoint(args.resume) if args.resume else None
     _resolve(args, ckpt["config"] if ckpt else None)
@@ -274,8 +276,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                       dropout=args.dropout).to(dev)
     opt = _optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
     x_train, x_test_host = _standardize(split.x_train, split.x_test)
-    loader = DataLoader(x_train, split.y_train, batch_size=args.batch_size, seed=args.seed,
-                        device=dev)
+    loader = DataLoader(x_train, split.y_train, seed=args.seed, device=dev,
+                        **_dist.loader_args(args))
+    model = _dist.wrap(args, model)
     x_test, y_test = gg.tensor(x_test_host, device=dev), gg.tensor(split.y_test, device=dev)
     start = _restore(ckpt, args, model, opt, loader) if ckpt else 0
     if ckpt:
@@ -401,4 +404,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pt.add_argument("--parity-steps", type=int, default=200, help="steps for --parity")
     pt.add_argument("--parity-rtol", type=float, default=1e-4,
                     help="largest relative loss difference --parity accepts")
+    _dist.add_arguments(pt)
     pt.set_defaults(func=cmd_train)

@@ -76,6 +76,11 @@ def backward(self: Tensor, gradient: Any = None, retain_graph: bool | None = Non
     autograd.backward(self, gradient, retain_graph, create_graph)
 
 
+def register_post_accumulate_grad_hook(self: Tensor, hook: Any) -> autograd.RemovableHandle:
+    """Call ``hook(self)`` after backward accumulates into this leaf's ``.grad``."""
+    return autograd.register_post_accumulate_grad_hook(self, hook)
+
+
 def _methods() -> dict[str, Any]:
     m: dict[str, Any] = {name: getattr(_ops, name) for name in OP_METHODS}
     m["__add__"], m["__radd__"] = _arith(_ew.Add, _ops.add)
@@ -103,6 +108,7 @@ def _methods() -> dict[str, Any]:
         T=property(_ops.transpose, doc="The tensor with its dims reversed (``transpose()``)."),
         to=to,
         backward=backward,
+        register_post_accumulate_grad_hook=register_post_accumulate_grad_hook,
         view=lambda self, *shape: _ops.reshape(self, *shape),
         float=lambda self: _ops.astype(self, np.float32),
         double=lambda self: _ops.astype(self, np.float64),
