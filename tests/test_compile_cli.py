@@ -57,9 +57,12 @@ def test_compile_sits_between_ops_and_cli():
         text = path.read_text()
         for upper in ("..cli", "..bench", "cupy"):
             assert f"from {upper}" not in text and f"import {upper}" not in text, path
-    lower = [pkg / "autograd.py", pkg / "tensor.py", pkg / "inplace.py", pkg / "functional.py",
-             *(pkg / "ops").glob("*.py"), *(pkg / "nn").glob("*.py"),
-             *(pkg / "optim").glob("*.py"), *(pkg / "backend").glob("*.py")]
+    # the layering test allows imports within a layer; the hooks go the other way (a tracer
+    # registered in autograd), so nothing beside compile imports it either
+    above = {"compile", "cli", "bench"}
+    lower = [p for p in pkg.rglob("*.py") if p.relative_to(pkg).parts[0] not in above
+             and p != pkg / "__init__.py"]
+    assert pkg / "tensor.py" in lower and pkg / "optim" / "lr_scheduler" / "base.py" in lower
     pattern = re.compile(r"^\s*(from\s+(\.+|gpugrad\.)compile\b|import\s+gpugrad\.compile)",
                          re.MULTILINE)
     for path in lower:

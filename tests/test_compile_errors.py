@@ -166,6 +166,35 @@ def test_backward_through_outside_graph_raises(device):
         f()
 
 
+def test_grad_hooks_stop_a_trace_even_when_registered_after_it(device):
+    """Post-accumulate-grad hooks (DataParallel's) run Python code in the walk: a trace with
+    them raises, and a program traced before one was registered is not replayed without it."""
+    model, opt, x, y = _setup(device)
+    calls = []
+
+    @gg.compile
+    def step(x, y):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step(x, y)
+    step(x, y)
+    assert step.traces == 1
+    handle = next(model.parameters()).register_post_accumulate_grad_hook(calls.append)
+    with pytest.raises(gg.CompileError, match="post-accumulate-grad hooks"):
+        step(x, y)
+    handle.remove()
+    step(x, y)  # the hook is gone: the cached program replays again
+    assert step.traces == 1 and not calls
+    done = gg.autograd.register_backward_done_callback(lambda: calls.append("done"))
+    try:
+        with pytest.raises(gg.CompileError, match="backward-done callbacks"):
+            step(x, y)
+    finally:
+        done.remove()
+
+
 def test_fill_inside_raises(device):
     w = gg.tensor(np.ones(3), device=device)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import autograd
 from ..autograd import _grad_mode, _tracing
 from ..tensor import Tensor
 from .program import Program
@@ -90,7 +91,10 @@ class Compiled:
 
     def _signature(self, args: tuple, kwargs: dict, tensors: list[Tensor],
                    pins: list) -> tuple:
-        parts: list[Any] = [_grad_mode.enabled, tuple([m.training for m in self._modules])]
+        # hooks registered after a trace must not be skipped by its replay: their presence is
+        # part of the key (and a trace with them stops, see walk.record_backward)
+        parts: list[Any] = [_grad_mode.enabled, tuple([m.training for m in self._modules]),
+                            bool(autograd._grad_hooks or autograd._backward_done)]
         for v in args:  # the common case first: tensors and numbers, flat
             if v.__class__ is Tensor:
                 d = v.data  # device ids: devices are interned (hashing one is Python code)

@@ -54,6 +54,9 @@ def record_backward(tracer, tensor: Tensor, gradient: Any, retain_graph: bool,
     why = None
     if create_graph:
         why = "a differentiable backward (create_graph=True) builds a graph at run time"
+    elif autograd._grad_hooks or autograd._backward_done:
+        why = ("post-accumulate-grad hooks or backward-done callbacks are registered (e.g. by "
+               "DataParallel); they run Python code during the walk that a replay would skip")
     elif gradient is not None and gradient.__class__ is not Tensor:
         why = "its gradient= is not a Tensor (pass a tensor)"
     else:

@@ -86,7 +86,7 @@ def _clip_grad_norm(params: list[Tensor], max_norm: float, norm_type: float,
     for g in grads:
         with g.device.activate(), np.errstate(invalid="ignore"):  # inf · 0 = nan, as torch, quietly
             c = coef if g.device is first else first.ops.to_device(coef, g.device)
-            arr = g._private_array()  # never scale an array a graph saved (create_graph)
+            arr = g.writable_data()  # never scale an array a graph saved (create_graph)
             arr *= c
     return Tensor._wrap(total, first)
 
@@ -100,5 +100,5 @@ def _clip_grad_value(params: list[Tensor], clip_value: float) -> None:
     for p in params:
         if p.grad is not None:
             with p.device.activate():
-                arr = p.grad._private_array()  # never clamp an array a graph saved
+                arr = p.grad.writable_data()  # never clamp an array a graph saved
                 p.device.xp.clip(arr, -clip_value, clip_value, out=arr)
