@@ -5,6 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+# a signed label dtype -> the unsigned one of its size, to read its bits as (see labels_in_range)
+_UNSIGNED = {np.dtype(s): np.dtype(u) for s, u in
+             ((np.int8, np.uint8), (np.int16, np.uint16), (np.int32, np.uint32),
+              (np.int64, np.uint64))}
+
 
 class DeviceError(RuntimeError):
     """A device is unavailable, or tensors on different devices met in one op."""
@@ -16,9 +23,22 @@ def label_error(op: str, label: int, row: int, n: int, c: int, ignore_index: int
                       f"ignore_index={ignore_index} (N={n}, C={c})")
 
 
+def labels_in_range(labels: Any, c: int) -> bool:
+    """Whether every (integer) label is in ``[0, c)``: one reduction and one host read, since a
+    negative label read as unsigned is larger than any class count."""
+    if labels.size == 0:
+        return True
+    unsigned = _UNSIGNED.get(labels.dtype)
+    if unsigned is not None:
+        labels = labels.view(unsigned)  # same bits, no copy
+    return bool(labels.max() < c)
+
+
 def check_labels(labels: Any, c: int, ignore_index: int, op: str = "cross_entropy") -> None:
     """Raise ``label_error`` for the first label outside ``[0, c)`` that is not ``ignore_index``
-    (NumPy or CuPy labels: one host sync)."""
+    (NumPy or CuPy labels: one host sync when they are all in range, the usual case)."""
+    if labels_in_range(labels, c):
+        return
     bad = (labels < 0) | (labels >= c)
     if ignore_index < 0 or ignore_index >= c:
         bad &= labels != ignore_index

@@ -40,26 +40,33 @@ def sgd_update(params: list, grads: list, momentum_bufs: list, *, lr: float, mom
     """torch.optim.SGD: g = -g (maximize); d = g + wd·p; b = d (first step) or
     momentum·b + (1 - dampening)·d; d = d + momentum·b (nesterov) or b; p -= lr·d."""
     use_buf = momentum != 0
+    scalars: dict[Any, tuple] = {}  # compute dtype -> the hyper-parameters as its scalars
     for i, p in enumerate(params):
-        xp = array_module(p)
         pa = acc_view(p)
-        cd = pa.dtype.type
-        d = xp.asarray(grads[i], dtype=pa.dtype)  # never written: the grads stay intact
+        dt = pa.dtype
+        k = scalars.get(dt)
+        if k is None:
+            cd = dt.type
+            k = scalars[dt] = (cd(lr), cd(weight_decay), cd(momentum), cd(1 - dampening))
+        lr_c, wd_c, momentum_c, undamped_c = k
+        d = grads[i]
+        if d.dtype != dt:  # never written: the grads stay intact
+            d = array_module(p).asarray(d, dtype=dt)
         if maximize:
             d = -d
         if weight_decay != 0:
-            d = d + cd(weight_decay) * pa
+            d = d + wd_c * pa
         if use_buf:
             b = momentum_bufs[i]
             ba = acc_view(b)
             if first_step:
                 ba[...] = d
             else:
-                ba *= cd(momentum)
-                ba += d * cd(1 - dampening)
+                ba *= momentum_c
+                ba += d * undamped_c
             store(b, ba)
-            d = d + ba * cd(momentum) if nesterov else ba
-        pa -= d * cd(lr)
+            d = d + ba * momentum_c if nesterov else ba
+        pa -= d * lr_c
         store(p, pa)
 
 

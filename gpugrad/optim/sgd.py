@@ -48,26 +48,34 @@ class SGD(Optimizer):
         # One call per (device, first step?) bucket -- normally exactly one. Parameters stepping
         # for the first time get their buffer set to d (no dampening), the others the running
         # update; without momentum there are no buffers.
-        buckets: dict[tuple[Any, bool], tuple[list, list, list]] = {}
-        for p, g in zip(params, grads):
-            buf = None
+        state = self.state
+        ps, bufs, keys = [], [], []
+        for p in params:
+            first = False
             if momentum:
-                st = self.state.get(p)
+                st = state.get(p)
                 buf = st.get("momentum_buffer") if st is not None else None
                 first = buf is None
                 if first:
                     with p.device.activate():
                         buf = Tensor._wrap(p.device.xp.empty_like(p.data), p.device)
-                    self.state.setdefault(p, {})["momentum_buffer"] = buf
-            else:
-                first = False
-            ps, gs, bufs = buckets.setdefault((p.device, first), ([], [], []))
-            ps.append(p.writable_data())  # never update an array a graph saved
-            gs.append(g)
-            if buf is not None:
+                    state.setdefault(p, {})["momentum_buffer"] = buf
                 bufs.append(buf.data)
-        for (device, first), (ps, gs, bufs) in buckets.items():
-            self._launch(device, ps, gs, bufs, opts, first, maximize)
+            ps.append(p.writable_data())  # never update an array a graph saved
+            keys.append((p.device, first))
+        key = keys[0]
+        if all(k[0] is key[0] and k[1] is key[1] for k in keys):  # the usual case, every step
+            self._launch(key[0], ps, grads, bufs, opts, key[1], maximize)
+            return
+        buckets: dict[tuple[Any, bool], tuple[list, list, list]] = {}
+        for i, k in enumerate(keys):
+            bps, bgs, bbufs = buckets.setdefault(k, ([], [], []))
+            bps.append(ps[i])
+            bgs.append(grads[i])
+            if momentum:
+                bbufs.append(bufs[i])
+        for (device, first), (bps, bgs, bbufs) in buckets.items():
+            self._launch(device, bps, bgs, bbufs, opts, first, maximize)
 
     @staticmethod
     def _launch(device, ps, gs, bufs, opts, first: bool, maximize: bool) -> None:
