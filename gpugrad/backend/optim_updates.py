@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .numerics import acc_view, array_module, store
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def lerp_(a: Any, b: Any, w: Any) -> None:
@@ -39,6 +43,9 @@ def sgd_update(params: list, grads: list, momentum_bufs: list, *, lr: float, mom
                maximize: bool = False) -> None:
     """torch.optim.SGD: g = -g (maximize); d = g + wd·p; b = d (first step) or
     momentum·b + (1 - dampening)·d; d = d + momentum·b (nesterov) or b; p -= lr·d."""
+    if momentum == 0 and weight_decay == 0 and not maximize:
+        plain_sgd_update(params, grads, lr)
+        return
     use_buf = momentum != 0
     scalars: dict[Any, tuple] = {}  # compute dtype -> the hyper-parameters as its scalars
     for i, p in enumerate(params):
@@ -67,6 +74,21 @@ def sgd_update(params: list, grads: list, momentum_bufs: list, *, lr: float, mom
             store(b, ba)
             d = d + ba * momentum_c if nesterov else ba
         pa -= d * lr_c
+        store(p, pa)
+
+
+def plain_sgd_update(params: list, grads: list, lr: float) -> None:
+    """``p -= lr·g``: ``sgd_update`` without momentum, weight decay or maximize (the same
+    operations), in the least Python per parameter -- on a small model that is the step's cost."""
+    lr32, lr64 = np.float32(lr), np.float64(lr)
+    for p, d in zip(params, grads):
+        dt = p.dtype
+        if d.dtype is dt and (dt is _F32 or dt is _F64):  # identity: the usual case, cheaply
+            p -= d * (lr32 if dt is _F32 else lr64)
+            continue
+        pa = acc_view(p)  # half precision: in float32, rounded once
+        # never written: the grads stay intact
+        pa -= array_module(p).asarray(d, dtype=pa.dtype) * pa.dtype.type(lr)
         store(p, pa)
 
 

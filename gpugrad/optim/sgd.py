@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..backend.config import fused_ops
-from ..backend.optim_updates import sgd_update
+from ..backend.optim_updates import plain_sgd_update, sgd_update
 from ..tensor import Tensor
 from .optimizer import Optimizer
 
@@ -38,13 +38,16 @@ class SGD(Optimizer):
                              f"(got momentum={group['momentum']}, dampening={group['dampening']})")
 
     def _step_group(self, group: dict[str, Any]) -> None:
-        params, grads = self._grads(group)
-        if not params:
-            return
         momentum = float(group["momentum"])
         opts = dict(lr=float(group["lr"]), momentum=momentum, dampening=float(group["dampening"]),
                     nesterov=bool(group["nesterov"]), weight_decay=float(group["weight_decay"]))
         maximize = bool(group.get("maximize", False))
+        if not (momentum or opts["weight_decay"] or maximize) and \
+                self._plain_cpu_step(group, opts["lr"]):
+            return
+        params, grads = self._grads(group)
+        if not params:
+            return
         # One call per (device, first step?) bucket -- normally exactly one. Parameters stepping
         # for the first time get their buffer set to d (no dampening), the others the running
         # update; without momentum there are no buffers.
@@ -76,6 +79,27 @@ class SGD(Optimizer):
                 bbufs.append(bufs[i])
         for (device, first), (bps, bgs, bbufs) in buckets.items():
             self._launch(device, bps, bgs, bbufs, opts, first, maximize)
+
+    @staticmethod
+    def _plain_cpu_step(group: dict[str, Any], lr: float) -> bool:
+        """``p -= lr·g`` when every parameter is on the CPU (where the fused step is the
+        reference) with a gradient of its own dtype and shape: the reference's update in one
+        pass over the group, without the gradient gathering, kernel checks and bucketing that
+        on a small model cost as much as the arithmetic. False, with nothing done, otherwise
+        (the general path then handles or reports it)."""
+        ts, gs = [], []
+        for p in group["params"]:
+            g = p.grad
+            if g is None:
+                continue
+            g = g.data
+            if p.device.type != "cpu" or g.dtype is not p.data.dtype or g.shape != p.data.shape:
+                return False
+            ts.append(p)
+            gs.append(g)
+        # never update an array a graph saved (writable_data counts references: take no other)
+        plain_sgd_update([p.writable_data() for p in ts], gs, lr)
+        return True
 
     @staticmethod
     def _launch(device, ps, gs, bufs, opts, first: bool, maximize: bool) -> None:
