@@ -74,8 +74,11 @@ def record_backward(tracer, tensor: Tensor, gradient: Any, retain_graph: bool,
     with tracer.suspended():  # eager's checks and seed
         seed = autograd._seed_gradient(tensor, gradient, False, "backward")
     if src is None:
-        xp = prog.const(tensor.device.xp, "xp")
-        code = f"{xp}.ones({tensor.shape!r}, dtype={prog.const(tensor.dtype, 'dt')})"
+        dt = prog.const(tensor.dtype, "dt")
+        if tensor.device.type == "cpu" and tensor.shape == ():  # np.ones is Python; this is not
+            code = f"np.array(1, dtype={dt})"
+        else:
+            code = f"{prog.const(tensor.device.xp, 'xp')}.ones({tensor.shape!r}, dtype={dt})"
         uses = []
     else:
         code = f"{prog.slots[src].name}.astype({prog.const(tensor.dtype, 'dt')}, copy=True)"

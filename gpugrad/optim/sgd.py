@@ -38,13 +38,13 @@ class SGD(Optimizer):
                              f"(got momentum={group['momentum']}, dampening={group['dampening']})")
 
     def _step_group(self, group: dict[str, Any]) -> None:
+        if not (group["momentum"] or group["weight_decay"] or group.get("maximize")) and \
+                self._plain_cpu_step(group, float(group["lr"])):
+            return
         momentum = float(group["momentum"])
         opts = dict(lr=float(group["lr"]), momentum=momentum, dampening=float(group["dampening"]),
                     nesterov=bool(group["nesterov"]), weight_decay=float(group["weight_decay"]))
         maximize = bool(group.get("maximize", False))
-        if not (momentum or opts["weight_decay"] or maximize) and \
-                self._plain_cpu_step(group, opts["lr"]):
-            return
         params, grads = self._grads(group)
         if not params:
             return
