@@ -35,7 +35,7 @@ DYN_SMEM_CAPACITY = 227 * 1024 + 4096
 # -fno-strict-aliasing: the kernels reinterpret shared memory and packs as CUDA allows.
 # -ffp-contract=fast with -mfma: contract a*b+c into FMA as NVRTC does by default, so results
 # that depend on contraction (lanes disagreeing in the last bit) show here too.
-BASE_FLAGS = ("-std=c++17", "-O2", "-fno-tree-slp-vectorize", "-fno-strict-aliasing", "-fPIC",
+BASE_FLAGS = ("-std=gnu++17", "-O2", "-fno-tree-slp-vectorize", "-fno-strict-aliasing", "-fPIC",
               "-fvisibility=hidden", "-g0", "-w")  # fmt: skip
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all",
                   "-fno-omit-frame-pointer", "-O1")  # fmt: skip

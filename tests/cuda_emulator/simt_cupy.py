@@ -1,8 +1,9 @@
 """A CuPy stand-in for the emulator tier, and nothing else: never installed, never importable by
 users (it lives in tests/ and is put in ``sys.modules["cupy"]`` only while a test runs).
 
-Device memory is host memory from ``posix_memalign`` (256-byte aligned like ``cudaMalloc``) with a
-0xFF guard zone on both sides, checked after every launch; under ``GPUGRAD_SIMT_SANITIZE=1`` the
+Device memory is host memory from ``posix_memalign`` (256-byte aligned like ``cudaMalloc``),
+filled with 0xFF (NaN) like uninitialised memory, with a guard zone of random bytes on both sides
+checked after every launch; under ``GPUGRAD_SIMT_SANITIZE=1`` the
 allocation is exact, so AddressSanitizer's own redzones report an out-of-range access at once.
 ``RawModule`` builds the CUDA source with ``simt_build`` (g++ + the fiber runtime) and every
 ``RawKernel`` call checks its launch against the compiled kernel: argument count, each argument's
@@ -56,6 +57,7 @@ _libc = ctypes.CDLL(None)
 _libc.posix_memalign.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t, ctypes.c_size_t]
 _libc.free.argtypes = [ctypes.c_void_p]
 _live: weakref.WeakSet = weakref.WeakSet()
+_guard_rng = np.random.default_rng(12345)
 
 
 class _Buffer:
@@ -72,21 +74,29 @@ class _Buffer:
         self.ptr = self.raw + self.guard
         self.mem = (ctypes.c_ubyte * total).from_address(self.raw)
         self.bytes = np.frombuffer(self.mem, np.uint8)
-        if self.guard:
-            self.bytes[: self.guard] = 0xFF
-            self.bytes[self.guard + nbytes :] = 0xFF
+        # Random guard bytes: a value a kernel computes from poisoned input (NaN 0xFF..., which
+        # keeps its payload) and writes out of range must still change them.
+        self.pattern = _guard_rng.integers(0, 256, 2 * self.guard, dtype=np.uint8)
+        self._set_guards()
         weakref.finalize(self, _libc.free, self.raw)
         _live.add(self)
+
+    def _set_guards(self) -> None:
+        g = self.guard
+        if g:
+            self.bytes[:g] = self.pattern[:g]
+            self.bytes[g + self.nbytes :] = self.pattern[g:]
 
     def guard_damage(self) -> str | None:
         g = self.guard
         if not g:
             return None
-        after = self.bytes[g + self.nbytes :]
-        zones = (("before", self.bytes[:g], -g), ("after", after, self.nbytes))
-        for name, zone, base in zones:
-            bad = np.flatnonzero(zone != 0xFF)
+        zones = (("before", self.bytes[:g], self.pattern[:g], -g),
+                 ("after", self.bytes[g + self.nbytes :], self.pattern[g:], self.nbytes))
+        for name, zone, want, base in zones:
+            bad = np.flatnonzero(zone != want)
             if bad.size:
+                self._set_guards()  # reported once; later launches start from a clean guard
                 return f"byte {int(bad[0]) + base} ({name} the {self.nbytes}-byte allocation)"
         return None
 

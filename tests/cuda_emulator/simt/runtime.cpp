@@ -407,7 +407,7 @@ unsigned short cvt_rn_f16_f32(float f) {
     uint32_t u = (uint32_t)to_bits(f);
     const uint32_t sign = (u >> 16) & 0x8000u;
     u &= 0x7fffffffu;
-    if (u > 0x7f800000u) return (unsigned short)(sign | 0x7fffu);  // NaN (PTX: canonical NaN)
+    if (u > 0x7f800000u) return 0x7fffu;  // any NaN: the canonical NaN, as PTX cvt gives
     if (u >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u);  // rounds to inf
     if (u < 0x38800000u) {  // below the smallest normal half: subnormal or zero
         if (u < 0x33000000u) return (unsigned short)sign;  // below half of the smallest subnormal
