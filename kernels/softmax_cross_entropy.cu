@@ -45,7 +45,10 @@ extern __shared__ __align__(16) unsigned char g_smem[];
 template <typename T>
 __device__ __forceinline__ void ms_combine(T& m, T& s, T m2, T s2) {
     const T mx = m2 > m ? m2 : m;
-    s = s * exp_(m - mx) + s2 * exp_(m2 - mx);  // commutative, so every lane ends bit-identical
+    // Not bit-symmetric: NVRTC contracts this into an FMA, fma(s, e, s2 * e2) on one lane and
+    // fma(s2, e2, s * e) on its partner, so after a butterfly the lanes' sums differ in the last
+    // bit. Callers that need one normaliser per row broadcast one lane's result (ce_row).
+    s = s * exp_(m - mx) + s2 * exp_(m2 - mx);
     m = mx;
 }
 
@@ -224,9 +227,12 @@ __device__ __forceinline__ void ce_row(const T* __restrict__ xrow, T* __restrict
         ms_update<T, 1>(m, s, r);
     }
     if (BLOCK) {
-        block_ms(m, s, red_m, red_s);
+        block_ms(m, s, red_m, red_s);  // every thread reads the same shared (m, s)
     } else {
         warp_ms(m, s, 32);
+        // lane 0's (m, s) for the whole row: the butterfly leaves lanes ~1 ulp apart
+        m = __shfl_sync(FULL_MASK, m, 0);
+        s = __shfl_sync(FULL_MASK, s, 0);
     }
     const T ls = log_(s);
     if (loss_out != nullptr && t == 0) *loss_out = (m - xrow[lab]) + ls;

@@ -129,7 +129,7 @@ def _sigmoid_launch(name: str, *arrays) -> cupy.ndarray:
     if n:
         vec = _aligned(*arrays, out)
         dev = a0.device.id
-        work = n // (16 // a0.itemsize) if vec else n
+        work = n // (16 // a0.itemsize)  # threads walk 16-byte packs, vector loads or not
         kname = f"{name}_{_suffix(a0.dtype)}"
         fn = _fn("sigmoid", kname, dev)
         grid = _grid_elementwise(fn, (kname, dev), work, dev)

@@ -50,8 +50,8 @@ def test_planted_missing_syncthreads(plant):
 
 @pytest.mark.skipif(simt_build.sanitize(), reason="aborts with AddressSanitizer's report there")
 def test_planted_out_of_range_write(plant):
-    f = plant("sigmoid.cu", "for (i64 i = done + tid; i < n; i += stride)\n        y[i]",
-              "for (i64 i = done + tid; i <= n; i += stride)\n        y[i]")  # fmt: skip
+    f = plant("sigmoid.cu", "for (i64 i = nv * V + tid; i < n; i += stride)\n        y[i]",
+              "for (i64 i = nv * V + tid; i <= n; i += stride)\n        y[i]")  # fmt: skip
     with pytest.raises(cp.SimtError, match=r"sigmoid_fwd_f32 .*out-of-range write at byte 4004 "
                                            r"\(after the 4004-byte allocation\)"):  # fmt: skip
         f.sigmoid_forward(dev(np.zeros(1001, np.float32)))
