@@ -358,7 +358,9 @@ __device__ __forceinline__ void ce_finalize_impl(const i64* __restrict__ labels,
     }
 }
 
-#define GPUGRAD_CE_KERNELS(SUFFIX, T)                                                              \
+// BLOCK_MAX: ce_block's largest block. 1024 threads leave 64 registers each, which double's exp
+// outgrows on sm_120 (64 B spilled); float64 rows get 512 threads (the launcher knows both).
+#define GPUGRAD_CE_KERNELS(SUFFIX, T, BLOCK_MAX)                                                   \
     extern "C" __global__ void __launch_bounds__(256, 4) ce_small_##SUFFIX(                        \
         const T* __restrict__ x, const i64* __restrict__ labels, i64 N, int C, int W,              \
         i64 ignore_index, T* __restrict__ loss_rows, T* __restrict__ grad,                         \
@@ -373,7 +375,7 @@ __device__ __forceinline__ void ce_finalize_impl(const i64* __restrict__ labels,
         ce_warp_impl<T>(x, labels, N, C, ignore_index, loss_rows, grad, gy, gy_mode, mean,         \
                         count_ptr, use_smem, vec);                                                 \
     }                                                                                              \
-    extern "C" __global__ void __launch_bounds__(1024, 1) ce_block_##SUFFIX(                       \
+    extern "C" __global__ void __launch_bounds__(BLOCK_MAX, 1) ce_block_##SUFFIX(                  \
         const T* __restrict__ x, const i64* __restrict__ labels, i64 N, i64 C, i64 ignore_index,   \
         T* __restrict__ loss_rows, T* __restrict__ grad, const T* __restrict__ gy, int gy_mode,    \
         int mean, const i64* __restrict__ count_ptr, int use_smem, int vec) {                      \
@@ -386,5 +388,5 @@ __device__ __forceinline__ void ce_finalize_impl(const i64* __restrict__ labels,
         ce_finalize_impl<T>(labels, N, C, ignore_index, loss_rows, out, mean, meta);               \
     }
 
-GPUGRAD_CE_KERNELS(f32, float)
-GPUGRAD_CE_KERNELS(f64, double)
+GPUGRAD_CE_KERNELS(f32, float, 1024)
+GPUGRAD_CE_KERNELS(f64, double, 512)

@@ -1,8 +1,9 @@
 """Kernel checks that need no GPU (they run in CI).
 
-1. Every kernels/*.cu compiles with NVRTC for sm_80 and sm_90 with no error, warning or register
-   spill (the same check as tools/check_kernels.py), as the text CuPy gets: its "*.cuh" headers
-   pasted in by kernels.expand_source, which accepts no other include.
+1. Every kernels/*.cu compiles with NVRTC for every architecture in kernels.CHECK_ARCHES (sm_75
+   to sm_120) with no error, warning or register spill (the same check as tools/check_kernels.py),
+   as the text CuPy gets: its "*.cuh" headers pasted in by kernels.expand_source, which accepts no
+   other include.
 2. Every launch in fused_cuda matches its kernel's C signature: fused_cuda runs against a fake
    cupy (numpy-backed arrays with host addresses) whose kernels check each argument's C type (and
    a pointer's element type), the block size against __launch_bounds__, the dynamic shared memory
@@ -42,6 +43,34 @@ def test_kernel_compiles(path, arch):
     _nvrtc_or_skip()
     ok, log = kernels.compile_check(path, arch)
     assert ok, f"{path.name} for {arch}:\n{log}"
+
+
+def test_check_arches_are_supported_by_this_nvrtc():
+    _nvrtc_or_skip()
+    if kernels.nvrtc_binding() != "cuda-bindings":
+        pytest.skip("the supported-architecture query needs cuda-bindings")
+    from cuda.bindings import nvrtc
+
+    err, supported = nvrtc.nvrtcGetSupportedArchs()
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    wanted = {int(a.removeprefix("sm_")) for a in kernels.CHECK_ARCHES}
+    assert wanted <= set(supported), (sorted(wanted - set(supported)), kernels.nvrtc_version())
+    assert {75, 80, 86, 89, 90, 100, 120} <= wanted
+
+
+def test_compile_check_fails_on_register_spills(tmp_path):
+    _nvrtc_or_skip()
+    src = tmp_path / "spill.cu"
+    src.write_text(
+        'extern "C" __global__ void __launch_bounds__(1024, 2) '
+        "spill(const double* x, double* y) {\n"
+        "    double a[24];\n#pragma unroll\n"
+        "    for (int k = 0; k < 24; ++k) a[k] = x[threadIdx.x + k * 1024];\n"
+        "    double s = 0;\n#pragma unroll\n"
+        "    for (int k = 0; k < 24; ++k) s += exp(a[k]) * a[(k * 7) % 24];\n"
+        "    y[threadIdx.x] = s;\n}\n")  # fmt: skip
+    ok, log = kernels.compile_check(src, "sm_80")
+    assert not ok and "spilled" in log, log
 
 
 def test_kernel_files_found():

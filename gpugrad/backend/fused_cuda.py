@@ -38,6 +38,7 @@ _BCE_MAX_PARTIALS = 1024
 _CE_SMALL_MAX_C = 32
 _CE_WARP_MAX_C = 1024
 _CE_WARPS_PER_BLOCK = 8
+_CE_BLOCK_MAX = {"f32": 1024, "f64": 512}  # ce_block's __launch_bounds__ per dtype
 _CE_INLINE_COUNT = 1 << 18  # label reads (N * blocks) below which blocks count rows themselves
 _DEFAULT_SMEM = 48 * 1024
 _STATIC_SMEM_RESERVE = 1024  # the kernels' static shared arrays use at most 768 bytes
@@ -196,7 +197,8 @@ def _ce_rows(x, lab, ignore_index: int, loss_rows, grad, gy, gy_mode: int, mean:
         smem = _CE_WARPS_PER_BLOCK * (-(-C // V) * V) * item
     else:
         packs = -(-C // V)
-        threads = min(1024, max(128, 1 << max(0, -(-packs // 4) - 1).bit_length()))
+        block_max = _CE_BLOCK_MAX[sfx]
+        threads = min(block_max, max(128, 1 << max(0, -(-packs // 4) - 1).bit_length()))
         blocks = N
         smem = packs * V * item
     if blocks > 2**31 - 1:
