@@ -8,8 +8,8 @@ import numpy as np
 
 from .array_ops import ArrayOps
 
-# cupyx.scatter_add's atomicAdd types (CuPy's _scatter_op)
-_SCATTER_ADD_DTYPES = frozenset(map(np.dtype, ("int32", "uint32", "uint64", "float16",
+# The dtypes cupyx.scatter_add (atomicAdd) accumulates in CuPy 14.2
+_SCATTER_ADD_DTYPES = frozenset(map(np.dtype, ("int32", "int64", "uint32", "uint64", "float16",
                                                "float32", "float64")))
 
 
@@ -40,10 +40,10 @@ class CupyBackend:
     def scatter_add(self, target, index, values) -> None:
         if target.dtype not in _SCATTER_ADD_DTYPES:
             kinds = ", ".join(sorted(map(str, _SCATTER_ADD_DTYPES)))
-            raise TypeError(f"scatter_add: CuPy accumulates only {kinds} on the GPU, got "
-                            f"{target.dtype} (the gradient of indexing a "
-                            f"{target.dtype} tensor of shape {target.shape}); index a float "
-                            "tensor instead")
+            raise TypeError(f"scatter_add: on the GPU only {kinds} can be accumulated "
+                            f"(cupyx.scatter_add, CuPy 14), got {target.dtype} (the gradient of "
+                            f"indexing a {target.dtype} tensor of shape {target.shape} with "
+                            "repeated indices); cast the tensor to float32 first")
         cupyx.scatter_add(target, index, values)
 
     def erf(self, x):

@@ -74,11 +74,17 @@ def _fn(family: str, name: str, dev_id: int):
     return kernels.get_function(family, name, dev_id)
 
 
-def _allow_smem(fn, nbytes: int) -> None:
+_smem_allowed: dict[tuple[str, int], int] = {}
+
+
+def _allow_smem(fn, key: tuple[str, int], nbytes: int) -> None:
     """Raise the kernel's dynamic shared-memory limit when dynamic + static could pass the 48 KiB
-    a launch gets by default (only such launches pay for the attribute query)."""
-    if nbytes + _STATIC_SMEM_RESERVE > _DEFAULT_SMEM and fn.max_dynamic_shared_size_bytes < nbytes:
-        fn.max_dynamic_shared_size_bytes = nbytes
+    a launch gets by default. The limit set is remembered per (kernel, device): the driver is
+    called when a launch needs more than before, not on every large launch."""
+    if nbytes + _STATIC_SMEM_RESERVE <= _DEFAULT_SMEM or _smem_allowed.get(key, 0) >= nbytes:
+        return
+    fn.max_dynamic_shared_size_bytes = nbytes
+    _smem_allowed[key] = nbytes
 
 
 def _empty(shape, dtype) -> cupy.ndarray:
@@ -217,7 +223,7 @@ def _ce_rows(x, lab, ignore_index: int, loss_rows, grad, gy, gy_mode: int, mean:
     fn = _fn("softmax_cross_entropy", f"{name}_{sfx}", dev)
     use_smem = smem <= _props(dev)[2] - _STATIC_SMEM_RESERVE
     if use_smem:
-        _allow_smem(fn, smem)
+        _allow_smem(fn, (f"{name}_{sfx}", dev), smem)
     vec = C % V == 0 and _aligned(x, grad)
     fn(
         (blocks,),

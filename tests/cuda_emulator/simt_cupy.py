@@ -36,6 +36,8 @@ _ORDER_CODE = {"forward": 0, "reverse": 1, "random": 2}
 GUARD = 256
 #: Device-to-host transfers so far (tests reset it and compare).
 host_reads = 0
+#: Driver calls setting a kernel attribute (max dynamic shared memory) so far.
+attribute_sets = 0
 #: Every launch as (kernel name, grid, block, shared bytes), for tests that inspect them.
 launches: list[tuple[str, tuple, tuple, int]] = []
 
@@ -325,6 +327,8 @@ class RawKernel:
 
     @max_dynamic_shared_size_bytes.setter
     def max_dynamic_shared_size_bytes(self, value: int) -> None:
+        global attribute_sets
+        attribute_sets += 1
         limit = ATTRIBUTES["MaxSharedMemoryPerBlockOptin"] - 1024
         if not 0 <= int(value) <= limit:
             raise RuntimeError(f"{self.name}: cudaErrorInvalidValue: max dynamic shared memory "

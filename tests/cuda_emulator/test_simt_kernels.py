@@ -217,3 +217,13 @@ def test_softmax_cross_entropy_one_normaliser_per_row(emu, dtype, C):
     _, grad = emu.softmax_cross_entropy(dev(x), dev(labels), -100, "sum", True)
     g = host(grad)[:, probes]
     assert (g == g[:, :1]).all(), f"{int((g != g[:, :1]).sum())} entries normalised differently"
+
+
+def test_shared_memory_limit_is_set_once_per_kernel(emu):
+    x = dev(np.zeros((9, 1000)))  # ce_warp_f64: 8 rows x 8000 bytes of shared memory > 48 KiB
+    before = cp.attribute_sets
+    emu._smem_allowed.clear()
+    for _ in range(3):
+        emu.softmax_cross_entropy(x, dev(np.zeros(9, np.int64)), -100, "mean", True)
+    assert [s for *_, s in cp.launches if s] == [64000] * 3
+    assert cp.attribute_sets == before + 1

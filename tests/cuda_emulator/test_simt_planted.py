@@ -24,6 +24,7 @@ def plant(emu, tmp_path, monkeypatch):
     monkeypatch.setattr(kernels, "kernels_dir", lambda: tmp_path)
     monkeypatch.setattr(kernels, "_modules", {})
     monkeypatch.setattr(kernels, "_functions", {})
+    monkeypatch.setattr(emu, "_smem_allowed", {})  # new kernel objects: their limits are unset
 
     def apply(file: str, old: str, new: str):
         path = tmp_path / file
