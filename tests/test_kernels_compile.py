@@ -74,7 +74,7 @@ def test_compile_check_fails_on_register_spills(tmp_path):
 
 
 def test_kernel_files_found():
-    assert kernels.families() == ["bce_with_logits", "optimizers", "sigmoid",
+    assert kernels.families() == ["bce_with_logits", "optimizers", "scatter_add", "sigmoid",
                                   "softmax_cross_entropy"]  # fmt: skip
     assert (kernels.kernels_dir() / "common.cuh").is_file()  # a header, not a family
     src = kernels.read_source("sigmoid")

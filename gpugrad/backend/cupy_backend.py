@@ -38,6 +38,13 @@ class CupyBackend:
         return cupy.asnumpy(array)
 
     def scatter_add(self, target, index, values) -> None:
+        """``target[index] += values`` with repeated indices accumulated. One integer array on one
+        axis (Embedding, ``x[idx]``) uses the deterministic sort-based kernel (bitwise
+        reproducible); other index forms fall back to cupyx.scatter_add's atomics."""
+        from . import scatter_cuda
+
+        if scatter_cuda.scatter_add(target, index, values):
+            return
         if target.dtype not in _SCATTER_ADD_DTYPES:
             kinds = ", ".join(sorted(map(str, _SCATTER_ADD_DTYPES)))
             raise TypeError(f"scatter_add: on the GPU only {kinds} can be accumulated "

@@ -50,11 +50,11 @@ def prebuilt():
     return sources
 
 
-def _load_fused_cuda():
-    """A fresh fused_cuda (and fused_cuda_tables) whose ``import cupy`` got the stand-in;
-    sys.modules and the gpugrad.backend package are left as they were."""
-    path = Path(kernels.__file__).with_name("fused_cuda.py")
-    spec = importlib.util.spec_from_file_location("gpugrad.backend._fused_cuda_simt", path)
+def load_with_standin(name: str):
+    """A fresh ``gpugrad.backend.<name>`` (and fused_cuda_tables) whose ``import cupy`` got the
+    stand-in; sys.modules and the gpugrad.backend package are left as they were."""
+    path = Path(kernels.__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"gpugrad.backend._{name}_simt", path)
     mod = importlib.util.module_from_spec(spec)
     package = sys.modules["gpugrad.backend"]
     sibling = "fused_cuda_tables"
@@ -90,7 +90,15 @@ def emu(prebuilt, monkeypatch):
     monkeypatch.setattr(simt_cupy, "ORDERS", simt_cupy.ORDERS)
     simt_cupy.launches.clear()
     if "mod" not in _FUSED:
-        _FUSED["mod"] = _load_fused_cuda()
+        _FUSED["mod"] = load_with_standin("fused_cuda")
     mod = _FUSED["mod"]
     mod.cupy_standin = simt_cupy
     yield mod
+
+
+@pytest.fixture()
+def emu_scatter(emu):
+    """gpugrad.backend.scatter_cuda bound to the stand-in."""
+    if "scatter" not in _FUSED:
+        _FUSED["scatter"] = load_with_standin("scatter_cuda")
+    return _FUSED["scatter"]

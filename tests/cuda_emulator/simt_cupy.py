@@ -160,6 +160,20 @@ def asnumpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def __getattr__(name: str):
+    """Any other CuPy function: NumPy's on host views, results copied into emulator memory."""
+    fn = getattr(np, name)
+    if isinstance(fn, type) or not callable(fn):
+        return fn
+
+    def on_device(*args, **kw):
+        args = [a.view(np.ndarray) if isinstance(a, ndarray) else a for a in args]
+        r = fn(*args, **kw)
+        return asarray(r) if isinstance(r, np.ndarray) else r
+
+    return on_device
+
+
 class ndarray(np.ndarray):  # noqa: N801 - CuPy's name
     """A device array: numpy semantics on emulator memory, CuPy's attributes on top."""
 
