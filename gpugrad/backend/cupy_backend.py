@@ -6,6 +6,7 @@ import cupy
 import cupyx
 import numpy as np
 
+from . import checks
 from .array_ops import ArrayOps
 
 # The dtypes cupyx.scatter_add (atomicAdd) accumulates in CuPy 14.2
@@ -35,7 +36,15 @@ class CupyBackend:
             return cupy.asarray(data, dtype=dtype)
 
     def to_host(self, array) -> np.ndarray:
+        """The one way gpugrad reads device memory: settles pending device checks first."""
+        self.flush_checks()
+        checks.note_host_read()
         return cupy.asnumpy(array)
+
+    def flush_checks(self) -> None:
+        """Raise the first failed deferred check of this GPU (one transfer for all of them)."""
+        with self._cuda_device:
+            checks.flush(("cuda", self.index), checks.read_cupy)
 
     def scatter_add(self, target, index, values) -> None:
         """``target[index] += values`` with repeated indices accumulated. One integer array on one
@@ -66,6 +75,7 @@ class CupyBackend:
 
     def synchronize(self) -> None:
         self._cuda_device.synchronize()
+        self.flush_checks()
 
     def use(self):
         """Context manager making this GPU current (CuPy allocates and launches there). One cached

@@ -15,7 +15,7 @@ import functools
 import cupy
 import numpy as np
 
-from . import kernels
+from . import checks, kernels
 from .fused_cpu import (
     _adam_bias_terms,
     _check_bce_args,
@@ -246,8 +246,8 @@ def softmax_cross_entropy(
     logits: cupy.ndarray, labels: cupy.ndarray, ignore_index: int, reduction: str, with_grad: bool
 ) -> tuple[cupy.ndarray, cupy.ndarray | None]:
     """Loss (0-d for mean/sum, (N,) for none) and, with ``with_grad``, d(loss)/d(logits) for an
-    upstream gradient of 1, written in the same pass. Raises ValueError for labels outside [0, C)
-    (other than ignore_index) after one device sync."""
+    upstream gradient of 1, written in the same pass. Labels outside [0, C) (other than
+    ignore_index) raise ValueError at the next host read (deferred: ``backend.checks``)."""
     out_dtype = logits.dtype
     with logits.device:
         x, lab = _ce_inputs(logits, labels, reduction)
@@ -265,17 +265,23 @@ def softmax_cross_entropy(
                 _ce_finalize(x, lab, ignore_index, None, None, False, meta)
             else:
                 _ce_finalize(x, lab, ignore_index, loss_rows, loss, mean, meta)
-            bad = int(meta[1].get())  # the one sync: nothing is returned before labels are known
-            if bad < N:
-                value = int(lab[bad].get())
-                raise ValueError(
-                    f"cross_entropy: label {value} at row {bad} is out of range for N={N}, C={C} "
-                    f"(labels must be in [0, {C}) or equal ignore_index={ignore_index})"
-                )
+            # No sync: the first bad row and its label are checked at the next host read
+            # (backend.checks); the loss and gradient of a bad row are those of an ignored row.
+            flags = cupy.concatenate([meta[1:2], lab[cupy.minimum(meta[1:2], N - 1)]])
+            checks.defer(("cuda", x.device.id), flags,
+                         functools.partial(_ce_label_error, N, C, ignore_index), checks.read_cupy)
         if out_dtype != x.dtype:
             loss = loss.astype(out_dtype)
             grad = None if grad is None else grad.astype(out_dtype)
     return loss, grad
+
+
+def _ce_label_error(N: int, C: int, ignore_index: int, flags) -> ValueError | None:
+    bad, value = int(flags[0]), int(flags[1])
+    if bad >= N:
+        return None
+    return ValueError(f"cross_entropy: label {value} at row {bad} is out of range for N={N}, "
+                      f"C={C} (labels must be in [0, {C}) or equal ignore_index={ignore_index})")
 
 
 def softmax_cross_entropy_backward(

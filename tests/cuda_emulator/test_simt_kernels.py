@@ -18,7 +18,7 @@ from _simt_cases import (
     ref64,
 )
 
-from gpugrad.backend import fused_cpu
+from gpugrad.backend import checks, fused_cpu
 
 CE_C = [1, 2, 10, 31, 32, 33, 1000, 1024, 1025, 40000, 70000]
 #: The half dtypes run the float32 CE kernels after a conversion: a few widths cover them.
@@ -81,11 +81,32 @@ def test_softmax_cross_entropy_special_rows(emu, dtype, C):
 
 
 @pytest.mark.parametrize("C", [7, 100, 2000])
-def test_softmax_cross_entropy_bad_label_raises(emu, C):
+def test_softmax_cross_entropy_bad_label_raises_at_the_next_read(emu, C):
+    """The label check is deferred: no host read in the op; the next read raises."""
     x, labels = _ce_case(C, "float32")
     labels[2] = C  # out of range; row 1 stays valid
-    with pytest.raises(ValueError, match=rf"label {C} at row 2 .*C={C}"):
-        emu.softmax_cross_entropy(dev(x), dev(labels), -100, "mean", True)
+    labels[3:] = -7  # later bad rows: the first one is reported
+    key = ("cuda", 0)
+    checks.flush(key, checks.read_cupy)  # nothing left over from other tests
+    reads, standin_reads = checks.host_reads(), cp.host_reads
+    loss, _ = emu.softmax_cross_entropy(dev(x), dev(labels), -100, "mean", True)
+    assert checks.host_reads() == reads and cp.host_reads == standin_reads
+    assert checks.pending(key) == 1
+    with pytest.raises(ValueError, match=rf"cross_entropy: label {C} at row 2 .*C={C}"):
+        checks.flush(key, checks.read_cupy)
+    assert checks.host_reads() == reads + 1 and cp.host_reads == standin_reads + 1
+    assert checks.pending(key) == 0
+    emu.softmax_cross_entropy(dev(x), dev(np.zeros_like(labels)), -100, "mean", True)
+    checks.flush(key, checks.read_cupy)  # valid labels: nothing raised
+
+
+def test_checks_sync_mode_raises_in_the_op(emu, monkeypatch):
+    x, labels = _ce_case(10, "float64")
+    labels[0] = 10
+    monkeypatch.setattr(checks, "_sync", True)
+    with pytest.raises(ValueError, match=r"cross_entropy: label 10 at row 0"):
+        emu.softmax_cross_entropy(dev(x), dev(labels), -100, "sum", False)
+    assert checks.pending(("cuda", 0)) == 0
 
 
 # ---------------------------------------------------------------------------------------------
