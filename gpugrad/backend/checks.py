@@ -65,6 +65,27 @@ def defer(key: Any, flags: Any, check: Check, read: Reader) -> None:
         flush(key, read)
 
 
+def require(flags: Any, make_error: Check) -> None:
+    """Check ``flags`` computed by an op: host (NumPy) flags now, raising ``make_error``'s
+    exception; device flags at the next host read of their device (:func:`defer`)."""
+    device = getattr(flags, "device", None)  # NumPy 2 arrays have device == "cpu"
+    if device is None or isinstance(device, str):
+        exc = make_error(np.asarray(flags))
+        if exc is not None:
+            raise exc
+        return
+    defer(("cuda", device.id), flags, make_error, read_cupy)
+
+
+def discard(key: Any = None) -> None:
+    """Drop pending checks unread (of device ``key``, or all): for tests that end mid-error."""
+    with _lock:
+        if key is None:
+            _pending.clear()
+        else:
+            _pending.pop(key, None)
+
+
 def pending(key: Any) -> int:
     with _lock:
         return len(_pending.get(key, ()))

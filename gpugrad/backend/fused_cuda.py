@@ -268,8 +268,7 @@ def softmax_cross_entropy(
             # No sync: the first bad row and its label are checked at the next host read
             # (backend.checks); the loss and gradient of a bad row are those of an ignored row.
             flags = cupy.concatenate([meta[1:2], lab[cupy.minimum(meta[1:2], N - 1)]])
-            checks.defer(("cuda", x.device.id), flags,
-                         functools.partial(_ce_label_error, N, C, ignore_index), checks.read_cupy)
+            checks.require(flags, functools.partial(_ce_label_error, N, C, ignore_index))
         if out_dtype != x.dtype:
             loss = loss.astype(out_dtype)
             grad = None if grad is None else grad.astype(out_dtype)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import ops
-from ..backend import DeviceError
+from ..backend import DeviceError, checks
 from ..backend import device as _device
 from ..creation import empty
 from ..ops import shape as _shape_ops
@@ -45,18 +45,26 @@ def _indices(op: str, indices: Any, weight: Tensor) -> Tensor:
 
 
 def _check_range(op: str, idx: Tensor, num: int) -> None:
-    """Raise ValueError naming the first index outside ``[0, num)``; on a GPU, one host sync."""
+    """ValueError naming the first index outside ``[0, num)``: raised now on the CPU, at the next
+    host read on a GPU (a deferred check: no sync in the lookup)."""
     if idx.size == 0:
         return
+    shape = idx.shape
     with idx.device.activate():
-        a = idx.data
+        a = idx.data.reshape(-1)
         bad = (a < 0) | (a >= num)
-        if bool(bad.any()):  # the one read back to the host
-            flat = int(idx.device.xp.argmax(bad.reshape(-1)))
-            pos = tuple(int(i) for i in np.unravel_index(flat, a.shape))
-            raise ValueError(f"{op}: index {int(a.reshape(-1)[flat])} at position {pos} of the "
-                             f"indices (shape {idx.shape}) is out of range [0, {num}) "
-                             f"(num_embeddings={num})")
+        flat = idx.device.xp.argmax(bad)  # the first bad position (0 when none)
+        flags = idx.device.xp.stack([bad[flat].astype(np.int64), flat.astype(np.int64),
+                                     a[flat].astype(np.int64)])  # fmt: skip
+
+    def error(f) -> ValueError | None:
+        if not f[0]:
+            return None
+        pos = tuple(int(i) for i in np.unravel_index(int(f[1]), shape))
+        return ValueError(f"{op}: index {int(f[2])} at position {pos} of the indices (shape "
+                          f"{shape}) is out of range [0, {num}) (num_embeddings={num})")
+
+    checks.require(flags, error)
 
 
 def _padding_idx(op: str, padding_idx: Any, num: int) -> int | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import DeviceError
+from ..backend import DeviceError, checks
 from ..tensor import Tensor
 from . import activations as _act
 from . import elementwise as _ew
@@ -346,8 +346,20 @@ def _index_part(part, x: Tensor, op: str = "getitem"):
     return part
 
 
-def _check_bounds(index: tuple, shape: tuple, op: str = "getitem") -> None:
-    """CuPy does not bounds-check integer-array indices (it wraps); check them like NumPy does."""
+def _bounds_error(op: str, dim: int, n: int, shape: tuple):
+    def error(f) -> IndexError | None:
+        lo, hi = int(f[0]), int(f[1])
+        if lo >= -n and hi < n:
+            return None
+        return IndexError(f"{op}: index {hi if hi >= n else lo} is out of bounds for axis {dim} "
+                          f"with size {n} (tensor shape {shape})")
+
+    return error
+
+
+def _check_bounds(index: tuple, shape: tuple, op: str = "getitem", xp=np) -> None:
+    """CuPy does not bounds-check integer-array indices (it wraps); check them like NumPy does
+    (deferred to the next host read: ``backend.checks``)."""
     consumed = [0 if p is None else (p.ndim if hasattr(p, "dtype") and p.dtype == np.bool_
                                      else 1) for p in index if p is not Ellipsis]
     dim = 0
@@ -357,11 +369,9 @@ def _check_bounds(index: tuple, shape: tuple, op: str = "getitem") -> None:
             continue
         if hasattr(p, "dtype") and p.dtype.kind in "iu" and p.size and dim < len(shape):
             n = shape[dim]
-            if bool(((p < -n) | (p >= n)).any()):  # one host read; the details only on error
-                lo, hi = int(p.min()), int(p.max())
-                bad = hi if hi >= n else lo
-                raise IndexError(f"{op}: index {bad} is out of bounds for axis {dim} with "
-                                 f"size {shape[dim]} (tensor shape {shape})")
+            # deferred: read at the next host read (no sync per index array), then IndexError
+            flags = xp.stack([p.min(), p.max()]).astype(np.int64)
+            checks.require(flags, _bounds_error(op, dim, n, shape))
         dim += 0 if p is None else (p.ndim if hasattr(p, "dtype") and p.dtype == np.bool_
                                     else 1)
 
@@ -393,7 +403,7 @@ def _prepare_index(x: Tensor, index, op: str):
             parts = _masks_to_indices(parts)
     if x.device.type != "cpu" and any(hasattr(p, "dtype") for p in parts):
         with x.device.activate():
-            _check_bounds(parts, x.shape, op)
+            _check_bounds(parts, x.shape, op, x.device.xp)
     return parts if isinstance(index, tuple) else parts[0]
 
 

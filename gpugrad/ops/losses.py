@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
-from ..backend import fused_enabled
+from ..backend import checks, fused_enabled
 from ..tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -59,16 +59,25 @@ def _scale_in_place(d, g, reduction: str):
 # -- softmax cross-entropy --------------------------------------------------------------------
 def check_labels(xp, labels, num_classes: int, ignore_index: int,
                  op: str = "cross_entropy") -> None:
-    """Raise ValueError if any label is outside [0, C) and not ``ignore_index`` (one host sync)."""
+    """ValueError if any label is outside [0, C) and not ``ignore_index``: raised now on the CPU,
+    at the next host read on a GPU (a deferred check: no sync here)."""
+    if labels.size == 0:
+        return
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index < 0 or ignore_index >= num_classes:
         bad &= labels != ignore_index
-    if bool(bad.any()):
-        row = int(xp.argmax(bad))
-        raise ValueError(
-            f"{op}: label {int(labels[row])} at row {row} is outside [0, {num_classes}) "
-            f"and is not ignore_index={ignore_index} (logits have {num_classes} classes)"
-        )
+    row = xp.argmax(bad.reshape(-1))  # the first bad row (0 when none)
+    flags = xp.stack([bad.reshape(-1)[row].astype(np.int64), row.astype(np.int64),
+                      labels.reshape(-1)[row].astype(np.int64)])  # fmt: skip
+
+    def error(f) -> ValueError | None:
+        if not f[0]:
+            return None
+        return ValueError(f"{op}: label {int(f[2])} at row {int(f[1])} is outside "
+                          f"[0, {num_classes}) and is not ignore_index={ignore_index} (logits "
+                          f"have {num_classes} classes)")  # fmt: skip
+
+    checks.require(flags, error)
 
 
 def ce_composite(xp, logits, labels, ignore_index: int, reduction: str, with_grad: bool):
@@ -228,12 +237,12 @@ class BCE(Function):
     def forward(self, p, t, reduction="mean"):
         xp = self.xp
         self.reduction = reduction
-        if bool((~((p >= 0) & (p <= 1))).any()):
-            raise ValueError(
-                f"binary_cross_entropy: every input value must be a probability in [0, 1] "
-                f"(input shape {p.shape}, dtype {p.dtype}); for raw scores use "
-                "binary_cross_entropy_with_logits"
-            )
+        shape, dtype = p.shape, p.dtype
+        outside = (~((p >= 0) & (p <= 1))).any().reshape(1).astype(np.int64)
+        checks.require(outside, lambda f: None if not f[0] else ValueError(  # deferred on a GPU
+            f"binary_cross_entropy: every input value must be a probability in [0, 1] "
+            f"(input shape {shape}, dtype {dtype}); for raw scores use "
+            "binary_cross_entropy_with_logits"))
         x = p.astype(_compute_dtype(p.dtype), copy=False)
         with np.errstate(divide="ignore"):
             logp = xp.maximum(xp.log(x), -100)

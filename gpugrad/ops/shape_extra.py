@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
+from ..backend import checks
 from ..tensor import Tensor, _is_device_array, _to_host  # GPU arrays: NumPy refuses them
 from . import _t, getitem, reshape
 from .reductions_extra import axes_of, axis_of
@@ -193,13 +194,19 @@ class Gather(Function):
                                  f"{x.shape} outside axis {axis}")
         n = x.shape[axis]
         low = 0 if torch_rule else -n
-        # CuPy wraps out-of-range indices, so check them: one flag computed on the device and
-        # read once (a single host sync); the offending value is looked up only to report it
-        if index.size and bool(((index < low) | (index >= n)).any()):
-            hi = int(index.max())
-            bad = hi if hi >= n else int(index.min())
-            raise IndexError(f"{op}: index {bad} is out of bounds for axis {axis} with size {n} "
-                             f"(tensor shape {x.shape})")
+        # CuPy wraps out-of-range indices, so check them: min and max computed on the device,
+        # read at the next host read (a deferred check: no sync here; now on the CPU)
+        if index.size:
+            shape = x.shape
+
+            def error(f) -> IndexError | None:
+                lo, hi = int(f[0]), int(f[1])
+                if lo >= low and hi < n:
+                    return None
+                return IndexError(f"{op}: index {hi if hi >= n else lo} is out of bounds for "
+                                  f"axis {axis} with size {n} (tensor shape {shape})")
+
+            checks.require(self.xp.stack([index.min(), index.max()]).astype(np.int64), error)
         parts = []
         for d in range(x.ndim):
             if d == axis:

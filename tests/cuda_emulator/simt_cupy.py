@@ -168,10 +168,31 @@ def __getattr__(name: str):
 
     def on_device(*args, **kw):
         args = [a.view(np.ndarray) if isinstance(a, ndarray) else a for a in args]
-        r = fn(*args, **kw)
+        with np.errstate(all="ignore"):  # CuPy never warns about inf/NaN
+            r = fn(*args, **kw)
         return asarray(r) if isinstance(r, np.ndarray) else r
 
     return on_device
+
+
+def _wrap_indices(key, shape):
+    """CuPy wraps out-of-range integer-array indices (NumPy raises): do the same, for keys of
+    integer arrays, integers and slices (no Ellipsis, None or boolean arrays)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    if any(p is Ellipsis or p is None or (isinstance(p, np.ndarray) and p.dtype == bool)
+           for p in parts):  # fmt: skip
+        return key
+    out, changed = [], False
+    for axis, p in enumerate(parts):
+        if isinstance(p, np.ndarray) and p.dtype.kind in "iu" and axis < len(shape) \
+                and shape[axis] > 0:  # fmt: skip
+            out.append(np.asarray(p) % shape[axis])
+            changed = True
+        else:
+            out.append(p)
+    if not changed:
+        return key
+    return tuple(out) if isinstance(key, tuple) else out[0]
 
 
 class ndarray(np.ndarray):  # noqa: N801 - CuPy's name
@@ -191,8 +212,11 @@ class ndarray(np.ndarray):  # noqa: N801 - CuPy's name
         return SimpleNamespace(ptr=self.__array_interface__["data"][0])
 
     def __getitem__(self, key):
-        r = super().__getitem__(key)
+        r = super().__getitem__(_wrap_indices(key, self.shape))
         return r if isinstance(r, np.ndarray) else np.asarray(r).view(ndarray)
+
+    def __setitem__(self, key, value):
+        super().__setitem__(_wrap_indices(key, self.shape), value)
 
     def astype(self, dtype, copy=True, **kw):
         dtype = np.dtype(dtype)
