@@ -7,7 +7,7 @@
 //              the number of rows whose label != ignore_index, counted ON THE DEVICE (no sync).
 //   ignored rows (label == ignore_index) give loss 0 and a zero gradient row. Labels outside [0, C)
 //   are treated like ignored rows here and reported by ce_finalize (meta[1] = first such row),
-//   which the launcher checks with one sync before returning anything.
+//   which the launcher registers as a deferred check: read with the next host read, no sync.
 //
 // Online normalizer (Milakov & Gimelshein 2018): each thread keeps (m, s) over the elements it
 // reads, taking a chunk max first so a 16-byte chunk costs one rescale at most; partial states
