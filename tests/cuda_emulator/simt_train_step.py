@@ -78,6 +78,7 @@ def main() -> None:
         result["bad_error"] = None
     except ValueError as exc:
         result["bad_error"] = str(exc)
+    result["kernels"] = sorted({name for name, *_ in simt_cupy.launches})
     print(json.dumps(result))
 
 
