@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import simt_cupy as cp
 
-from gpugrad.backend import fused_cpu
+from gpugrad.backend import fused_reference
 
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
 #: Relative tolerance per storage dtype against the float64 reference: a few ulp of the storage
@@ -71,7 +71,7 @@ def assert_close(got, ref, dtype: str, what: str, rtol: float | None = None,
 
 
 def ref64(fn_name: str, *arrays, **kw):
-    """The NumPy implementation (fused_cpu) evaluated in float64 on the same (rounded) inputs."""
-    up = [f64(a) if np.asarray(host(a)).dtype.kind == "f" or host(a).dtype.name == "bfloat16"
-          else host(a) for a in arrays]  # fmt: skip
-    return getattr(fused_cpu, fn_name)(*up, **kw)
+    """The NumPy implementation (fused_reference) in float64 on the same (rounded) inputs."""
+    up = [f64(a) if host(a).dtype.kind == "f" or host(a).dtype.name == "bfloat16" else host(a)
+          for a in arrays]
+    return getattr(fused_reference, fn_name)(*up, **kw)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import weakref
 from types import SimpleNamespace
 
@@ -158,6 +159,10 @@ def asnumpy(a) -> np.ndarray:
         host_reads += 1
         return np.array(a.view(np.ndarray))
     return np.asarray(a)
+
+
+def get_array_module(*arrays):
+    return sys.modules[__name__] if any(isinstance(a, ndarray) for a in arrays) else np
 
 
 def __getattr__(name: str):

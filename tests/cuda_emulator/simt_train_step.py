@@ -32,6 +32,18 @@ def install_standin() -> None:
                  "cupy_backends.cuda.libs.cublas"):  # fmt: skip
         sys.modules[name] = types.ModuleType(name)
     sys.modules["cupy_backends.cuda.libs"].cublas = sys.modules["cupy_backends.cuda.libs.cublas"]
+    # The stand-in's arrays subclass NumPy's, so numerics.array_module would call them host
+    # arrays: tell them apart as CuPy's own arrays are told apart from NumPy's.
+    import gpugrad.backend.numerics as numerics
+
+    original = numerics.array_module
+
+    def array_module(a):
+        return simt_cupy if isinstance(a, simt_cupy.ndarray) else original(a)
+
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("gpugrad") and getattr(mod, "array_module", None) is original:
+            mod.array_module = array_module
 
 
 def main() -> None:

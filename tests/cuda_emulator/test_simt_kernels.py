@@ -18,7 +18,7 @@ from _simt_cases import (
     ref64,
 )
 
-from gpugrad.backend import checks, fused_cpu
+from gpugrad.backend import checks, fused_reference
 
 CE_C = [1, 2, 10, 31, 32, 33, 1000, 1024, 1025, 40000, 70000]
 #: The half dtypes run the float32 CE kernels after a conversion: a few widths cover them.
@@ -191,7 +191,7 @@ def test_sgd_step(emu, dtype, nesterov, wd):
     kw = dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=nesterov, weight_decay=wd)
     for step in range(2):
         emu.sgd_step(dps, _devs(gs), dbufs, first_step=step == 0, **kw)
-        fused_cpu.sgd_step(rps, _refs(gs, dtype), rbufs, first_step=step == 0, **kw)
+        fused_reference.sgd_step(rps, _refs(gs, dtype), rbufs, first_step=step == 0, **kw)
     for i in range(len(ps)):
         assert_close(dps[i], rps[i], dtype, f"param {i}", rtol=4 * _rt(dtype), cancel=True)
         assert_close(dbufs[i], rbufs[i], dtype, f"momentum {i}", rtol=4 * _rt(dtype), cancel=True)
@@ -214,7 +214,7 @@ def test_adam_step(emu, dtype, decoupled):
     kw = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, decoupled=decoupled)
     for step in (1, 2, 3):
         emu.adam_step(dps, _devs(gs), dms, dvs, step=step, **kw)
-        fused_cpu.adam_step(rps, _refs(gs, dtype), rms, rvs, step=step, **kw)
+        fused_reference.adam_step(rps, _refs(gs, dtype), rms, rvs, step=step, **kw)
     for i in range(len(ps)):
         assert_close(dps[i], rps[i], dtype, f"param {i}", rtol=8 * _rt(dtype), cancel=True)
         assert_close(dms[i], rms[i], dtype, f"exp_avg {i}", rtol=8 * _rt(dtype))
