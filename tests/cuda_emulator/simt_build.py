@@ -124,12 +124,12 @@ def runtime_lib() -> Path:
     """libsimt-<hash>.so: the fiber runtime, shared by every kernel module."""
     if compiler() is None:
         raise BuildError("g++ not found: the CUDA emulator needs a C++17 compiler")
-    srcs = [HERE / "runtime.cpp", HERE / "simt.h"]
+    srcs = [HERE / "runtime.cpp", HERE / "half.cpp", HERE / "simt.h"]
     key = _digest(*(p.read_text() for p in srcs), *flags())
     out = cache_dir() / f"libsimt-{key}.so"
     with _lock:
         if not out.exists():
-            _compile([*flags(), "-shared", f"-I{HERE}", str(srcs[0]),
+            _compile([*flags(), "-shared", f"-I{HERE}", str(srcs[0]), str(srcs[1]),
                       f"-Wl,-soname,{out.name}"], out)  # fmt: skip
     return out
 

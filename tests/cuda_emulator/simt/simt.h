@@ -4,10 +4,10 @@
 // the running fiber's record. Every warp collective (__shfl_*_sync, __ballot_sync, __any_sync,
 // __all_sync, __syncwarp) and __syncthreads is a meeting point the runtime checks: which lanes
 // must meet there, that they meet at the same call site with the same mask, and that none has
-// exited. Static __shared__ variables live in one linker section that the runtime poisons (0xFF
-// bytes: NaN in every float type) when the first thread of each block reaches their declaration
-// (build.py adds that call after each declaration); dynamic shared memory is the array the
-// generated wrapper defines, poisoned and guarded the same way.
+// exited. Static __shared__ variables are poisoned (0xFF bytes: NaN in every float type) when the
+// first thread of each block reaches their declaration (simt_build.py adds that call after each
+// declaration); dynamic shared memory is the array the generated wrapper defines, poisoned and
+// guarded the same way.
 #pragma once
 
 #include <math.h>
@@ -18,7 +18,8 @@
 
 // ---------------------------------------------------------------------------------------------
 // Qualifiers. __shared__ becomes a function-scope static: one copy per block, since blocks run in
-// turn. `extern __shared__` is rewritten to plain `extern` by build.py and defined by the wrapper.
+// turn. `extern __shared__` is rewritten to plain `extern` by simt_build.py and defined by the
+// wrapper.
 #define __global__
 #define __device__
 #define __host__
@@ -79,7 +80,7 @@ inline void syncwarp(int site, const char* file, int line, unsigned mask = 0xfff
     collective(site, file, line, SYNCWARP, mask, 0, 0, 32);
 }
 
-// Half conversions: the inline PTX (cvt) the kernels use is rewritten to these by build.py.
+// Half conversions (half.cpp): the kernels' inline PTX cvt is rewritten to these by simt_build.py.
 unsigned short cvt_rn_f16_f32(float f);
 float cvt_f32_f16(unsigned short h);
 

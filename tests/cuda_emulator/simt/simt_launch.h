@@ -1,5 +1,5 @@
-// Launch glue for a kernel module (included by the wrapper build.py generates, after the kernel
-// source): describes each kernel's C parameters for the stand-in's argument check and unpacks a
+// Launch glue for a kernel module, included after the kernel source by the wrapper simt_build.py
+// generates: describes each kernel's C parameters for the stand-in's argument check and unpacks a
 // void** argument array (CuPy's convention) into a typed call.
 #pragma once
 
