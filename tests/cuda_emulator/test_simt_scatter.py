@@ -50,3 +50,27 @@ def test_scatter_broadcasts_values_and_declines_other_index_forms(emu_scatter):
     assert emu_scatter.scatter_add(target, boolean, dev(np.ones((3, 3), np.float32))) is False
     assert emu_scatter.scatter_add(cp.zeros(4, np.int32), dev(np.array([1])),
                                    dev(np.ones(1, np.int32))) is False  # fmt: skip
+
+
+def test_cuda_backend_uses_the_kernel_and_falls_back_for_other_dtypes(emu_scatter, monkeypatch):
+    """CupyBackend.scatter_add: float targets take the deterministic kernel; int64 (which
+    cupyx.scatter_add accumulates in CuPy 14) falls back to cupyx; others raise naming dtypes."""
+    import sys
+    import types
+
+    from .conftest import load_with_standin
+
+    calls = []
+    cupyx = types.ModuleType("cupyx")
+    cupyx.scatter_add = lambda a, index, values: calls.append(a.dtype)
+    monkeypatch.setitem(sys.modules, "cupyx", cupyx)
+    monkeypatch.setitem(sys.modules, "gpugrad.backend.scatter_cuda", emu_scatter)
+    monkeypatch.setattr(sys.modules["gpugrad.backend"], "scatter_cuda", emu_scatter, raising=False)
+    backend = load_with_standin("cupy_backend").CupyBackend(0)
+    target = cp.zeros((4, 2), np.float32)
+    backend.scatter_add(target, dev(np.array([3, 3])), dev(np.ones((2, 2), np.float32)))
+    assert (host(target)[3] == 2).all() and cp.launches[-1][0] == "segment_sum_f32"
+    backend.scatter_add(cp.zeros(4, np.int64), dev(np.array([1, 1])), dev(np.ones(2, np.int64)))
+    assert calls == [np.dtype(np.int64)]
+    with pytest.raises(TypeError, match=r"scatter_add: on the GPU only .*int64.* got bool"):
+        backend.scatter_add(cp.zeros(4, bool), dev(np.array([1])), dev(np.ones(1, bool)))
