@@ -97,6 +97,7 @@ int g_nthreads = 0;
 uint64_t g_block_epoch = 0;
 std::vector<std::pair<void*, uint64_t>> g_shared_seen;  // static shared variable -> block epoch
 bool g_failed = false;
+bool g_stacks_dirty = false;  // a launch failed: fibers were abandoned mid-call
 std::string g_error;
 const char* g_kernel = "";
 void (*g_entry)(void**) = nullptr;
@@ -428,6 +429,14 @@ SIMT_API int simt_run(const char* kernel, void (*entry)(void**), void** args,
     }
     g_fibers.assign((size_t)g_nthreads, Fiber{});
     while (g_stacks.size() < (size_t)g_nthreads) g_stacks.push_back((char*)malloc(kStack));
+#if SIMT_ASAN
+    // A failed launch abandons its fibers mid-call: their frames' redzones stay poisoned in the
+    // stacks, which the next launch reuses. Clear them (only then: it is 256 KiB per fiber).
+    if (g_stacks_dirty) {
+        for (char* stack : g_stacks) ASAN_UNPOISON_MEMORY_REGION(stack, kStack);
+        g_stacks_dirty = false;
+    }
+#endif
     const size_t nblocks = (size_t)grid[0] * grid[1] * grid[2];
     std::vector<size_t> blocks(nblocks);
     for (size_t b = 0; b < nblocks; ++b) blocks[b] = b;
@@ -467,6 +476,7 @@ SIMT_API int simt_run(const char* kernel, void (*entry)(void**), void** args,
         if (g_failed) break;
     }
     if (g_failed) {
+        g_stacks_dirty = true;
         snprintf(err, errlen, "%s", g_error.c_str());
         return 1;
     }
