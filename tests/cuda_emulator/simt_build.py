@@ -78,8 +78,14 @@ def sanitize() -> bool:
 
 
 def cache_dir() -> Path:
+    """Where built libraries are kept: $GPUGRAD_SIMT_CACHE, ~/.cache/gpugrad-simt, or the
+    temporary directory where the home directory is not writable."""
     d = Path(os.environ.get("GPUGRAD_SIMT_CACHE") or Path.home() / ".cache" / "gpugrad-simt")
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        d = Path(tempfile.gettempdir()) / f"gpugrad-simt-{os.getuid()}"
+        d.mkdir(parents=True, exist_ok=True)
     return d
 
 
