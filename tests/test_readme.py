@@ -38,7 +38,8 @@ def test_ci_runs_the_documented_test_command():
     top = "\n".join(README.splitlines()[:6])
     assert 'pip install ".[test]" && python -m pytest' in top
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    install = re.search(r'pip install "\.\[([a-z,]+)\]"', ci).group(1).split(",")
+    command = re.search(r'^python3 -m pip install "\.\[([a-z,]+)\]"', ci, re.M)
+    install = command.group(1).split(",")
     assert install[0] == "test" and set(install) == {"test", "kernels", "plot"}
     assert "python3 -m pytest" in ci
     assert 'pip install ".[test,kernels,plot]"' in README  # and the README says so
