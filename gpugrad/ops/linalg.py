@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..autograd import Function
 from .elementwise import acc_sum, sum_to
 
@@ -79,9 +81,11 @@ class Linear(Function):
         gx = _cast(g @ w, x.dtype) if need_x else None
         gw = gb = None
         if need_w or need_b:
-            g2 = g.reshape((-1, g.shape[-1]))
+            # Rows counted, not inferred: reshape((-1, 0)) is ambiguous for an empty input.
+            rows = math.prod(x.shape[:-1])
+            g2 = g.reshape((rows, g.shape[-1]))
             if need_w:
-                gw = _cast(g2.T @ x.reshape((-1, x.shape[-1])), w.dtype)
+                gw = _cast(g2.T @ x.reshape((rows, x.shape[-1])), w.dtype)
             if need_b:
                 gb = _cast(acc_sum(g2, axis=0), self.b_dtype)  # float16: summed in float32
         return gx, gw, gb

@@ -70,6 +70,10 @@ class Mean(Function):
         self.axes = normalize_axis("mean", axis, x.ndim)
         axes = range(x.ndim) if self.axes is None else self.axes
         self.count = math.prod(x.shape[a] for a in axes)
+        if self.count == 0:  # NaN, as in PyTorch, without NumPy's "Mean of empty slice" warning
+            total = x.sum(axis=self.axes, keepdims=keepdims)
+            return total / self.xp.asarray(0, dtype=total.dtype if total.dtype.kind in "fc"
+                                           else np.float64)
         return x.mean(axis=self.axes, keepdims=keepdims)
 
     def backward(self, ops, g):
