@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 from _helpers import hsettings
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import gpugrad as gg
@@ -128,6 +128,8 @@ def build(lib, leaves, steps):
 @hsettings(max_examples=40)
 @given(values=st.lists(LEAF_VALUES, min_size=3, max_size=3),
        steps=st.lists(STEP, min_size=1, max_size=8))
+@example(values=[1.5, 0.0, 1.0], steps=[("pow", 0, 1, 0)])  # an exponent exactly 0
+@example(values=[1.0, 0.5, 0.0], steps=[("prod", 0, 1, 2)])  # a product with one zero
 def test_hessians_of_random_graphs_are_symmetric(device, values, steps):
     leaves = [scalar(v, device) for v in values]
     f = build(gg, leaves, steps)
