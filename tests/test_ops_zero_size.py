@@ -205,3 +205,54 @@ def test_fp_warnings_are_silent_inside_ops(device):
     # ...and only inside ops: the user's own NumPy code keeps NumPy's settings
     with pytest.warns(RuntimeWarning):
         np.exp(np.float64(1000.0))
+
+
+EMPTY_BATCH = {
+    "cross_entropy": lambda x, r: F.cross_entropy(x, _labels(x), reduction=r),
+    "cross_entropy_smoothed": lambda x, r: F.cross_entropy(x, _labels(x), reduction=r,
+                                                           label_smoothing=0.1),
+    "nll_loss": lambda x, r: F.nll_loss(gg.log_softmax(x, axis=1), _labels(x), reduction=r),
+    "mse_loss": lambda x, r: F.mse_loss(x, gg.zeros_like(x), reduction=r),
+    "bce": lambda x, r: F.binary_cross_entropy(gg.sigmoid(x), gg.zeros_like(x), reduction=r),
+    "bce_with_logits": lambda x, r: F.binary_cross_entropy_with_logits(x, gg.zeros_like(x),
+                                                                         reduction=r),
+}
+
+
+def _labels(x):
+    return gg.zeros(0, dtype="int64", device=x.device)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("name", sorted(EMPTY_BATCH))
+def test_losses_on_an_empty_batch(device, name, reduction):
+    x = gg.zeros(0, 3, dtype="float64", device=device, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = EMPTY_BATCH[name](x, reduction)
+        loss.backward()
+    value = loss.item()
+    assert np.isnan(value) if reduction == "mean" else value == 0.0  # torch's values
+    assert x.grad.shape == (0, 3)
+
+
+@pytest.mark.parametrize("name, fn", [
+    ("swapaxes", lambda x: gg.swapaxes(x, 0, 1)),
+    ("broadcast_to", lambda x: gg.broadcast_to(x, (2, 0, 3))),
+    ("split", lambda x: gg.split(x, 1, axis=1)[0]),
+    ("chunk", lambda x: gg.chunk(x, 3, axis=1)[1]),
+    ("gather", lambda x: gg.gather(x, 1, gg.zeros(0, 3, dtype="int64", device=x.device))),
+    ("take_along_axis", lambda x: gg.take_along_axis(
+        x, gg.zeros(0, 1, dtype="int64", device=x.device), axis=1)),
+    ("dropout", lambda x: F.dropout(x, 0.5)),
+    ("index_array", lambda x: x[gg.zeros(0, dtype="int64", device=x.device)]),
+    ("mask", lambda x: x[x > 0]),
+    ("logsumexp_over_empty", lambda x: gg.logsumexp(x, axis=0)),
+])
+def test_more_ops_on_an_empty_batch(device, name, fn):
+    x = gg.zeros(0, 3, dtype="float64", device=device, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = fn(x)
+        y.sum().backward()
+    assert x.grad.shape == (0, 3)

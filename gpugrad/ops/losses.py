@@ -39,7 +39,10 @@ def _fused(device):
 def _reduce(xp, loss, reduction: str):
     if reduction == "none":
         return loss
-    return loss.sum() if reduction == "sum" else loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    # sum / N, NaN for an empty batch (as in PyTorch) without NumPy's "Mean of empty slice"
+    return loss.mean() if loss.size else loss.sum() / xp.asarray(0, dtype=loss.dtype)
 
 
 def _compute_dtype(dtype):
