@@ -227,3 +227,20 @@ def test_version_and_bare_command():
     bare = run_cli()
     assert bare.returncode == 0 and "usage: gpugrad" in bare.stdout and "train" in bare.stdout
     assert "arguments are required" not in bare.stderr
+
+
+def test_unwritable_output_folder_is_refused_up_front(tmp_path, monkeypatch, capsys):
+    """(As root every folder is writable, so the permission answer is simulated.)"""
+    from gpugrad.cli import common
+
+    real_access = os.access
+    locked = str(tmp_path / "locked")
+    os.mkdir(locked)
+    def access(path, mode):
+        return False if str(path).startswith(locked) else real_access(path, mode)
+
+    monkeypatch.setattr(common.os, "access", access)
+    for flag in ("--json", "--save"):
+        assert main(TINY + ["--epochs", "1", flag, os.path.join(locked, "out")]) == 2
+        err = capsys.readouterr().err
+        assert flag in err and "not writable" in err and len(err.strip().splitlines()) == 1
