@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ except ImportError:  # run from a checkout without PYTHONPATH=.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpugrad.backend import cuda_runtime  # noqa: E402
+from gpugrad.bench.timing import Timer, summarize  # noqa: E402
 
 TARGETS = {  # from issue 4
     "sigmoid_fwd_copy_fraction": 0.85,
@@ -39,29 +39,16 @@ TARGETS = {  # from issue 4
 
 
 def timer(cupy, torch, warmup: int, repeat: int):
+    """``run(fn, inner, lib)``: median milliseconds per call, from ``gpugrad.bench.timing``'s CUDA
+    event timer. Its events go on the legacy default stream, which also orders PyTorch's default
+    stream, so one clock times both libraries (``lib`` is kept for the call sites' clarity)."""
+    clock = Timer("cuda", xp=cupy, sync=cupy.cuda.Device().synchronize)
+
     def run(fn, inner: int = 1, lib: str = "cupy") -> float:
-        """Median milliseconds per call."""
-        if lib == "torch":
-            new_event, sync = (lambda: torch.cuda.Event(enable_timing=True)), torch.cuda.synchronize
-        else:
-            new_event, sync = cupy.cuda.Event, cupy.cuda.Device().synchronize
         for _ in range(warmup):
             fn()
-        sync()
-        samples = []
-        for _ in range(repeat):
-            start, end = new_event(), new_event()
-            start.record()
-            for _ in range(inner):
-                fn()
-            end.record()
-            end.synchronize()
-            if lib == "torch":
-                ms = start.elapsed_time(end)
-            else:
-                ms = cupy.cuda.get_elapsed_time(start, end)
-            samples.append(ms / inner)
-        return statistics.median(samples)
+        samples = [clock(fn, inner) / inner for _ in range(repeat)]
+        return summarize(samples, inner, float("nan"), clock.clock).median_s * 1e3
 
     return run
 

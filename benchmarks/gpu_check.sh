@@ -38,7 +38,7 @@ step machine 30 bash -c "date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_ver
     --format=csv,noheader; $PY -c 'import platform, numpy, cupy; print(platform.python_version(), \
     numpy.__version__, cupy.__version__)'; $PY -m gpugrad info"
 CORE=(tests/test_fused.py tests/test_kernels_compile.py tests/test_losses.py
-      tests/test_loss_options.py tests/test_optim.py tests/test_optim_extra.py
+      tests/test_loss_options.py tests/test_optim.py tests/test_optim_options.py
       tests/test_training.py tests/test_dropout.py tests/test_multi_gpu.py)
 PYTEST=("$PY" -m pytest -p no:cacheprovider -vv --tb=short --durations=10)  # -vv: -q is in addopts
 # Device-parametrized tests run their "cuda" case only: CI runs the CPU cases on every push,

@@ -96,7 +96,10 @@ from .ops import (
     var,
     where,
 )
+from .ops.tensor_methods import setup_tensor as _setup_tensor
 from .tensor import Tensor
+
+_setup_tensor()  # operators and op methods onto Tensor, graph-mode ops into the engine
 
 __version__ = "0.1.0"
 
@@ -107,5 +110,7 @@ int32 = _np.dtype("int32")
 int64 = _np.dtype("int64")
 bool_ = _np.dtype("bool")
 
-from . import data, functional, nn, optim, utils  # noqa: E402
+from . import data, distributed, functional, nn, optim, parity  # noqa: E402
 from .serialization import load, save  # noqa: E402
+
+utils = parity  # its former name: gg.utils.parity still works

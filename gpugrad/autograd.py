@@ -21,12 +21,14 @@ import functools
 import heapq
 import itertools
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from .backend import DeviceError, fp_errors
+from .tensor import Tensor
 
 _next_seq = itertools.count().__next__
 
@@ -214,6 +216,69 @@ class Function:
         return f"<{type(self).__name__} #{getattr(self, 'seq', '?')}>"
 
 
+# -- leaf-gradient hooks ------------------------------------------------------------------------
+# Data-parallel training reduces a parameter's gradient as soon as it is accumulated and finishes
+# when the walk ends. Both registries are empty unless something registers: the walk then tests
+# one local ``None`` per leaf write and one empty list per backward.
+_grad_hooks: dict[int, tuple[weakref.ref, list[Callable]]] = {}
+_backward_done: list[Callable[[], None]] = []
+
+
+class RemovableHandle:
+    """Returned by the hook registrations; ``remove()`` unregisters (idempotent)."""
+
+    def __init__(self, remove: Callable[[], None]) -> None:
+        self._remove = remove
+
+    def remove(self) -> None:
+        remove, self._remove = self._remove, None
+        if remove is not None:
+            remove()
+
+
+def register_post_accumulate_grad_hook(tensor: Tensor, hook: Callable) -> RemovableHandle:
+    """Call ``hook(tensor)`` each time backward accumulates a gradient into leaf ``tensor.grad``.
+
+    Like ``torch.Tensor.register_post_accumulate_grad_hook``: the hook runs after ``.grad`` is
+    written (a leaf reached by several paths fires once per path) and never for ``gg.grad``,
+    which leaves ``.grad`` alone.
+    """
+    if not isinstance(tensor, Tensor) or tensor._ctx is not None or not tensor.requires_grad:
+        raise RuntimeError("register_post_accumulate_grad_hook: the tensor must be a leaf that "
+                           "requires grad (a parameter)")
+    key = id(tensor)
+
+    def forget(ref: weakref.ref) -> None:
+        if _grad_hooks.get(key, (None,))[0] is ref:  # the id may already belong to a new tensor
+            del _grad_hooks[key]
+
+    entry = _grad_hooks.get(key)
+    if entry is None or entry[0]() is not tensor:
+        entry = _grad_hooks[key] = (weakref.ref(tensor, forget), [])
+    entry[1].append(hook)
+
+    def remove() -> None:
+        if hook in entry[1]:
+            entry[1].remove(hook)
+        if not entry[1] and _grad_hooks.get(key) is entry:
+            del _grad_hooks[key]
+
+    return RemovableHandle(remove)
+
+
+def register_backward_done_callback(callback: Callable[[], None]) -> RemovableHandle:
+    """Call ``callback()`` after every successful ``backward()`` that writes ``.grad``."""
+    _backward_done.append(callback)
+    return RemovableHandle(lambda: callback in _backward_done and _backward_done.remove(callback))
+
+
+def _fire_grad_hooks(hooks: dict, leaf: Tensor) -> None:
+    entry = hooks.get(id(leaf))
+    if entry is not None and entry[0]() is leaf:
+        for hook in tuple(entry[1]):
+            hook(leaf)
+
+
 def _accumulate(a, b):
     return b if a is None else a + b
 
@@ -238,6 +303,7 @@ def run_backward(
     grads: dict[Function, Any] = {}
     heap: list[tuple[int, Function]] = []
     collect = inputs is not None
+    hooks = _grad_hooks if _grad_hooks and not collect else None
     if collect:
         leaf_grads: dict[int, Any] = {}
         wanted_leaves = {id(t) for t in inputs if t._ctx is None}
@@ -250,6 +316,8 @@ def run_backward(
                 leaf_grads[id(out)] = _accumulate(leaf_grads.get(id(out)), g)
             elif not collect and out.requires_grad:
                 out._accumulate_grad(g)
+                if hooks is not None:
+                    _fire_grad_hooks(hooks, out)
         elif fn in grads:
             with out.device.activate():
                 grads[fn] = grads[fn] + g
@@ -287,7 +355,7 @@ def run_backward(
                     "retain_graph=True to the first backward to keep them."
                 )
             if create_graph:
-                in_grads = fn.backward(_graph_ops(), g, *fn._saved_as_tensors())
+                in_grads = fn.backward(_graph_ops, g, *fn._saved_as_tensors())
             else:
                 in_grads = fn.backward(fn.device.ops, g, *saved)
             for edge, need, gi in zip(fn.edges, fn.needs_input_grad, in_grads):
@@ -310,8 +378,12 @@ def run_backward(
                         handed.add(id(gi))
                         if edge.grad is None and gi.shape == edge.data.shape:
                             edge.grad = Tensor._wrap(gi, edge.device)  # the common first write
+                            if hooks is not None:
+                                _fire_grad_hooks(hooks, edge)
                             continue
                     edge._accumulate_grad(gi)
+                    if hooks is not None:
+                        _fire_grad_hooks(hooks, edge)
                 elif id(edge) in wanted_leaves:
                     leaf_grads[id(edge)] = _accumulate(leaf_grads.get(id(edge)), gi)
             if saved and not retain_graph:
@@ -323,6 +395,8 @@ def run_backward(
             gpus.close()
 
     if not collect:
+        for callback in tuple(_backward_done) if _backward_done else ():
+            callback()
         return None
     results = []
     for t in inputs:
@@ -333,10 +407,15 @@ def run_backward(
     return results
 
 
-def _graph_ops():
-    from . import ops
+# The namespace graph-mode (create_graph=True) derivative rules receive: gpugrad.ops, handed over
+# by gpugrad.ops.tensor_methods.setup_tensor() so that the engine never imports the layer above.
+_graph_ops: Any = None
 
-    return ops
+
+def set_graph_ops(namespace: Any) -> None:
+    """Give the engine the op namespace of graph mode (``gpugrad.ops``; set when gpugrad loads)."""
+    global _graph_ops
+    _graph_ops = namespace
 
 
 def grad(
@@ -416,8 +495,7 @@ def _seed_gradient(out: Tensor, gradient, create_graph: bool, op: str):
             if create_graph and gradient.requires_grad:
                 # Keep the seed in the graph, so the result can be differentiated with respect
                 # to it (the double-VJP way to a Jacobian-vector product).
-                from . import ops
-
+                ops = _graph_ops
                 return ops.clone(gradient if gradient.dtype == out.dtype
                                  else ops.astype(gradient, out.dtype))
             with out.device.activate():  # the caller keeps its tensor; leaves own their grads
@@ -434,5 +512,3 @@ def _seed_gradient(out: Tensor, gradient, create_graph: bool, op: str):
         return Tensor._wrap(seed, out.device)
     return seed
 
-
-from .tensor import Tensor  # noqa: E402  (tensor.py imports this module's names lazily)

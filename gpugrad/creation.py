@@ -8,19 +8,8 @@ from typing import Any
 import numpy as np
 
 from .backend import device as _device
+from .backend.rng import host_rng, manual_seed  # noqa: F401 (gg.manual_seed; train.py)
 from .tensor import Tensor, as_array
-
-_rng = np.random.default_rng(0)
-
-
-def manual_seed(seed: int) -> None:
-    """Seed the host generator behind ``randn``/``rand`` and every initializer."""
-    global _rng
-    _rng = np.random.default_rng(seed)
-
-
-def host_rng() -> np.random.Generator:
-    return _rng
 
 
 def _shape(shape: tuple) -> tuple[int, ...]:
@@ -38,11 +27,8 @@ def _dtype(dtype: Any, default=np.float32) -> np.dtype:
 
 def _new(array_fn, shape, dtype, device, requires_grad) -> Tensor:
     dev = _device(device)
-    if dev.type == "cpu":
-        t = Tensor._wrap(array_fn(np), dev)
-    else:
-        with dev.activate():  # CuPy allocates on the current GPU
-            t = Tensor._wrap(array_fn(dev.xp), dev)
+    with dev.activate():  # CuPy allocates on the current GPU
+        t = Tensor._wrap(array_fn(dev.xp), dev)
     return t.requires_grad_() if requires_grad else t
 
 
@@ -124,21 +110,21 @@ def linspace(start, stop, num=50, dtype=None, device=None, requires_grad=False) 
 def _random(host: np.ndarray, dtype, device, requires_grad) -> Tensor:
     dev = _device(device)
     arr = host.astype(_dtype(dtype), copy=False)
-    t = Tensor._wrap(arr if dev.type == "cpu" else dev.backend.asarray(arr), dev)
+    t = Tensor._wrap(dev.put(arr), dev)
     return t.requires_grad_() if requires_grad else t
 
 
 def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard normal samples from the seeded host generator."""
-    return _random(_rng.standard_normal(_shape(shape)), dtype, device, requires_grad)
+    return _random(host_rng().standard_normal(_shape(shape)), dtype, device, requires_grad)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform [0, 1) samples from the seeded host generator."""
-    return _random(_rng.random(_shape(shape)), dtype, device, requires_grad)
+    return _random(host_rng().random(_shape(shape)), dtype, device, requires_grad)
 
 
 def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
     if high is None:
         low, high = 0, low
-    return _random(_rng.integers(low, high, size=size), dtype or np.int64, device, False)
+    return _random(host_rng().integers(low, high, size=size), dtype or np.int64, device, False)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .tensor import Tensor
+
 __all__ = [
     "DATASETS",
     "DataLoader",
@@ -214,21 +216,12 @@ def load_dataset(name: str, **kwargs: Any) -> Split:
     return loader(**kwargs)
 
 
-def _wrap(array: Any, device: Any) -> Any:
-    import gpugrad as gg
-
-    wrap = getattr(gg.Tensor, "_wrap", None)
-    return wrap(array, device) if wrap is not None else gg.tensor(array, device=device)
-
-
-def _to_device(a: Any, device: Any) -> Any:
-    import gpugrad as gg
-
-    if isinstance(a, gg.Tensor):
+def _to_device(a: Any, device: Any) -> Tensor:
+    if isinstance(a, Tensor):
         return a if device is None else a.to(device)
     if not hasattr(a, "__cuda_array_interface__"):  # GPU arrays go as they are (NumPy refuses)
         a = np.asarray(a)  # lists as arrays: float64 data stays float64
-    return gg.tensor(a, device=device)
+    return Tensor(a, device=device)
 
 
 class DataLoader:
@@ -239,6 +232,15 @@ class DataLoader:
     batches, then gathers the device arrays with it once (one index upload and one gather per
     pass, instead of one per batch); batches are slices of that gathered copy. ``epoch`` counts
     passes and can be set to resume a run.
+
+    Data parallel: with ``world_size=N`` and ``rank=r`` (from ``gg.distributed``), ``batch_size``
+    is the per-rank batch ``b``. Every rank builds the same permutation; global batch ``i`` is
+    ``perm[i*N*b:(i+1)*N*b]`` (exactly what one process with ``batch_size=N*b`` would take) and
+    rank ``r`` gets its ``r``-th contiguous slice of ``b`` samples, so the shards are disjoint and
+    together cover the epoch. A short final global batch of ``R < N*b`` samples is dropped with
+    ``drop_last=True``; otherwise every rank gets ``ceil(R/N)`` of it, the shortfall taken again
+    from the start of the permutation, so all ranks run the same number of steps (which their
+    collectives need) and that last batch may repeat up to ``N-1`` samples.
     """
 
     def __init__(
@@ -250,9 +252,14 @@ class DataLoader:
         drop_last: bool = False,
         seed: int = 0,
         device: Any = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size!r}")
+        if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
+            raise ValueError(f"DataLoader: need 0 <= rank < world_size, got rank={rank!r}, "
+                             f"world_size={world_size!r}")
         tx, ty = _to_device(x, device), _to_device(y, device)
         if tx.shape[0] != ty.shape[0]:
             raise ValueError(
@@ -267,6 +274,7 @@ class DataLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
+        self.rank, self.world_size = int(rank), int(world_size)
         self.epoch = 0
 
     @classmethod
@@ -278,9 +286,10 @@ class DataLoader:
         return cls(x, y, shuffle=train if shuffle is None else shuffle, **kwargs)
 
     def __len__(self) -> int:
+        global_batch = self.batch_size * self.world_size
         if self.drop_last:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
+            return self.num_samples // global_batch
+        return -(-self.num_samples // global_batch)
 
     def permutation(self, epoch: int) -> np.ndarray:
         """The host-side sample order used for pass number ``epoch``."""
@@ -288,10 +297,26 @@ class DataLoader:
             return np.arange(self.num_samples)
         return np.random.default_rng(self.seed + epoch).permutation(self.num_samples)
 
+    def shard(self, epoch: int) -> np.ndarray:
+        """The sample indices this rank takes in pass ``epoch``, in order (see the class doc)."""
+        perm, n, b = self.permutation(epoch), self.world_size, self.batch_size
+        full = (self.num_samples // (n * b)) * n * b
+        mine = perm[:full].reshape(-1, n, b)[:, self.rank].reshape(-1)
+        rest = self.num_samples - full
+        if rest == 0 or self.drop_last:
+            return mine
+        each = -(-rest // n)
+        tail = np.resize(np.concatenate([perm[full:], perm]), each * n)  # wraps to fill
+        return np.concatenate([mine, tail[self.rank * each:(self.rank + 1) * each]])
+
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         # Not a generator itself: the epoch is claimed when iter() is called, not at first next().
         epoch, self.epoch = self.epoch, self.epoch + 1
         x, y = self._x, self._y
+        if self.world_size > 1:
+            with self.device.activate():
+                order = self.device.xp.asarray(self.shard(epoch))
+                return self._batches(x[order], y[order])
         if self.shuffle:
             with self.device.activate():  # the upload and the gathers run on the loader's GPU
                 perm = self.device.xp.asarray(self.permutation(epoch))
@@ -299,14 +324,15 @@ class DataLoader:
         return self._batches(x, y)
 
     def _batches(self, x: Any, y: Any) -> Iterator[tuple[Any, Any]]:
-        bs = self.batch_size
+        bs, total = self.batch_size, x.shape[0]
         for i in range(len(self)):
-            sl = slice(i * bs, min((i + 1) * bs, self.num_samples))
-            yield _wrap(x[sl], self.device), _wrap(y[sl], self.device)
+            sl = slice(i * bs, min((i + 1) * bs, total))
+            yield Tensor._wrap(x[sl], self.device), Tensor._wrap(y[sl], self.device)
 
     def __repr__(self) -> str:
         return (
             f"DataLoader(num_samples={self.num_samples}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}, "
-            f"device={self.device})"
+            f"device={self.device}"
+            + (f", rank={self.rank}, world_size={self.world_size})" if self.world_size > 1 else ")")
         )

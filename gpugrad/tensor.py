@@ -1,5 +1,11 @@
 """``Tensor``: one array on one device, plus the autograd bookkeeping (``requires_grad``, ``grad``,
-and ``_ctx``, the recorded Function that produced it)."""
+and ``_ctx``, the recorded Function that produced it).
+
+This module defines the data side only and imports nothing above the backend. Everything that
+runs an op -- operators, op methods (``t.exp()``), in-place methods, ``__setitem__``, ``.to``,
+``.T``, ``.backward`` -- is attached in one place, ``gpugrad.ops.tensor_methods``, when gpugrad
+is imported.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from . import autograd
-from .backend import Device, DeviceError, device_array_to_host
+from .backend import Device, host_array
 from .backend import device as _device
 
 _SCALARS = (int, float, bool)
 _FLOAT_KINDS = "fc"
 
 
-def _is_device_array(data: Any) -> bool:
+def is_device_array(data: Any) -> bool:
     return hasattr(data, "__cuda_array_interface__")
 
 
@@ -31,23 +36,21 @@ def as_array(data: Any, dtype: Any = None, device: Device | None = None, copy: b
 
 def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
     if isinstance(data, Tensor):
-        arr = data.data if data.device is dev else _move(data.data, data.device, dev)
+        arr = data.data if data.device is dev else dev.put(data.data)
         arr = arr.astype(dtype) if dtype is not None else arr
         return arr.copy() if copy and arr is data.data else arr
-    if isinstance(data, np.ndarray) or _is_device_array(data):
-        if dev.type == "cpu" and _is_device_array(data):
-            return np.asarray(device_array_to_host(data), dtype=dtype)
-        arr = dev.backend.asarray(data, dtype=dtype)
+    if isinstance(data, np.ndarray) or is_device_array(data):
+        arr = dev.put(data, dtype=dtype)
         if copy and (arr is data or _same_memory(arr, data)):
             arr = arr.copy()  # CuPy wraps other libraries' GPU arrays without copying
         return arr
     if isinstance(data, np.generic):
-        return dev.backend.asarray(np.asarray(data, dtype=dtype))
+        return dev.put(np.asarray(data, dtype=dtype))
     try:
         try:
             host = np.asarray(data, dtype=dtype)
         except TypeError:  # GPU tensors or arrays nested in lists: NumPy cannot read them
-            host = np.asarray(_to_host(data), dtype=dtype)
+            host = np.asarray(nested_to_host(data), dtype=dtype)
     except ValueError as exc:  # ragged nesting
         raise TypeError(f"tensor: cannot build a tensor from {type(data).__name__} data: {exc}") \
             from None
@@ -61,32 +64,25 @@ def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
             host = host.astype(np.float32)
         elif host.dtype.kind in "iu":
             host = host.astype(np.int64)
-    return host if dev.type == "cpu" else dev.backend.asarray(host)
+    return dev.put(host)
 
 
 def _same_memory(arr: Any, data: Any) -> bool:
     """Whether ``arr`` (just made from ``data``) points at ``data``'s GPU memory."""
-    if not _is_device_array(data) or not _is_device_array(arr):
+    if not is_device_array(data) or not is_device_array(arr):
         return False
     return arr.__cuda_array_interface__["data"][0] == data.__cuda_array_interface__["data"][0]
 
 
-def _to_host(data: Any) -> Any:
+def nested_to_host(data: Any) -> Any:
     """Nested lists/tuples with every GPU tensor or array in them copied to the host."""
     if isinstance(data, Tensor):
         return data.numpy()
-    if _is_device_array(data):
-        return device_array_to_host(data)
+    if is_device_array(data):
+        return host_array(data)
     if isinstance(data, (list, tuple)):
-        return [_to_host(x) for x in data]
+        return [nested_to_host(x) for x in data]
     return data
-
-
-def _move(array, src: Device, dst: Device):
-    if src is dst:
-        return array
-    host = src.backend.to_host(array)
-    return host if dst.type == "cpu" else dst.backend.asarray(host)
 
 
 class _Size(int):
@@ -176,10 +172,6 @@ class Tensor:
     def grad_fn(self):
         return self._ctx
 
-    @property
-    def T(self) -> Tensor:  # noqa: N802 - numpy/torch spelling
-        return ops.transpose(self)
-
     def __len__(self) -> int:
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
@@ -229,19 +221,6 @@ class Tensor:
             raise TypeError("only one-element integer tensors can be used as an index")
         return int(self.item())
 
-    def to(self, device: Any = None, dtype: Any = None) -> Tensor:
-        """Move (and/or cast) the tensor; differentiable, like torch's ``.to``.
-
-        ``t.to("cuda")``, ``t.to(gg.float64)``, ``t.to("cuda", gg.float16)``."""
-        if isinstance(device, (np.dtype, type)):
-            device, dtype = None, device
-        out = self
-        if device is not None and _device(device) is not self.device:
-            out = ops.to_device(out, _device(device))
-        if dtype is not None and np.dtype(dtype) != out.dtype:
-            out = out.astype(dtype)
-        return out
-
     def cpu(self) -> Tensor:
         return self.to("cpu")
 
@@ -268,11 +247,6 @@ class Tensor:
     # PyTorch spellings of NumPy-style attributes and casts
     def numel(self) -> int: return self.data.size
     def dim(self) -> int: return self.data.ndim
-    def view(self, *shape: Any) -> Tensor: return ops.reshape(self, *shape)
-    def float(self) -> Tensor: return ops.astype(self, np.float32)
-    def double(self) -> Tensor: return ops.astype(self, np.float64)
-    def half(self) -> Tensor: return ops.astype(self, np.float16)
-    def long(self) -> Tensor: return ops.astype(self, np.int64)
 
     def __dlpack__(self, *args: Any, **kwargs: Any):
         return self.data.__dlpack__(*args, **kwargs)
@@ -281,11 +255,6 @@ class Tensor:
         return self.data.__dlpack_device__()
 
     # -- autograd --------------------------------------------------------------------------
-    def backward(self, gradient: Any = None, retain_graph: bool | None = None,
-                 create_graph: bool = False) -> None:
-        """Accumulate d(self)/d(leaf) into every reachable leaf's ``.grad``."""
-        autograd.backward(self, gradient, retain_graph, create_graph)
-
     def _accumulate_grad(self, g) -> None:
         if g.__class__ is not Tensor:
             if g.shape != self.shape:  # a scalar-shaped seed or NumPy scalar reaching a leaf
@@ -293,9 +262,6 @@ class Tensor:
             g = Tensor._wrap(g, self.device)
         # Out of place: the incoming array may be shared with another leaf's grad.
         self.grad = g if self.grad is None else self.grad + g
-
-    def zero_grad_(self) -> None:
-        self.grad = None
 
     # -- display ---------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -316,108 +282,14 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    # -- operators (the ops module is bound below) -----------------------------------------
-    # Tensor/scalar operands go straight to the Function: these are the tape's hottest calls.
-    def __add__(self, other):
-        if other.__class__ is Tensor or other.__class__ in _SCALARS:
-            return _ew.Add.apply(self, other)
-        return ops.add(self, other)
+    def writable_data(self):
+        """The tensor's own array, safe to write in place (``t.writable_data()[...] = 0``).
 
-    def __radd__(self, other):
-        if other.__class__ in _SCALARS:
-            return _ew.Add.apply(other, self)
-        return ops.add(other, self)
-
-    def __sub__(self, other):
-        if other.__class__ is Tensor or other.__class__ in _SCALARS:
-            return _ew.Sub.apply(self, other)
-        return ops.sub(self, other)
-
-    def __rsub__(self, other):
-        if other.__class__ in _SCALARS:
-            return _ew.Sub.apply(other, self)
-        return ops.sub(other, self)
-
-    def __mul__(self, other):
-        if other.__class__ is Tensor or other.__class__ in _SCALARS:
-            return _ew.Mul.apply(self, other)
-        return ops.mul(self, other)
-
-    def __rmul__(self, other):
-        if other.__class__ in _SCALARS:
-            return _ew.Mul.apply(other, self)
-        return ops.mul(other, self)
-
-    def __truediv__(self, other):
-        if other.__class__ is Tensor or other.__class__ in _SCALARS:
-            return _ew.Div.apply(self, other)
-        return ops.div(self, other)
-
-    def __rtruediv__(self, other):
-        if other.__class__ in _SCALARS:
-            return _ew.Div.apply(other, self)
-        return ops.div(other, self)
-
-    def __pow__(self, other): return ops.pow(self, other)
-    def __rpow__(self, other): return ops.pow(other, self)
-    def __matmul__(self, other): return ops.matmul(self, other)
-    def __rmatmul__(self, other): return ops.matmul(other, self)
-    def __neg__(self): return ops.neg(self)
-    def __pos__(self): return self
-    def __abs__(self): return ops.abs(self)
-    def __getitem__(self, index): return ops.getitem(self, index)
-    def __eq__(self, other): return ops.equal(self, other)  # type: ignore[override]
-    def __ne__(self, other): return ops.not_equal(self, other)  # type: ignore[override]
-    def __lt__(self, other): return ops.less(self, other)
-    def __le__(self, other): return ops.less_equal(self, other)
-    def __gt__(self, other): return ops.greater(self, other)
-    def __ge__(self, other): return ops.greater_equal(self, other)
-    def __and__(self, other): return ops.logical_and(self, other)
-    def __rand__(self, other): return ops.logical_and(other, self)
-    def __or__(self, other): return ops.logical_or(self, other)
-    def __ror__(self, other): return ops.logical_or(other, self)
-    def __xor__(self, other): return ops.logical_xor(self, other)
-    def __invert__(self): return ops.logical_not(self)
-
-    def __setitem__(self, index, value) -> None:
-        """``t[index] = value``. Recorded when ``t`` or ``value`` requires grad (in grad mode), so
-        gradients flow to both; otherwise written in place (see ``_private_array``)."""
-        tracked = autograd.is_grad_enabled() and self.dtype.kind in _FLOAT_KINDS and (
-            self.requires_grad or (isinstance(value, Tensor) and value.requires_grad))
-        if tracked and self.requires_grad and self._ctx is None:
-            raise RuntimeError(
-                f"__setitem__: a leaf tensor that requires grad (shape {self.shape}) cannot be "
-                "changed in place while grad mode is on; wrap the update in `with gg.no_grad():`"
-            )
-        if isinstance(value, Tensor):
-            if value.device is not self.device:
-                raise DeviceError(f"__setitem__: value is on {value.device} but the tensor is on "
-                                  f"{self.device}; move it with .to(device) first")
-        elif (self.device.type != "cpu" or tracked) and value.__class__ not in _SCALARS and \
-                not isinstance(value, np.generic):
-            # CuPy takes only scalars and arrays of its own device (a NumPy array or a list
-            # assigned to a slice raises there), and a recorded write needs an array: bring the
-            # value over, as ops do with operands.
-            value = as_array(value, self.dtype, self.device, copy=False)
-        index = ops._prepare_index(self, index, "__setitem__")
-        try:
-            if tracked:  # a new node: the graph built so far keeps the old array
-                out = ops.index_put(self, value, index)
-                self.data, self._ctx, self.requires_grad = out.data, out._ctx, True
-                return
-            value = value.data if isinstance(value, Tensor) else value
-            with self.device.activate():  # CuPy writes with a kernel on the current GPU
-                self._private_array()[index] = value
-        except ValueError as exc:  # NumPy's/CuPy's broadcast error, with the op and shapes added
-            shape = getattr(value, "shape", ())
-            raise ValueError(f"__setitem__: a value of shape {tuple(shape)} does not fit the "
-                             f"selected elements of a tensor of shape {self.shape} ({exc})") \
-                from None
-
-    def _private_array(self):
-        """``self.data``, first replaced by a copy when anything else may hold it: a graph node
-        that saved it for backward, another tensor sharing it (``detach``), or a view of its
-        memory. Writing into a shared array would silently change what backward computes."""
+        ``self.data`` itself, first replaced by a copy when anything else may hold it: a graph
+        node that saved it for backward, another tensor sharing it (``detach``), or a view of its
+        memory -- writing into a shared array would silently change what backward computes.
+        Optimizers, initialisers and ``load_state_dict`` update parameters through it. Nothing
+        is recorded: use it under ``no_grad`` semantics (the write is invisible to autograd)."""
         arr, refs = _array_refs(self)
         if arr.base is not None or refs > _SOLE_HOLDER_REFS:  # NumPy's temporary elision
             with self.device.activate():  # tests references the same way
@@ -433,14 +305,3 @@ def _array_refs(t: Tensor) -> tuple[Any, int]:
 # What _array_refs counts when the tensor is the array's only holder, measured rather than
 # assumed (how many references a call adds differs between Python versions).
 _SOLE_HOLDER_REFS = _array_refs(Tensor._wrap(np.zeros(1), None))[1]
-
-from . import ops  # noqa: E402  (ops needs Tensor defined)
-from .ops import elementwise as _ew  # noqa: E402
-
-for _name in ops.TENSOR_METHODS:
-    setattr(Tensor, _name, getattr(ops, _name))
-
-from .inplace import INPLACE_METHODS  # noqa: E402  (inplace needs Tensor and ops)
-
-for _name, _method in INPLACE_METHODS.items():
-    setattr(Tensor, _name, _method)

@@ -30,7 +30,7 @@ def device(request) -> str:
 
 @pytest.fixture(params=[True, False], ids=["fused", "composite"])
 def fused(request) -> bool:
-    """Run the test with the fused kernels on, then with the composite (GPUGRAD_FUSED=0) path."""
+    """Run the test with the fused kernels on, then with their reference (GPUGRAD_FUSED=0) path."""
     prev = fused_enabled()
     set_fused(request.param)
     yield request.param

@@ -151,11 +151,11 @@ def test_parity_report_path(tmp_path, monkeypatch, capsys):
     """The --parity report and JSON, with CPU standing in for CUDA (a same-seed CPU rerun must
     be bit-identical, so the difference is exactly 0)."""
     import gpugrad as gg
-    import gpugrad.utils
+    import gpugrad.parity
 
-    real = gpugrad.utils.parity
+    real = gpugrad.parity.parity
     monkeypatch.setattr(gg.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(gpugrad.utils, "parity",
+    monkeypatch.setattr(gpugrad.parity, "parity",
                         lambda **kw: real(**{**kw, "devices": ("cpu", "cpu")}))
     path = tmp_path / "parity.json"
     assert main(["train", "--parity", "--parity-steps", "20", "--json", str(path)]) == 0

@@ -1,4 +1,4 @@
-"""The fused entry points (backend.fused: fused_cpu / fused_cuda) against float64 references.
+"""The fused entry points (backend.fused: fused_reference / fused_cuda) against float64 references.
 
 One body per test runs on every available device. On CUDA every output buffer is poisoned with NaN
 before its kernel runs (fused_cuda.POISON_OUTPUTS), so an element a kernel forgets to write fails.

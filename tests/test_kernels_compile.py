@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from gpugrad.backend import fused_cpu, kernels
+from gpugrad.backend import fused_reference, kernels
 
 FILES = [kernels.kernel_path(family) for family in kernels.families()]
 
@@ -416,12 +416,12 @@ def test_launch_optimizers_pointer_tables(fake):
 def test_fused_modules_share_signatures(fake):
     import inspect
 
-    public = [n for n, v in vars(fused_cpu).items() if inspect.isfunction(v)
-              and not n.startswith("_") and v.__module__ == fused_cpu.__name__]  # fmt: skip
+    public = [n for n, v in vars(fused_reference).items() if inspect.isfunction(v)
+              and not n.startswith("_") and v.__module__ == fused_reference.__name__]  # fmt: skip
     assert len(public) == 8
     for name in public:
         assert inspect.signature(getattr(fake.mod, name)).parameters.keys() == inspect.signature(
-            getattr(fused_cpu, name)).parameters.keys(), name  # fmt: skip
+            getattr(fused_reference, name)).parameters.keys(), name  # fmt: skip
 
 
 def test_runtime_compile_error_names_the_file(monkeypatch):

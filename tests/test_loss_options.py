@@ -452,7 +452,7 @@ def test_kept_weights_summing_to_zero_give_nan_like_torch(device):
 def test_composite_class_losses_do_not_recheck_checked_labels(device, monkeypatch):
     """The labels are range-checked once; indexing through getitem would check them again (on
     a GPU: more host syncs per step)."""
-    import gpugrad.ops as ops
+    import gpugrad.ops.indexing as ops
 
     def no_second_check(*args, **kwargs):
         raise AssertionError("labels were bounds-checked twice")

@@ -194,7 +194,7 @@ def test_second_backward_with_retain_graph_recomputes(device, fused):
 
 
 def test_forward_computes_the_gradient_only_when_needed(device, monkeypatch):
-    monkeypatch.setattr(gg.backend, "_FUSED", True)  # restored afterwards, unlike set_fused
+    monkeypatch.setattr(gg.backend.config, "_FUSED", True)  # restored afterwards, unlike set_fused
     x = t(X, device, grad=True)
     fused = x.device.backend.fused
     calls = []

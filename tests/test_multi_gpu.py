@@ -313,5 +313,5 @@ def test_explain_and_parity_on_cuda1():
     h = 1 / (1 + gg.exp(-(w * x)))
     table = str(gg.explain(h))
     assert "0.25" in table, table
-    result = gg.utils.parity(steps=3, devices=("cpu", D1))
+    result = gg.parity.parity(steps=3, devices=("cpu", D1))
     assert result.ok(1e-4), str(result)

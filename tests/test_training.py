@@ -14,8 +14,8 @@ import gpugrad.functional as F
 import gpugrad.nn as nn
 import gpugrad.optim as optim
 from gpugrad.data import DataLoader, load_digits
+from gpugrad.parity import parity
 from gpugrad.serialization import load, save
-from gpugrad.utils import parity
 
 SPLIT = load_digits(seed=0)
 

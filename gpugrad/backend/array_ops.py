@@ -7,7 +7,7 @@ method that NumPy arrays, CuPy arrays and Tensors share (``+ * / @ .sum .reshape
 
 from __future__ import annotations
 
-import numpy as np
+from .config import fused_ops
 
 
 class ArrayOps:
@@ -35,20 +35,11 @@ class ArrayOps:
         return out
 
     def sigmoid(self, x):
-        """``sigmoid(x)`` on arrays, as ``gg.sigmoid`` computes it (fused kernel or composite)."""
-        from . import fused_enabled
-
-        if fused_enabled():
-            return self.backend.fused.sigmoid_forward(x)
-        with np.errstate(over="ignore"):  # exp(-x) = inf gives exactly 0, as it should
-            return 1 / (1 + self.xp.exp(-x))
+        """``sigmoid(x)`` on arrays, as ``gg.sigmoid`` computes it (kernel or reference)."""
+        return fused_ops(self.backend).sigmoid_forward(x)
 
     def sigmoid_grad(self, y, g):
-        from . import fused_enabled
-
-        if fused_enabled():
-            return self.backend.fused.sigmoid_backward(y, g)
-        return g * y * (1 - y)
+        return fused_ops(self.backend).sigmoid_backward(y, g)
 
     def unindex(self, g, index, shape, accumulate: bool):
         """The gradient of ``x[index]``: zeros of ``shape`` with ``g`` added at ``index``."""
@@ -59,8 +50,10 @@ class ArrayOps:
             out[index] = g
         return out
 
-    def to_device(self, array, device):
-        from .device import cpu
+    def mask_select(self, mask, g):
+        """``where(mask, g, 0)``: exactly 0 where the mask is off, even where ``g`` is inf or NaN
+        (``g * mask`` would give NaN there). The NumPy backend overrides it with a faster form."""
+        return self.xp.where(mask, g, 0)
 
-        src_host = self.backend.to_host(array) if self.backend.name != "numpy" else array
-        return src_host if device is cpu() else device.backend.asarray(src_host)
+    def to_device(self, array, device):
+        return device.put(array)

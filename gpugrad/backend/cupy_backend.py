@@ -13,6 +13,14 @@ _SCATTER_ADD_DTYPES = frozenset(map(np.dtype, ("int32", "uint32", "uint64", "flo
                                                "float32", "float64")))
 
 
+def to_host(array) -> np.ndarray:
+    """A NumPy copy of a CuPy array, or of any GPU array CuPy can wrap (DLPack producers and
+    ``__cuda_array_interface__`` exporters such as torch or numba arrays)."""
+    if not isinstance(array, cupy.ndarray):
+        array = cupy.from_dlpack(array) if hasattr(array, "__dlpack__") else cupy.asarray(array)
+    return cupy.asnumpy(array)
+
+
 class CupyBackend:
     name = "cupy"
     xp = cupy
@@ -24,18 +32,27 @@ class CupyBackend:
 
     @property
     def fused(self):
+        """The fused ops: the CUDA kernels (``kernels/*.cu``)."""
         from . import fused_cuda
 
         return fused_cuda
 
+    @property
+    def reference(self):
+        """The fused ops' array-module reference, run on this GPU when ``GPUGRAD_FUSED=0``."""
+        from . import fused_reference
+
+        return fused_reference
+
     def asarray(self, data, dtype=None):
+        """``data`` (host data, or an array of any GPU) as a CuPy array on this GPU."""
         if isinstance(data, cupy.ndarray) and data.device.id != self.index:
             data = cupy.asnumpy(data)  # cross-GPU moves are rare; go through the host
         with self._cuda_device:
             return cupy.asarray(data, dtype=dtype)
 
     def to_host(self, array) -> np.ndarray:
-        return cupy.asnumpy(array)
+        return to_host(array)
 
     def scatter_add(self, target, index, values) -> None:
         if target.dtype not in _SCATTER_ADD_DTYPES:

@@ -58,6 +58,12 @@ class Device:
     def synchronize(self) -> None:
         self.backend.synchronize()
 
+    def put(self, array, dtype=None):
+        """``array`` (NumPy, CuPy on any GPU, or another library's GPU array) as an array of this
+        device, cast to ``dtype`` if given: the same object when it already is one, else a copy.
+        The one way arrays move between devices."""
+        return self.backend.asarray(array, dtype=dtype)
+
 
 DeviceLike = Device | str | None
 

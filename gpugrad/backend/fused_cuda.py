@@ -1,8 +1,8 @@
 """The fused ops on CUDA: launchers for ``kernels/*.cu`` (compiled by CuPy's NVRTC, cached).
 
-Same signatures and numerics as ``fused_cpu``; arrays are cupy arrays on one device. Scalars passed
-to kernels are numpy scalars whose dtype matches the C parameter exactly (int64 <-> long long,
-int32 <-> int, float32/float64 <-> float/double); a null pointer is ``np.uint64(0)``.
+Same signatures and numerics as ``fused_reference``; arrays are cupy arrays on one device.
+Scalars passed to kernels are numpy scalars whose dtype matches the C parameter exactly (int64 <->
+long long, int32 <-> int, float32/float64 <-> float/double); a null pointer is ``np.uint64(0)``.
 Half inputs: sigmoid and the optimizers have float16/bfloat16 kernels (float32 math inside);
 cross-entropy and BCE convert half inputs to float32 here and round the results back.
 The optimizers' cached device pointer tables (one launch per dtype group): ``fused_cuda_tables``.
@@ -16,7 +16,9 @@ import cupy
 import numpy as np
 
 from . import kernels
-from .fused_cpu import (
+from .errors import label_error
+from .fused_cuda_tables import CHUNK, grad_table, static_table
+from .fused_reference import (
     _adam_bias_terms,
     _check_bce_args,
     _check_bce_gy,
@@ -24,8 +26,7 @@ from .fused_cpu import (
     _check_ce_gy,
     _float_dtype,
 )
-from .fused_cpu import _check_group as _check_group_shapes
-from .fused_cuda_tables import CHUNK, grad_table, static_table
+from .fused_reference import _check_group as _check_group_shapes
 
 #: Test hook: when True, every output buffer is filled with NaN before the kernel that must write
 #: all of it runs, so an element a kernel forgets shows up as NaN instead of stale memory.
@@ -260,10 +261,7 @@ def softmax_cross_entropy(
             bad = int(meta[1].get())  # the one sync: nothing is returned before labels are known
             if bad < N:
                 value = int(lab[bad].get())
-                raise ValueError(
-                    f"cross_entropy: label {value} at row {bad} is out of range for N={N}, C={C} "
-                    f"(labels must be in [0, {C}) or equal ignore_index={ignore_index})"
-                )
+                raise label_error("cross_entropy", value, bad, N, C, ignore_index)
         if out_dtype != x.dtype:
             loss = loss.astype(out_dtype)
             grad = None if grad is None else grad.astype(out_dtype)

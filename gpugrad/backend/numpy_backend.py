@@ -8,9 +8,46 @@ import math
 import numpy as np
 
 from .array_ops import ArrayOps
+from .errors import DeviceError
 
 _erf = np.frompyfunc(math.erf, 1, 1)
+_SAME_SIZE_INT = {2: np.int16, 4: np.int32, 8: np.int64}
 _NO_CONTEXT = contextlib.nullcontext()  # stateless: one instance can be entered any number of times
+
+
+def host_array(array) -> np.ndarray:
+    """A NumPy array of ``array``'s values: NumPy arrays as they are, GPU arrays (CuPy's, or another
+    library's with ``__cuda_array_interface__``, which have no ``.get()``) copied to the host."""
+    if isinstance(array, np.ndarray):
+        return array
+    if hasattr(array, "__cuda_array_interface__"):
+        try:
+            from .cupy_backend import to_host
+        except ImportError:  # no CuPy here: only the array's own copy method can read it
+            if hasattr(array, "get"):
+                return np.asarray(array.get())
+            raise DeviceError(f"cannot copy a {type(array).__name__} GPU array to the host: "
+                              "CuPy is not installed") from None
+        return to_host(array)
+    return np.asarray(array)
+
+
+class NumpyArrayOps(ArrayOps):
+    def mask_select(self, mask, g):
+        """``where(mask, g, 0)``, exact and branchless. NumPy's ``where`` is ~12x slower than a
+        multiply on a random mask (branch mispredictions), so the float's bits are ANDed with an
+        all-ones or all-zeros integer mask instead: within ~10% of ``g * mask`` (and ~8x faster
+        than it for float16), and exactly 0 where the mask is off even where ``g`` is inf/NaN."""
+        if (g.__class__ is np.ndarray and mask.__class__ is np.ndarray and g.shape == mask.shape
+                and g.dtype.kind == "f" and g.dtype.itemsize in _SAME_SIZE_INT):
+            as_int = _SAME_SIZE_INT[g.dtype.itemsize]
+            out = np.empty_like(g)  # owns its memory (a view would be copied again at a leaf)
+            bits = out.view(as_int)
+            np.copyto(bits, mask)
+            np.negative(bits, out=bits)  # True -> -1 (all bits set), False -> 0
+            np.bitwise_and(g.view(as_int), bits, out=bits)
+            return out
+        return np.where(mask, g, 0)
 
 
 class NumpyBackend:
@@ -18,15 +55,25 @@ class NumpyBackend:
     xp = np
 
     def __init__(self) -> None:
-        self.ops = ArrayOps(self)
+        self.ops = NumpyArrayOps(self)
 
     @property
     def fused(self):
-        from . import fused_cpu
+        """The fused ops: on the CPU, their reference implementation."""
+        from . import fused_reference
 
-        return fused_cpu
+        return fused_reference
+
+    @property
+    def reference(self):
+        from . import fused_reference
+
+        return fused_reference
 
     def asarray(self, data, dtype=None) -> np.ndarray:
+        """``data`` (host data, or a GPU array: copied over) as a NumPy array."""
+        if hasattr(data, "__cuda_array_interface__"):
+            data = host_array(data)
         return np.asarray(data, dtype=dtype)
 
     def to_host(self, array) -> np.ndarray:

@@ -6,11 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
+from . import _dist
+
 
 def cmd_info(args: argparse.Namespace) -> int:
     from gpugrad.bench.report import environment_info
 
     d = environment_info()
+    d["distributed"] = _dist.info()
     if args.json:
         Path(args.json).write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
     v = d["versions"]
@@ -37,6 +40,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         where = f" in {k['dir']}" if k.get("dir") else ""
         print(f"kernel sources{where}: {', '.join(k['sources']) or 'none found'}")
+    _dist.print_info(d["distributed"])
     return 0
 
 

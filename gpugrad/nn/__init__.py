@@ -3,30 +3,23 @@
 
 from .. import functional
 from . import init, utils
-from .activation import ELU, SiLU, Softplus
-from .embedding import Embedding
-from .layers import (
+from .activation import (
     ACTIVATIONS,
+    ELU,
     GELU,
-    MLP,
-    BCELoss,
-    BCEWithLogitsLoss,
-    CrossEntropyLoss,
-    Dropout,
-    Flatten,
     Identity,
     LeakyReLU,
-    Linear,
     LogSoftmax,
-    ModuleList,
-    MSELoss,
-    NLLLoss,
     ReLU,
-    Sequential,
     Sigmoid,
+    SiLU,
     Softmax,
+    Softplus,
     Tanh,
 )
+from .embedding import Embedding
+from .layers import MLP, Dropout, Flatten, Linear, ModuleList, Sequential
+from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from .module import IncompatibleKeys, Module, Parameter
 from .normalization import BatchNorm1d, LayerNorm
 

@@ -1,14 +1,80 @@
-"""Activation modules over the ops of the same names: ``SiLU``, ``ELU``, ``Softplus`` (PyTorch's
-formulas, defaults and reprs). The older activations (``ReLU``, ``GELU``, ...) live in
-``layers.py``; every one is registered by name in ``nn.ACTIVATIONS`` for ``MLP``."""
+"""Activation modules over the ops of the same names (PyTorch's formulas, defaults and reprs):
+``Identity ReLU Sigmoid Tanh GELU LeakyReLU Softmax LogSoftmax SiLU ELU Softplus``, and
+``ACTIVATIONS``, the names ``MLP`` (and the CLI) accept."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from .. import ops
 from ..tensor import Tensor
 from .module import Module
 
-__all__ = ["ELU", "SiLU", "Softplus"]
+__all__ = ["ACTIVATIONS", "ELU", "GELU", "Identity", "LeakyReLU", "LogSoftmax", "ReLU", "SiLU",
+           "Sigmoid", "Softmax", "Softplus", "Tanh"]
+
+
+class Identity(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class ReLU(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.relu(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.sigmoid(x)
+
+
+class Tanh(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.tanh(x)
+
+
+class GELU(Module):
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.gelu(x, approximate=self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}" if self.approximate != "none" else ""
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Softmax(Module):
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.softmax(x, axis=self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.log_softmax(x, axis=self.dim)
 
 
 class SiLU(Module):
@@ -47,3 +113,16 @@ class Softplus(Module):
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, threshold={self.threshold}"
+
+
+ACTIVATIONS: dict[str, Callable[[], Module]] = {
+    "relu": ReLU,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "gelu": GELU,
+    "leaky_relu": LeakyReLU,
+    "identity": Identity,
+    "silu": SiLU,
+    "elu": ELU,
+    "softplus": Softplus,
+}

@@ -1,13 +1,6 @@
-"""``Embedding``: a lookup table of vectors, like ``torch.nn.Embedding``, and ``embedding``, its
-functional form (``torch.nn.functional.embedding``'s argument order).
-
-The lookup is the existing differentiable indexing op (``weight[indices]``; its gradient is a
-scatter-add, so repeated indices accumulate). Indices are checked against ``[0, num_embeddings)``
-first, on every device: CuPy would silently wrap an out-of-range index, so on a GPU the check is
-one reduction whose boolean result is read back -- one host sync per lookup -- before the gather.
-With ``padding_idx`` the gathered rows at that index are routed around the graph
-(``where(index != padding_idx, rows, rows.detach())``): the values are unchanged and the padding
-row's gradient is exactly zero, as in PyTorch.
+"""``Embedding``: a lookup table of vectors, like ``torch.nn.Embedding``. Its functional form
+``embedding`` (``torch.nn.functional.embedding``'s argument order), with the index checks and the
+``padding_idx`` rule, is in ``gpugrad.ops.indexing``; it is re-exported here for existing imports.
 """
 
 from __future__ import annotations
@@ -17,82 +10,20 @@ from typing import Any
 
 import numpy as np
 
-from .. import ops
-from ..backend import DeviceError
 from ..backend import device as _device
 from ..creation import empty
-from ..ops import shape as _shape_ops
+from ..ops.indexing import (
+    check_embedding_range,
+    embedding,
+    embedding_indices,
+    embedding_lookup,
+    padding_idx_arg,
+)
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
 
 __all__ = ["Embedding", "embedding"]
-
-
-def _indices(op: str, indices: Any, weight: Tensor) -> Tensor:
-    """``indices`` as an integer tensor on ``weight``'s device (non-tensors are converted)."""
-    if indices.__class__ is not Tensor:
-        if isinstance(indices, (list, tuple)) and np.asarray(indices).size == 0:
-            indices = np.asarray(indices, dtype=np.int64)  # [] means no indices, not floats
-        indices = Tensor(indices, device=weight.device)
-    elif indices.device is not weight.device:
-        raise DeviceError(f"{op}: indices are on {indices.device} but the weight is on "
-                          f"{weight.device}; move them to one device with .to(device) first")
-    if indices.dtype.kind not in "iu":
-        raise TypeError(f"{op}: indices must be an integer tensor, got dtype {indices.dtype} "
-                        f"(shape {indices.shape})")
-    return indices
-
-
-def _check_range(op: str, idx: Tensor, num: int) -> None:
-    """Raise ValueError naming the first index outside ``[0, num)``; on a GPU, one host sync."""
-    if idx.size == 0:
-        return
-    with idx.device.activate():
-        a = idx.data
-        bad = (a < 0) | (a >= num)
-        if bool(bad.any()):  # the one read back to the host
-            flat = int(idx.device.xp.argmax(bad.reshape(-1)))
-            pos = tuple(int(i) for i in np.unravel_index(flat, a.shape))
-            raise ValueError(f"{op}: index {int(a.reshape(-1)[flat])} at position {pos} of the "
-                             f"indices (shape {idx.shape}) is out of range [0, {num}) "
-                             f"(num_embeddings={num})")
-
-
-def _padding_idx(op: str, padding_idx: Any, num: int) -> int | None:
-    if padding_idx is None:
-        return None
-    if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral):
-        raise TypeError(f"{op}: padding_idx must be an int or None, got {padding_idx!r}")
-    if not -num <= padding_idx < num:
-        raise ValueError(f"{op}: padding_idx must be within [-{num}, {num}) for "
-                         f"num_embeddings={num}, got {padding_idx}")
-    return int(padding_idx) % num
-
-
-def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Tensor:  # noqa: A002
-    """Rows of ``weight`` (num_embeddings, embedding_dim) at the integer ``input`` indices:
-    output shape ``input.shape + (embedding_dim,)``. Indices outside ``[0, num_embeddings)``
-    raise ValueError (one host sync on a GPU); ``padding_idx`` rows get no gradient."""
-    op = "embedding"
-    if weight.__class__ is not Tensor or weight.ndim != 2:
-        raise ValueError(f"{op}: weight must be a 2-d Tensor (num_embeddings, embedding_dim), got "
-                         f"{getattr(weight, 'shape', type(weight).__name__)}")
-    num = weight.shape[0]
-    pad = _padding_idx(op, padding_idx, num)
-    idx = _indices(op, input, weight)
-    _check_range(op, idx, num)
-    return _lookup(weight, idx, pad)
-
-
-def _lookup(weight: Tensor, idx: Tensor, pad: int | None) -> Tensor:
-    """``weight[idx]`` for checked indices, the ``pad`` rows cut from the graph."""
-    # GetItem directly: ops.getitem would check the bounds a second time (two more syncs)
-    rows = _shape_ops.GetItem.apply(weight, index=idx.data)
-    if pad is None or not rows.requires_grad:
-        return rows
-    keep = ops.unsqueeze(idx != pad, -1)  # (..., 1): broadcasts along embedding_dim
-    return ops.where(keep, rows, rows.detach())
 
 
 class Embedding(Module):
@@ -112,7 +43,7 @@ class Embedding(Module):
             if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
                 raise ValueError(f"Embedding: {name} must be a non-negative int, got {n!r}")
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
-        self.padding_idx = _padding_idx("Embedding", padding_idx, self.num_embeddings)
+        self.padding_idx = padding_idx_arg("Embedding", padding_idx, self.num_embeddings)
         if _weight is None:
             dt = np.dtype(np.float32 if dtype is None else dtype)
             if dt.kind != "f":
@@ -152,10 +83,10 @@ class Embedding(Module):
 
     def forward(self, indices: Any) -> Tensor:
         w = self.weight
-        idx = _indices("Embedding", indices, w)
-        _check_range(f"Embedding({self.num_embeddings}, {self.embedding_dim})", idx,
+        idx = embedding_indices("Embedding", indices, w)
+        check_embedding_range(f"Embedding({self.num_embeddings}, {self.embedding_dim})", idx,
                      self.num_embeddings)
-        return _lookup(w, idx, self.padding_idx)
+        return embedding_lookup(w, idx, self.padding_idx)
 
     def extra_repr(self) -> str:
         pad = f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""

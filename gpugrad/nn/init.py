@@ -1,6 +1,6 @@
 """Parameter initializers, in place, like ``torch.nn.init``.
 
-Every value is drawn in float64 from the seeded host generator (``gpugrad.creation.host_rng()``,
+Every value is drawn in float64 from the seeded host generator (``gpugrad.backend.rng.host_rng()``,
 seeded by ``gg.manual_seed``), cast to the tensor's dtype on the host, then copied to the device.
 So the same seed gives bit-identical weights on CPU and GPU, whatever the device's own RNG does.
 """
@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..creation import host_rng
+from ..backend.rng import host_rng
 from ..tensor import Tensor
 
 __all__ = [
@@ -37,7 +37,7 @@ def _fill(t: Tensor, host: np.ndarray) -> Tensor:
     # Writes into the existing buffer: the tensor object (maybe already given to an optimizer)
     # keeps its identity. No graph is recorded: initialization is not differentiable.
     with t.device.activate():  # the copy into the buffer runs on the tensor's GPU
-        t._private_array()[...] = host if t.device.type == "cpu" else t.device.backend.asarray(host)
+        t.writable_data()[...] = t.device.put(host)
     return t
 
 

@@ -1,5 +1,6 @@
-"""Layers: ``Linear``, activations, containers (``Sequential``, ``ModuleList``), ``MLP`` and the
-loss modules (thin wrappers over ``gpugrad.functional``)."""
+"""Layers: ``Linear``, ``Flatten``, ``Dropout``, the containers (``Sequential``, ``ModuleList``)
+and ``MLP``. Activations are in ``nn.activation``, losses in ``nn.loss``, normalization in
+``nn.normalization``, ``Embedding`` in ``nn.embedding``."""
 
 from __future__ import annotations
 
@@ -10,14 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import functional as F
 from .. import ops
 from ..backend import device as _device
 from ..creation import empty
 from ..ops.stochastic import dropout as _dropout
 from ..tensor import Tensor
 from . import init
-from .activation import ELU, SiLU, Softplus
+from .activation import ACTIVATIONS
 from .module import Module, Parameter
 
 
@@ -63,68 +63,20 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
 
-# -- activations ------------------------------------------------------------------------------
-class Identity(Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return x
 
 
-class ReLU(Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return ops.relu(x)
 
 
-class Sigmoid(Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return ops.sigmoid(x)
 
 
-class Tanh(Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return ops.tanh(x)
 
 
-class GELU(Module):
-    def __init__(self, approximate: str = "none") -> None:
-        super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.approximate = approximate
-
-    def forward(self, x: Tensor) -> Tensor:
-        return ops.gelu(x, approximate=self.approximate)
-
-    def extra_repr(self) -> str:
-        return f"approximate={self.approximate!r}" if self.approximate != "none" else ""
 
 
-class LeakyReLU(Module):
-    def __init__(self, negative_slope: float = 0.01) -> None:
-        super().__init__()
-        self.negative_slope = float(negative_slope)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return ops.leaky_relu(x, self.negative_slope)
-
-    def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}"
 
 
-class Softmax(Module):
-    def __init__(self, dim: int = -1) -> None:
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, x: Tensor) -> Tensor:
-        return ops.softmax(x, axis=self.dim)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
 
 
-class LogSoftmax(Softmax):
-    def forward(self, x: Tensor) -> Tensor:
-        return ops.log_softmax(x, axis=self.dim)
 
 
 class Flatten(Module):
@@ -158,17 +110,6 @@ def _check_p(owner: str, p: Any) -> float:
     return float(p)
 
 
-ACTIVATIONS: dict[str, Callable[[], Module]] = {
-    "relu": ReLU,
-    "sigmoid": Sigmoid,
-    "tanh": Tanh,
-    "gelu": GELU,
-    "leaky_relu": LeakyReLU,
-    "identity": Identity,
-    "silu": SiLU,
-    "elu": ELU,
-    "softplus": Softplus,
-}
 
 
 # -- containers -------------------------------------------------------------------------------
@@ -298,90 +239,15 @@ class MLP(Sequential):
         return f"dropout={self.dropout}" if self.dropout else ""
 
 
-# -- losses as modules ------------------------------------------------------------------------
-class _Loss(Module):
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        F._check_reduction(type(self).__name__, reduction)
-        self.reduction = reduction
-
-    def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
 
 
-class _WeightedLoss(_Loss):
-    """A loss with optional weight tensors, kept as buffers (so ``.to(device)`` moves them and
-    ``state_dict`` saves them, as in PyTorch). They are checked against the input in forward."""
-
-    def __init__(self, reduction: str, **weights: Tensor | None) -> None:
-        super().__init__(reduction)
-        for name, w in weights.items():
-            if w is not None and not isinstance(w, Tensor):
-                raise TypeError(f"{type(self).__name__}: {name} must be a Tensor or None, got "
-                                f"{type(w).__name__}; wrap it with gg.tensor(...)")
-            self.register_buffer(name, w)
 
 
-class MSELoss(_Loss):
-    def forward(self, input: Any, target: Any) -> Tensor:  # noqa: A002
-        return F.mse_loss(input, target, self.reduction)
 
 
-class BCELoss(_WeightedLoss):
-    """``F.binary_cross_entropy``; ``weight`` broadcasts to the input's shape."""
-
-    def __init__(self, reduction: str = "mean", *, weight: Tensor | None = None) -> None:
-        super().__init__(reduction, weight=weight)
-
-    def forward(self, input: Any, target: Any) -> Tensor:  # noqa: A002
-        return F.binary_cross_entropy(input, target, self.reduction, weight=self.weight)
 
 
-class BCEWithLogitsLoss(_WeightedLoss):
-    """``F.binary_cross_entropy_with_logits``; ``pos_weight`` has one entry per class (last dim)."""
-
-    def __init__(self, reduction: str = "mean", *, weight: Tensor | None = None,
-                 pos_weight: Tensor | None = None) -> None:
-        super().__init__(reduction, weight=weight, pos_weight=pos_weight)
-
-    def forward(self, input: Any, target: Any) -> Tensor:  # noqa: A002
-        return F.binary_cross_entropy_with_logits(input, target, self.reduction,
-                                                  weight=self.weight, pos_weight=self.pos_weight)
 
 
-class NLLLoss(_WeightedLoss):
-    """``F.nll_loss``; ``weight`` has one entry per class."""
-
-    def __init__(self, reduction: str = "mean", ignore_index: int = -100, *,
-                 weight: Tensor | None = None) -> None:
-        super().__init__(reduction, weight=weight)
-        self.ignore_index = ignore_index
-
-    def forward(self, input: Any, target: Any) -> Tensor:  # noqa: A002
-        return F.nll_loss(input, target, self.reduction, self.ignore_index, weight=self.weight)
-
-    def extra_repr(self) -> str:
-        parts = [super().extra_repr()] + ([f"ignore_index={self.ignore_index}"]
-                                          if self.ignore_index != -100 else [])
-        return ", ".join(p for p in parts if p)
 
 
-class CrossEntropyLoss(NLLLoss):
-    """``F.cross_entropy``; ``weight`` has one entry per class, ``label_smoothing`` is in [0, 1].
-
-    The new options are keyword-only: the first positional argument stays ``reduction``.
-    """
-
-    def __init__(self, reduction: str = "mean", ignore_index: int = -100, *,
-                 weight: Tensor | None = None, label_smoothing: float = 0.0) -> None:
-        super().__init__(reduction, ignore_index, weight=weight)
-        self.label_smoothing = F._check_label_smoothing(type(self).__name__, label_smoothing)
-
-    def forward(self, input: Any, target: Any) -> Tensor:  # noqa: A002
-        return F.cross_entropy(input, target, self.reduction, self.ignore_index,
-                               weight=self.weight, label_smoothing=self.label_smoothing)
-
-    def extra_repr(self) -> str:
-        parts = [super().extra_repr()] + ([f"label_smoothing={self.label_smoothing}"]
-                                          if self.label_smoothing else [])
-        return ", ".join(p for p in parts if p)

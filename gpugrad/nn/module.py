@@ -201,7 +201,7 @@ class Module:
                 p.grad = None
             else:
                 with p.device.activate():
-                    p.grad._private_array()[...] = 0
+                    p.grad.writable_data()[...] = 0
 
     # -- devices ---------------------------------------------------------------------------
     def to(self, device: Any = None, dtype: Any = None) -> Module:
@@ -280,7 +280,7 @@ class Module:
         for name, value in arrays.items():
             target = own[name]
             with target.device.activate():  # the cast and the copy run on the target's GPU
-                target._private_array()[...] = _to_array(value, target)  # not a saved array
+                target.writable_data()[...] = _to_array(value, target)  # not a saved array
         return IncompatibleKeys(missing, unexpected)
 
     # -- display ---------------------------------------------------------------------------
@@ -302,8 +302,7 @@ class Module:
 def _move_in_place(t: Tensor, dev, dtype) -> None:
     data = t.data
     if dev is not None and dev is not t.device:
-        host = t.device.backend.to_host(data)
-        data = host if dev.type == "cpu" else dev.backend.asarray(host)
+        data = dev.put(data)
         t.device = dev
     if dtype is not None and data.dtype.kind == "f" and data.dtype != dtype:
         with t.device.activate():
@@ -323,10 +322,4 @@ def _host_or_device_array(value: Any):
 def _to_array(value: Any, target: Tensor):
     """``value`` as an array on ``target``'s device with its dtype (a copy is fine: it is assigned
     into the target's existing buffer)."""
-    dev = target.device
-    on_gpu = hasattr(value, "__cuda_array_interface__")
-    if dev.type == "cpu" and on_gpu:
-        value = value.get()
-    elif dev.type != "cpu":
-        value = dev.backend.asarray(value)
-    return value.astype(target.dtype, copy=False)
+    return target.device.put(value).astype(target.dtype, copy=False)

@@ -80,7 +80,7 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float,
     for g in grads:
         with g.device.activate(), np.errstate(invalid="ignore"):  # inf · 0 = nan, as torch, quietly
             c = coef if g.device is first else first.ops.to_device(coef, g.device)
-            arr = g._private_array()  # never scale an array a graph saved (create_graph)
+            arr = g.writable_data()  # never scale an array a graph saved (create_graph)
             arr *= c
     return Tensor._wrap(total, first)
 
@@ -91,5 +91,5 @@ def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float) -
     for p in _params(parameters):
         if p.grad is not None:
             with p.device.activate():
-                arr = p.grad._private_array()  # never clamp an array a graph saved
+                arr = p.grad.writable_data()  # never clamp an array a graph saved
                 p.device.xp.clip(arr, -clip_value, clip_value, out=arr)

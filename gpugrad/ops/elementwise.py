@@ -1,8 +1,10 @@
-"""Elementwise ops: each forward beside its derivative rule.
+"""Elementwise ops: each Function's forward beside its derivative rule, then the public wrappers.
 
 Binary ops broadcast like NumPy; ``reduce_to`` sums a broadcast gradient back to the input's shape
 and dtype. A Python scalar operand is a constant: it is passed straight to the array module (so
-NumPy's weak-scalar promotion applies) and gets no gradient.
+NumPy's weak-scalar promotion applies) and gets no gradient. Rules use only operators and the
+``ops`` namespace they receive, so they run on arrays and, under ``create_graph=True``, on
+Tensors (higher derivatives).
 """
 
 from __future__ import annotations
@@ -14,75 +16,10 @@ import numpy as np
 
 from ..autograd import Function
 from ..tensor import Tensor
+from ._coerce import as_tensor, binary, float_tensor, operand, scalar_arg
+from ._rules import check_broadcast, describe, meta, reduce_to
 
 _SCALARS = (int, float, bool)
-_SAME_SIZE_INT = {2: np.int16, 4: np.int32, 8: np.int64}
-
-
-def meta(x):
-    """(shape, dtype) of an array operand, or None for a Python scalar."""
-    return None if x.__class__ in _SCALARS else (x.shape, x.dtype)
-
-
-def acc_sum(x, axis=None, keepdims: bool = False):
-    """``x.sum(axis, keepdims)``, accumulated in float32 for float16 arrays: NumPy sums float16 in
-    float16 along non-contiguous axes (~10% off over 4096 rows). A Tensor (graph mode) goes
-    through ``Sum``, which does the same."""
-    if x.dtype.itemsize < 4 and x.dtype.kind == "f" and x.__class__ is not Tensor:
-        return x.sum(axis=axis, keepdims=keepdims, dtype=np.float32).astype(x.dtype)
-    return x.sum(axis=axis, keepdims=keepdims)
-
-
-def sum_to(g, shape):
-    """Sum a broadcast gradient ``g`` down to ``shape`` (works on arrays and Tensors)."""
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1
-    )
-    if axes:
-        g = acc_sum(g, axis=axes, keepdims=True)
-    return g.reshape(shape) if lead or g.shape != shape else g
-
-
-def mask_select(ops, mask, g):
-    """``where(mask, g, 0)``: exactly 0 where the mask is off, even where ``g`` is inf or NaN
-    (``g * mask`` would give NaN there). NumPy's ``where`` is ~12x slower than a multiply on a
-    random mask (branch mispredictions), so NumPy arrays AND the float's bits with an all-ones
-    or all-zeros integer mask instead: exact, branchless, within ~10% of ``g * mask`` (and ~8x
-    faster than it for float16). CuPy arrays and Tensors (graph mode) use ``ops.where``."""
-    if (g.__class__ is np.ndarray and mask.__class__ is np.ndarray and g.shape == mask.shape
-            and g.dtype.kind == "f" and g.dtype.itemsize in _SAME_SIZE_INT):
-        as_int = _SAME_SIZE_INT[g.dtype.itemsize]
-        out = np.empty_like(g)  # owns its memory (a view would be copied again at a leaf)
-        bits = out.view(as_int)
-        np.copyto(bits, mask)
-        np.negative(bits, out=bits)  # True -> -1 (all bits set), False -> 0
-        np.bitwise_and(g.view(as_int), bits, out=bits)
-        return out
-    return ops.where(mask, g, 0)
-
-
-def reduce_to(g, m):
-    """``g`` summed to the operand's shape and cast to its dtype (None for a scalar operand)."""
-    if m is None:
-        return None
-    if g.shape != m[0]:
-        g = sum_to(g, m[0])
-    if g.dtype != m[1]:
-        g = g.astype(m[1])
-    return g
-
-
-def _describe(x) -> str:
-    return repr(x) if x.__class__ in _SCALARS else f"of shape {x.shape} and dtype {x.dtype}"
-
-
-def _check_broadcast(op: str, a, b) -> None:
-    sa = () if a.__class__ in _SCALARS else a.shape
-    sb = () if b.__class__ in _SCALARS else b.shape
-    for x, y in zip(reversed(sa), reversed(sb)):
-        if x != y and x != 1 and y != 1:
-            raise ValueError(f"{op}: shapes {sa} and {sb} cannot be broadcast together")
 
 
 class Binary(Function):
@@ -96,7 +33,7 @@ class Binary(Function):
         try:
             return self.compute(a, b)
         except ValueError:
-            _check_broadcast(type(self).__name__.lower(), a, b)
+            check_broadcast(type(self).__name__.lower(), a, b)
             raise
 
 
@@ -145,13 +82,13 @@ class Pow(Binary):
         # without a device sync: a Python exponent is checked up front, an array one by NumPy.
         if b.__class__ is int and b < 0 and _is_int(a):
             raise ValueError(f"pow: integers to negative integer powers are not allowed (base "
-                             f"{_describe(a)}, exponent {b}); use a floating-point base")
+                             f"{describe(a)}, exponent {b}); use a floating-point base")
         try:
             return super().forward(a, b)
         except ValueError as e:
             if _is_int(a) and _is_int(b) and "negative integer powers" in str(e):
                 raise ValueError(f"pow: integers to negative integer powers are not allowed "
-                                 f"(base {_describe(a)}, exponent {_describe(b)}); use a "
+                                 f"(base {describe(a)}, exponent {describe(b)}); use a "
                                  "floating-point base") from None
             raise
 
@@ -269,7 +206,7 @@ class Clip(Function):
             inside = (x >= self.lo) & (x <= self.hi)
         else:
             inside = x >= self.lo if self.lo is not None else x <= self.hi
-        g = mask_select(ops, inside, g)
+        g = ops.mask_select(inside, g)
         return (g if g.dtype == self.dtype else g.astype(self.dtype),)
 
 
@@ -289,3 +226,120 @@ class Where(Function):
         return (None,
                 reduce_to(ops.where(cond, g, 0), self.ma) if need_a else None,
                 reduce_to(ops.where(cond, 0, g), self.mb) if need_b else None)
+
+
+class Log1p(Function):
+    """``log(1 + x)``, exact for tiny x; d/dx = 1 / (1 + x)."""
+
+    save_inputs = (0,)
+    def forward(self, x): return self.xp.log1p(x)
+    def backward(self, ops, g, x): return (g / (1 + x),)
+
+
+class Expm1(Function):
+    """``exp(x) − 1``, exact for tiny x; d/dx = exp(x) = y + 1."""
+
+    save_output = True
+    def forward(self, x): return self.xp.expm1(x)
+    def backward(self, ops, g, y): return (g * (y + 1),)
+
+
+class Square(Function):
+    """``x²`` (any dtype); d/dx = 2x."""
+
+    save_inputs = (0,)
+    def forward(self, x): return x * x
+    def backward(self, ops, g, x): return (g * (2 * x),)
+
+
+class Reciprocal(Function):
+    """``1 / x``; d/dx = −1/x² = −y²."""
+
+    save_output = True
+    def forward(self, x): return 1 / x
+    def backward(self, ops, g, y): return (-g * (y * y),)
+
+
+class LogAddExp(Binary):
+    """``log(exp(a) + exp(b))`` without overflow (broadcasting, like ``np.logaddexp``);
+    d/da = exp(a − y), d/db = exp(b − y): the softmax weights of the two operands."""
+
+    save_inputs = (0, 1)
+    save_output = True
+    def compute(self, a, b): return self.xp.logaddexp(a, b)
+
+    def backward(self, ops, g, a, b, y):
+        need_a, need_b = self.needs_input_grad
+        return (reduce_to(g * ops.exp(a - y), self.ma) if need_a else None,
+                reduce_to(g * ops.exp(b - y), self.mb) if need_b else None)
+
+
+# -- public wrappers -------------------------------------------------------------------------------
+def add(a, b) -> Tensor: return binary(Add, a, b)
+def sub(a, b) -> Tensor: return binary(Sub, a, b)
+def mul(a, b) -> Tensor: return binary(Mul, a, b)
+def div(a, b) -> Tensor: return binary(Div, a, b)
+def pow(a, b) -> Tensor: return binary(Pow, a, b)  # noqa: A001
+def maximum(a, b) -> Tensor: return binary(Maximum, a, b)
+def minimum(a, b) -> Tensor: return binary(Minimum, a, b)
+def neg(x) -> Tensor: return Neg.apply(as_tensor(x))
+def exp(x) -> Tensor: return Exp.apply(as_tensor(x))
+def log(x) -> Tensor: return Log.apply(as_tensor(x))
+def sqrt(x) -> Tensor: return Sqrt.apply(as_tensor(x))
+def abs(x) -> Tensor: return Abs.apply(as_tensor(x))  # noqa: A001
+def sin(x) -> Tensor: return Sin.apply(as_tensor(x))
+def cos(x) -> Tensor: return Cos.apply(as_tensor(x))
+def tanh(x) -> Tensor: return Tanh.apply(as_tensor(x))
+def erf(x) -> Tensor: return Erf.apply(as_tensor(x))
+
+
+def sign(x) -> Tensor:
+    x = as_tensor(x)
+    if x.dtype == np.bool_:  # NumPy has no bool sign loop
+        raise TypeError(f"sign: expected a numeric tensor, got dtype bool (shape {x.shape})")
+    return Sign.apply(x)
+
+
+def clip(x, min=None, max=None) -> Tensor:  # noqa: A002 - numpy/torch spelling
+    if min is None and max is None:
+        raise ValueError("clip: at least one of min and max must be given")
+    return Clip.apply(as_tensor(x), lo=scalar_arg("clip", "min", min),
+                      hi=scalar_arg("clip", "max", max))
+
+
+def where(cond, a, b) -> Tensor:
+    like = next((t for t in (cond, a, b) if t.__class__ is Tensor), None)
+    cond = as_tensor(cond, like)
+    if cond.dtype != np.bool_:
+        raise TypeError(f"where: condition must be a bool tensor, got dtype {cond.dtype}")
+    return Where.apply(cond, operand(a, like), operand(b, like))
+
+
+def log1p(x) -> Tensor:
+    return Log1p.apply(float_tensor(x, "log1p"))
+
+
+def expm1(x) -> Tensor:
+    return Expm1.apply(float_tensor(x, "expm1"))
+
+
+def square(x) -> Tensor:
+    return Square.apply(as_tensor(x))
+
+
+def reciprocal(x) -> Tensor:
+    return Reciprocal.apply(float_tensor(x, "reciprocal"))
+
+
+def logaddexp(a, b) -> Tensor:
+    for x in (a, b):
+        if x.__class__ is Tensor and x.dtype.kind != "f":
+            raise TypeError(f"logaddexp: expected floating-point tensors, got dtype {x.dtype} "
+                            f"(shape {x.shape}, device {x.device})")
+    return binary(LogAddExp, a, b)
+
+
+def mask_select(mask, g) -> Tensor:
+    """Graph mode's ``ops.mask_select`` (``ArrayOps.mask_select`` in array mode): ``where(mask,
+    g, 0)``, exactly 0 where the mask is off."""
+    return where(mask, g, 0)

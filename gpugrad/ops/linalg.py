@@ -1,16 +1,14 @@
-"""Matrix products: ``matmul`` (1-D, 2-D and batched, NumPy semantics) and the fused ``linear``."""
+"""Matrix products: ``matmul`` (1-D, 2-D and batched, NumPy semantics) and ``linear`` (one node
+for ``x @ w.T + b``): Functions, then the public wrappers."""
 
 from __future__ import annotations
 
 import math
 
 from ..autograd import Function
-from .elementwise import acc_sum, sum_to
-
-
-def _cast(g, dtype):
-    """A gradient in its input's dtype (a float32 operand of a float64 product gets float32)."""
-    return g if g.dtype == dtype else g.astype(dtype)
+from ..tensor import Tensor
+from ._coerce import as_tensor
+from ._rules import acc_sum, cast_to, sum_to
 
 
 class MatMul(Function):
@@ -46,9 +44,9 @@ class MatMul(Function):
             g2 = g
         ga = gb = None
         if need_a:
-            ga = _cast(sum_to(g2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape), a.dtype)
+            ga = cast_to(sum_to(g2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape), a.dtype)
         if need_b:
-            gb = _cast(sum_to(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape), b.dtype)
+            gb = cast_to(sum_to(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape), b.dtype)
         return ga, gb
 
 
@@ -78,14 +76,27 @@ class Linear(Function):
         need = self.needs_input_grad  # a list or tuple, one flag per input (2 or 3)
         need_x, need_w = need[0], need[1]
         need_b = len(need) > 2 and need[2]
-        gx = _cast(g @ w, x.dtype) if need_x else None
+        gx = cast_to(g @ w, x.dtype) if need_x else None
         gw = gb = None
         if need_w or need_b:
             # Rows counted, not inferred: reshape((-1, 0)) is ambiguous for an empty input.
             rows = math.prod(x.shape[:-1])
             g2 = g.reshape((rows, g.shape[-1]))
             if need_w:
-                gw = _cast(g2.T @ x.reshape((rows, x.shape[-1])), w.dtype)
+                gw = cast_to(g2.T @ x.reshape((rows, x.shape[-1])), w.dtype)
             if need_b:
-                gb = _cast(acc_sum(g2, axis=0), self.b_dtype)  # float16: summed in float32
+                gb = cast_to(acc_sum(g2, axis=0), self.b_dtype)  # float16: summed in float32
         return gx, gw, gb
+
+
+# -- public wrappers -------------------------------------------------------------------------------
+def matmul(a, b) -> Tensor:
+    a = as_tensor(a, b if b.__class__ is Tensor else None)
+    return MatMul.apply(a, as_tensor(b, a))
+
+
+def linear(x, weight, bias=None) -> Tensor:
+    x = as_tensor(x, weight)
+    if bias is None:
+        return Linear.apply(x, weight)
+    return Linear.apply(x, weight, bias)

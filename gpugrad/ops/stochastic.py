@@ -15,7 +15,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import random_bits
-from ..creation import host_rng
+from ..backend.rng import host_rng
 from ..tensor import Tensor
 
 

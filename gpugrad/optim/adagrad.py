@@ -60,4 +60,4 @@ class Adagrad(Optimizer):
             st["step"] += 1
             clr = lr / (1 + (st["step"] - 1) * lr_decay)
             with p.device.activate():  # the update runs on the parameter's GPU
-                adagrad_update(p.device.xp, p._private_array(), g, st["sum"].data, clr=clr, **opts)
+                adagrad_update(p.device.xp, p.writable_data(), g, st["sum"].data, clr=clr, **opts)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .optimizer import Optimizer, lerp_
+from ..backend.optim_updates import lerp_
+from .optimizer import Optimizer
 
 
 def rmsprop_update(xp: Any, p: Any, g: Any, square_avg: Any, grad_avg: Any | None,
@@ -68,6 +69,6 @@ class RMSprop(Optimizer):
                 st["grad_avg"] = self._new_state(p)
             st["step"] += 1
             with p.device.activate():  # the update runs on the parameter's GPU
-                rmsprop_update(p.device.xp, p._private_array(), g, st["square_avg"].data,
+                rmsprop_update(p.device.xp, p.writable_data(), g, st["square_avg"].data,
                                st["grad_avg"].data if centered else None,
                                st["momentum_buffer"].data if momentum > 0 else None, **opts)

@@ -1,17 +1,25 @@
-"""The fused ops on the CPU: the math of ``kernels/*.cu`` in NumPy, same formulas, few passes.
-
-Every function mirrors ``fused_cuda`` (arrays in, arrays out) and the kernels' numerics: stable
+"""The reference implementation of the fused ops, written once against the array module (NumPy or
+CuPy, picked from the arrays): the math of ``kernels/*.cu``, same formulas, same numerics (stable
 ``exp(-|x|)`` sigmoid, max-shifted softmax, ``log1p`` BCE, float64 accumulation of reductions,
-float32 math for float16/bfloat16 inputs. Work buffers are reused in place (``out=``) so the big
-inputs are walked as few times as NumPy allows; the inputs themselves are never modified.
+float32 math for float16/bfloat16 inputs), in few passes.
+
+It is the CPU path, and what a GPU runs when the kernels are switched off (``GPUGRAD_FUSED=0``,
+see ``backend.config``): so there is one implementation per fused op per device, this one and the
+CUDA kernel (``fused_cuda``, same signatures). Work buffers are reused in place (``out=``) so the
+big inputs are walked as few times as the array module allows; the inputs are never modified.
+The optimizer steps run ``optim_updates`` (which also has the options the kernels lack).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .errors import check_labels
+from .numerics import array_module, compute_dtype
+from .optim_updates import adam_bias_terms as _adam_bias_terms  # noqa: F401 (fused_cuda's)
+from .optim_updates import adam_update, sgd_update
+
 _REDUCTIONS = ("mean", "sum", "none")
-_NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _float_dtype(a: np.ndarray, op: str, what: str) -> np.dtype:
@@ -21,17 +29,14 @@ def _float_dtype(a: np.ndarray, op: str, what: str) -> np.dtype:
     return dt
 
 
-def _compute_dtype(dt: np.dtype) -> np.dtype:
-    return dt if dt in _NATIVE else np.dtype(np.float32)
-
-
 def _check_reduction(op: str, reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def _scalar(value: float, dt: np.dtype) -> np.ndarray:
-    return np.asarray(value, dtype=np.float64).astype(dt)
+def _scalar(xp, value, dt: np.dtype):
+    """``value`` (a Python float or a 0-d float64 array) as a 0-d array of dtype ``dt``."""
+    return xp.asarray(value, dtype=np.float64).astype(dt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,17 +50,18 @@ def _sigmoid(xc: np.ndarray) -> np.ndarray:
     one add, one divide), but with no masked ufunc: NumPy's ``where=``/``copyto`` paths are not
     vectorised and cost ~10x a plain pass.
     """
-    y = np.negative(xc, out=np.empty_like(xc))  # out= keeps 0-d inputs arrays
+    xp = array_module(xc)
+    y = xp.negative(xc, out=xp.empty_like(xc))  # out= keeps 0-d inputs arrays
     with np.errstate(over="ignore"):
-        np.exp(y, out=y)
-    np.add(y, 1, out=y)
-    return np.reciprocal(y, out=y)
+        xp.exp(y, out=y)
+    xp.add(y, 1, out=y)
+    return xp.reciprocal(y, out=y)
 
 
 def sigmoid_forward(x: np.ndarray) -> np.ndarray:
     """``sigmoid(x)``, never overflowing; float16/bfloat16 computed in float32."""
     dt = _float_dtype(x, "sigmoid", "input")
-    return _sigmoid(np.asarray(x, dtype=_compute_dtype(dt))).astype(dt, copy=False)
+    return _sigmoid(array_module(x).asarray(x, dtype=compute_dtype(dt))).astype(dt, copy=False)
 
 
 def sigmoid_backward(y: np.ndarray, gy: np.ndarray) -> np.ndarray:
@@ -63,11 +69,12 @@ def sigmoid_backward(y: np.ndarray, gy: np.ndarray) -> np.ndarray:
     dt = _float_dtype(y, "sigmoid_backward", "y")
     if gy.shape != y.shape:
         raise ValueError(f"sigmoid_backward: gy shape {gy.shape} != y shape {y.shape}")
-    cd = _compute_dtype(dt)
-    yc = np.asarray(y, dtype=cd)
-    gx = np.subtract(1, yc, out=np.empty_like(yc))
-    np.multiply(gx, yc, out=gx)
-    np.multiply(gx, np.asarray(gy, dtype=cd), out=gx)
+    cd = compute_dtype(dt)
+    xp = array_module(y)
+    yc = xp.asarray(y, dtype=cd)
+    gx = xp.subtract(1, yc, out=xp.empty_like(yc))
+    xp.multiply(gx, yc, out=gx)
+    xp.multiply(gx, xp.asarray(gy, dtype=cd), out=gx)
     return gx.astype(dt, copy=False)
 
 
@@ -107,35 +114,27 @@ def _check_ce_gy(gy, reduction: str, logits_shape: tuple) -> tuple:
 def _ce_inputs(logits, labels, reduction: str):
     _check_ce_args(logits, labels, reduction)
     dt = logits.dtype
-    return dt, np.asarray(logits, dtype=_compute_dtype(dt)), labels.astype(np.int64, copy=False)
-
-
-def _ce_check_labels(labels: np.ndarray, C: int, ignore_index: int) -> None:
-    bad = (labels != ignore_index) & ((labels < 0) | (labels >= C))
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise ValueError(
-            f"cross_entropy: label {int(labels[row])} at row {row} is out of range for "
-            f"N={labels.shape[0]}, C={C} (labels must be in [0, {C}) or equal "
-            f"ignore_index={ignore_index})"
-        )
+    xp = array_module(logits)
+    return dt, xp.asarray(logits, dtype=compute_dtype(dt)), labels.astype(np.int64, copy=False)
 
 
 def _ce_grad(e: np.ndarray, labels: np.ndarray, valid: np.ndarray, scale: np.ndarray) -> None:
     """In place over ``e = exp(x - max)``: ``(softmax - onehot) * scale`` per row, as the kernels
     (subtracting the one before scaling keeps ``p - 1`` exact for confident rows)."""
-    np.divide(e, e.sum(axis=1, keepdims=True), out=e)
-    rows = np.flatnonzero(valid)
+    xp = array_module(e)
+    xp.divide(e, e.sum(axis=1, keepdims=True), out=e)
+    rows = xp.flatnonzero(valid)
     e[rows, labels[rows]] -= 1
-    np.multiply(e, scale[:, None], out=e)
+    xp.multiply(e, scale[:, None], out=e)
     e[~valid] = 0
 
 
 def _shift_by_max(xc: np.ndarray) -> np.ndarray:
     """``x - rowmax(x)`` in one new buffer (the copy the in-place passes then work on)."""
+    xp = array_module(xc)
     if xc.shape[1] == 0:
-        return np.empty_like(xc)
-    return np.subtract(xc, xc.max(axis=1, keepdims=True))
+        return xp.empty_like(xc)
+    return xp.subtract(xc, xc.max(axis=1, keepdims=True))
 
 
 def softmax_cross_entropy(
@@ -143,31 +142,32 @@ def softmax_cross_entropy(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Loss (0-d for mean/sum, (N,) for none) and, with ``with_grad``, d(loss)/d(logits)."""
     dt, xc, labels = _ce_inputs(logits, labels, reduction)
+    xp = array_module(xc)
     N, C = xc.shape
-    _ce_check_labels(labels, C, ignore_index)
+    check_labels(labels, C, ignore_index, "cross_entropy")
     cd = xc.dtype
     valid = labels != ignore_index
     count = int(valid.sum())
-    safe = np.where(valid, labels, 0)
+    safe = xp.where(valid, labels, 0)
     with np.errstate(all="ignore"):  # inf/NaN logits propagate like the kernels, silently
         x = _shift_by_max(xc)
-        x_lab = x[np.arange(N), safe] if C else np.zeros(N, cd)  # x_label - max
-        np.exp(x, out=x)
+        x_lab = x[xp.arange(N), safe] if C else xp.zeros(N, cd)  # x_label - max
+        xp.exp(x, out=x)
         # with C == 0 every row is ignored (any other label failed the range check above)
-        loss_rows = np.log(x.sum(axis=1)) - x_lab if C else np.zeros(N, cd)
+        loss_rows = xp.log(x.sum(axis=1)) - x_lab if C else xp.zeros(N, cd)
         loss_rows[~valid] = 0
         if reduction == "none":
             loss = loss_rows
         else:
             total = loss_rows.sum(dtype=np.float64)
-            loss = _scalar(total / count if reduction == "mean" else total, cd)
+            loss = _scalar(xp, total / count if reduction == "mean" else total, cd)
             if reduction == "mean" and count == 0:
-                loss = _scalar(np.nan, cd)
+                loss = _scalar(xp, np.nan, cd)
         grad = None
         if with_grad:
             one = cd.type(1)  # the same float division the backward and the kernels do
             g = one / cd.type(count) if (reduction == "mean" and count) else one
-            _ce_grad(x, safe, valid, np.full(N, g, dtype=cd))
+            _ce_grad(x, safe, valid, xp.full(N, g, dtype=cd))
             grad = x.astype(dt, copy=False)
     return loss.astype(dt, copy=False), grad
 
@@ -178,11 +178,12 @@ def softmax_cross_entropy_backward(
     """d(loss)/d(logits) for upstream ``gy`` (0-d for mean/sum, (N,) for none), recomputing
     the softmax."""
     dt, xc, labels = _ce_inputs(logits, labels, reduction)
+    xp = array_module(xc)
     N, C = xc.shape
     cd = xc.dtype
-    gy = np.asarray(gy, dtype=cd).reshape(_check_ce_gy(gy, reduction, xc.shape))
+    gy = xp.asarray(gy, dtype=cd).reshape(_check_ce_gy(gy, reduction, xc.shape))
     valid = (labels != ignore_index) & (labels >= 0) & (labels < C)
-    safe = np.where(valid, labels, 0)
+    safe = xp.where(valid, labels, 0)
     if reduction == "none":
         scale = gy.copy()
     else:
@@ -190,10 +191,10 @@ def softmax_cross_entropy_backward(
         if reduction == "mean":
             count = int((labels != ignore_index).sum())
             g = g / cd.type(count) if count else g
-        scale = np.full(N, g, dtype=cd)
+        scale = xp.broadcast_to(g, (N,)).astype(cd)  # g is a 0-d array: a copy, per row
     with np.errstate(all="ignore"):
         x = _shift_by_max(xc)
-        np.exp(x, out=x)
+        xp.exp(x, out=x)
         _ce_grad(x, safe, valid, scale)
     return x.astype(dt, copy=False)
 
@@ -224,21 +225,23 @@ def _check_bce_gy(gy, reduction: str, z_shape: tuple) -> None:
 
 def _bce_inputs(z, t, reduction: str, op: str = _BCE):
     _check_bce_args(z, t, reduction, op)
-    cd = _compute_dtype(z.dtype)
-    return z.dtype, np.asarray(z, dtype=cd), np.asarray(t, dtype=cd)
+    cd = compute_dtype(z.dtype)
+    xp = array_module(z)
+    return z.dtype, xp.asarray(z, dtype=cd), xp.asarray(t, dtype=cd)
 
 
 def _bce_terms(zc: np.ndarray, tc: np.ndarray, want_loss: bool, want_sig: bool):
     """Per-element loss ``max(z,0) - z*t + log1p(e)`` and ``sigmoid(z)``, ``e = exp(-|z|)``."""
-    e = np.abs(zc, out=np.empty_like(zc))  # out= everywhere keeps 0-d inputs arrays
-    np.negative(e, out=e)
-    np.exp(e, out=e)
+    xp = array_module(zc)
+    e = xp.abs(zc, out=xp.empty_like(zc))  # out= everywhere keeps 0-d inputs arrays
+    xp.negative(e, out=e)
+    xp.exp(e, out=e)
     sig = _sigmoid(zc) if want_sig else None
     loss = None
     if want_loss:
-        loss = np.maximum(zc, 0, out=np.empty_like(zc))
+        loss = xp.maximum(zc, 0, out=xp.empty_like(zc))
         loss -= zc * tc
-        np.log1p(e, out=e)
+        xp.log1p(e, out=e)
         loss += e
     return loss, sig
 
@@ -247,17 +250,18 @@ def bce_with_logits(
     z: np.ndarray, t: np.ndarray, reduction: str, with_grad: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     dt, zc, tc = _bce_inputs(z, t, reduction)
+    xp = array_module(zc)
     n = zc.size
     loss, sig = _bce_terms(zc, tc, True, with_grad)
     if reduction != "none":
         total = loss.sum(dtype=np.float64)
         with np.errstate(all="ignore"):
-            loss = _scalar(total / n if reduction == "mean" else total, zc.dtype)
+            loss = _scalar(xp, total / n if reduction == "mean" else total, zc.dtype)
     grad = None
     if with_grad:
-        grad = np.subtract(sig, tc, out=sig)
+        grad = xp.subtract(sig, tc, out=sig)
         if reduction == "mean" and n:
-            grad *= _scalar(1.0 / n, zc.dtype)
+            grad *= zc.dtype.type(1.0 / n)
         grad = grad.astype(dt, copy=False)
     return loss.astype(dt, copy=False), grad
 
@@ -267,20 +271,21 @@ def bce_with_logits_backward(
 ) -> np.ndarray:
     dt, zc, tc = _bce_inputs(z, t, reduction, f"{_BCE} backward")
     _check_bce_gy(gy, reduction, zc.shape)
+    xp = array_module(zc)
     cd = zc.dtype
-    g = np.asarray(gy, dtype=cd)
+    g = xp.asarray(gy, dtype=cd)
     if reduction != "none":
         g = g.reshape(())
         if reduction == "mean" and zc.size:
-            g = g * _scalar(1.0 / zc.size, cd)
+            g = g * cd.type(1.0 / zc.size)
     _, sig = _bce_terms(zc, tc, False, True)
-    np.subtract(sig, tc, out=sig)
-    np.multiply(sig, g, out=sig)
+    xp.subtract(sig, tc, out=sig)
+    xp.multiply(sig, g, out=sig)
     return sig.astype(dt, copy=False)
 
 
 # ---------------------------------------------------------------------------------------------
-# optimizers (in place, PyTorch formulas; see kernels/optimizers.cu)
+# optimizers (in place, PyTorch formulas; see kernels/optimizers.cu and optim_updates)
 
 
 def _check_group(op: str, params, grads, states: list) -> None:
@@ -309,16 +314,6 @@ def _check_group(op: str, params, grads, states: list) -> None:
                 )
 
 
-def _acc_view(a: np.ndarray) -> np.ndarray:
-    """The array itself for float32/64, else a float32 copy to be written back with ``_store``."""
-    return a if a.dtype in _NATIVE else a.astype(np.float32)
-
-
-def _store(dst: np.ndarray, src: np.ndarray) -> None:
-    if src is not dst:
-        dst[...] = src
-
-
 def sgd_step(
     params: list,
     grads: list,
@@ -331,35 +326,9 @@ def sgd_step(
     weight_decay: float,
     first_step: bool,
 ) -> None:
-    use_buf = momentum != 0
-    _check_group("sgd_step", params, grads, [momentum_bufs] if use_buf else [])
-    for i, p in enumerate(params):
-        pa = _acc_view(p)
-        cd = pa.dtype
-        d = np.asarray(grads[i], dtype=cd)  # never written: the grads stay intact
-        if weight_decay != 0:
-            d = d + _scalar(weight_decay, cd) * pa
-        if use_buf:
-            b = momentum_bufs[i]
-            ba = _acc_view(b)
-            if first_step:
-                ba[...] = d
-            else:
-                ba *= _scalar(momentum, cd)
-                ba += d * _scalar(1 - dampening, cd)
-            _store(b, ba)
-            d = d + ba * _scalar(momentum, cd) if nesterov else ba
-        pa -= d * _scalar(lr, cd)
-        _store(p, pa)
-
-
-def _adam_bias_terms(step: int, lr: float, beta1: float, beta2: float) -> tuple[float, float]:
-    """Adam's host-side scalars for ``step`` (checked): ``(lr / (1 - beta1^step),
-    sqrt(1 - beta2^step))``, shared by this twin and the CUDA launcher so both get the same
-    float64 values."""
-    if int(step) != step or step < 1:
-        raise ValueError(f"adam_step: step must be an integer >= 1, got {step!r}")
-    return lr / (1 - beta1**step), (1 - beta2**step) ** 0.5
+    _check_group("sgd_step", params, grads, [momentum_bufs] if momentum != 0 else [])
+    sgd_update(params, grads, momentum_bufs, lr=lr, momentum=momentum, dampening=dampening,
+               nesterov=nesterov, weight_decay=weight_decay, first_step=first_step)
 
 
 def adam_step(
@@ -377,30 +346,5 @@ def adam_step(
     decoupled: bool,
 ) -> None:
     _check_group("adam_step", params, grads, [exp_avgs, exp_avg_sqs])
-    step_size, bc2_sqrt = _adam_bias_terms(step, lr, beta1, beta2)
-    w1 = 1 - beta1
-    for i, p in enumerate(params):
-        pa, ma, va = _acc_view(p), _acc_view(exp_avgs[i]), _acc_view(exp_avg_sqs[i])
-        cd = pa.dtype
-        d = np.asarray(grads[i], dtype=cd)
-        if decoupled:
-            if lr * weight_decay != 0:
-                pa *= _scalar(1 - lr * weight_decay, cd)
-        elif weight_decay != 0:
-            d = d + _scalar(weight_decay, cd) * pa
-        tmp = np.subtract(d, ma, out=np.empty_like(pa))  # one scratch buffer for the whole update
-        if w1 < 0.5:  # torch.lerp's two branches, so m matches PyTorch to the rounding
-            ma += np.multiply(tmp, _scalar(w1, cd), out=tmp)
-        else:
-            np.subtract(d, np.multiply(tmp, _scalar(1 - w1, cd), out=tmp), out=ma)
-        va *= _scalar(beta2, cd)
-        va += np.multiply(np.multiply(d, _scalar(1 - beta2, cd), out=tmp), d, out=tmp)
-        np.sqrt(va, out=tmp)
-        tmp /= _scalar(bc2_sqrt, cd)
-        tmp += _scalar(eps, cd)
-        np.divide(ma, tmp, out=tmp)
-        tmp *= _scalar(step_size, cd)
-        pa -= tmp
-        _store(p, pa)
-        _store(exp_avgs[i], ma)
-        _store(exp_avg_sqs[i], va)
+    adam_update(params, grads, exp_avgs, exp_avg_sqs, step=step, lr=lr, beta1=beta1, beta2=beta2,
+                eps=eps, weight_decay=weight_decay, decoupled=decoupled)

@@ -177,7 +177,7 @@ def test_batch_norm_running_stats_are_in_place_and_off_the_tape(device):
 
 def test_state_dict_snapshot_survives_a_training_step(device):
     """``best = model.state_dict()`` (detached tensors sharing the arrays) must not follow the
-    model: parameters are stepped through ``_private_array`` by the optimizer, and the buffers,
+    model: parameters are stepped through ``writable_data`` by the optimizer, and the buffers,
     updated by the forward pass, likewise -- also by ``reset_running_stats``."""
     gg.manual_seed(0)
     m = nn.Sequential(nn.Linear(4, 3, device=device), nn.BatchNorm1d(3, device=device))
@@ -220,7 +220,7 @@ def test_update_running_takes_one_path_for_scalars_and_0d_arrays():
     """NumPy turns ``1 / num_batches_tracked`` into a scalar (np.float64), CuPy keeps a 0-d
     array: both, and a Python float, must round alike (the factor is made a 0-d array of the
     buffer's dtype first), so CPU and GPU running statistics agree bit for bit."""
-    from gpugrad.nn.normalization import _update_running
+    from gpugrad.ops.normalization import _update_running
     rng = _rng(0)
     for k in range(2, 60):
         start = rng.normal(size=200).astype(np.float32)

@@ -1,6 +1,6 @@
-"""The extra elementwise ops and activations (``gpugrad/ops/math_extra.py``): forward against
-float64 NumPy on every device, gradients against finite differences, second derivatives through
-``create_graph=True``, and PyTorch where its semantics are the reference."""
+"""log1p, expm1, square, reciprocal, logaddexp and the softplus/silu/elu activations: forward
+against float64 NumPy on every device, gradients against finite differences, second derivatives
+through ``create_graph=True``, and PyTorch where its semantics are the reference."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The extra shape and indexing ops (flatten split chunk flip tile repeat gather take_along_axis
-pad): forward against NumPy (or PyTorch, whose semantics gather/split/chunk/flatten follow) on
-every device, gradients against finite differences, repeated indices accumulating."""
+"""Shape and indexing ops that rearrange data (flatten split chunk flip tile repeat gather
+take_along_axis pad): forward against NumPy (or PyTorch, whose semantics gather/split/chunk/flatten
+follow) on every device, gradients against finite differences, repeated indices accumulating."""
 
 from __future__ import annotations
 

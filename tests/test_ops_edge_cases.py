@@ -1,4 +1,4 @@
-"""Review fixes in the core ops: selects instead of mask products (ReLU, maximum/minimum) so an
+"""Edge cases of the core ops: selects instead of mask products (ReLU, maximum/minimum) so an
 inf/NaN upstream gradient never leaks into a dead or losing input, float16 mean/sum accumulation,
 empty reductions and 0-d softmax, NumPy-scalar bounds, integer sigmoid, and error messages that
 name the op. Compared with PyTorch where it is installed, else with float64 NumPy."""

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from . import ops
-from .autograd import is_grad_enabled
-from .tensor import Tensor
+from .. import ops
+from ..autograd import is_grad_enabled
+from ..tensor import Tensor
 
 __all__ = ["INPLACE_METHODS"]
 
@@ -62,7 +62,7 @@ def _updater(fn, name: str, label: str | None = None):
         return _take(self, fn(self, other if alpha == 1 else other * alpha), label)
 
     update.__name__ = name
-    update.__doc__ = f"In place ``{label}``: the tensor takes the result (see gpugrad.inplace)."
+    update.__doc__ = f"In place ``{label}``: the tensor takes the result (see gpugrad.ops.inplace)."
     return update
 
 

@@ -1,4 +1,4 @@
-"""Optimizer options and optimizers beyond the basics: Adam/AdamW ``amsgrad`` and ``maximize``,
+"""Optimizer options and the other optimizer families: Adam/AdamW ``amsgrad`` and ``maximize``,
 SGD ``maximize`` and dampening, ``RMSprop``, ``Adagrad`` -- vs float64 NumPy references of
 torch.optim's rules on every device, vs torch.optim itself when it is installed -- and the
 gradient clipping of ``gg.nn.utils``."""
@@ -121,7 +121,7 @@ def test_new_options_take_the_composite_path_defaults_stay_fused(device, monkeyp
     fused = gg.device(device).backend.fused
     calls = []
     real_adam, real_sgd = fused.adam_step, fused.sgd_step
-    monkeypatch.setattr(gg.backend, "_FUSED", True)
+    monkeypatch.setattr(gg.backend.config, "_FUSED", True)
     monkeypatch.setattr(fused, "adam_step", lambda *a, **k: (calls.append("adam"),
                                                             real_adam(*a, **k)))
     monkeypatch.setattr(fused, "sgd_step", lambda *a, **k: (calls.append("sgd"),

@@ -1,6 +1,6 @@
-"""The extra reductions (var std prod norm cumsum): forward against float64 NumPy on every device,
-gradients against finite differences, second derivatives, and PyTorch where its semantics are the
-rule; bad axes for every extra op that takes one."""
+"""The statistical reductions (var std prod norm cumsum): forward against float64 NumPy on every
+device, gradients against finite differences, second derivatives, and PyTorch where its semantics
+are the rule; bad axes for every one of these that takes one."""
 
 from __future__ import annotations
 

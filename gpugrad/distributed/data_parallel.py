@@ -1,0 +1,289 @@
+"""``DataParallel``: one model replica per rank, gradients averaged after every backward.
+
+At wrap time every rank describes its model (parameter and buffer names, shapes, dtypes,
+devices); the descriptions are gathered, so a mismatch is the same clear error on every rank
+instead of a hang. Then rank 0's parameters and buffers are broadcast.
+
+Gradients travel in *buckets*: flat buffers of a few MB (one device and dtype each), filled in the
+reverse order of ``named_parameters()`` -- the order backward produces them. A post-accumulate
+hook on each parameter counts it in; when a bucket's last gradient is in, its all-reduce starts
+(in bucket order, so every rank issues the same sequence) while backward carries on. When the walk
+ends, the remaining buckets start (a parameter without a gradient counts as zero) and one small
+host all-reduce compares the ranks' step counters and model signatures, which catches a rank that
+skipped or added a backward. The sums are divided by the world size and written back into each
+``.grad``, so any optimizer, clipping or scaler that runs afterwards sees the average.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import weakref
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..autograd import register_backward_done_callback, register_post_accumulate_grad_hook
+from ..nn import Module
+from ..tensor import Tensor
+from .collectives import start_all_reduce, start_broadcast
+from .runtime import DistributedError, World, world
+
+_SIG_MOD = 1 << 20  # signatures and step counters stay small: their squares sum exactly in int64
+
+
+class _Bucket:
+    __slots__ = ("device", "dtype", "positions", "offsets", "flat", "finish", "dirty")
+
+    def __init__(self, device: Any, dtype: np.dtype) -> None:
+        self.device, self.dtype = device, dtype
+        self.positions: list[int] = []
+        self.offsets: list[int] = [0]
+        self.flat = None
+        self.finish = None
+        self.dirty = 0
+
+    @property
+    def numel(self) -> int:
+        return self.offsets[-1]
+
+
+class DataParallel(Module):
+    """Wrap ``module`` so that, across ``mpiexec`` ranks, gradients are averaged after backward.
+
+    Move the model to its device (``cuda:<local_rank>`` on GPUs) before wrapping. Every rank
+    must call forward and backward the same number of times; ``bucket_cap_mb`` bounds one
+    all-reduce's size. With one rank it only forwards to ``module``. ``state_dict()`` is the
+    module's own. ``comm_stats`` counts the all-reduce calls and bytes, the backward passes
+    averaged (``steps``) and the seconds spent finishing them after backward.
+    """
+
+    def __init__(self, module: Module, bucket_cap_mb: float = 4.0) -> None:
+        if not isinstance(module, Module):
+            raise TypeError(f"DataParallel: expected a gg.nn.Module, got {type(module).__name__}")
+        if not bucket_cap_mb > 0:
+            raise ValueError(f"DataParallel: bucket_cap_mb must be positive, got {bucket_cap_mb!r}")
+        super().__init__()
+        self.module = module
+        self.comm_stats = {"calls": 0, "bytes": 0, "wait_seconds": 0.0, "steps": 0}
+        self._sync = True
+        w = self._world = world()
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        self._params = [p for _, p in named]
+        self._buckets = self._make_buckets(int(bucket_cap_mb * 2**20))
+        if w.size == 1:
+            return
+        description = _describe(named, list(module.named_buffers()))
+        _check_same_everywhere(w, description)
+        self._signature = zlib.crc32(
+            (description + repr([b.numel for b in self._buckets])).encode()) % _SIG_MOD
+        self._broadcast_state(module)
+        self._index = {id(p): i for i, p in enumerate(self._params)}
+        self._bucket_of = [0] * len(self._params)
+        for bi, b in enumerate(self._buckets):
+            for pos in b.positions:
+                self._bucket_of[pos] = bi
+        self._reset_step()
+        self._step = 0
+        ref = weakref.ref(self)
+
+        def on_grad(p: Tensor) -> None:
+            dp = ref()
+            if dp is not None:
+                dp._on_grad(p)
+
+        def on_done() -> None:
+            dp = ref()
+            if dp is not None:
+                dp._finish_step()
+
+        handles = [register_post_accumulate_grad_hook(p, on_grad) for p in self._params]
+        handles.append(register_backward_done_callback(on_done))
+        weakref.finalize(self, lambda hs=tuple(handles): [h.remove() for h in hs])
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self._world.size > 1 and self._active:
+            raise DistributedError("DataParallel: the previous backward did not finish (it "
+                                   "raised?), so its gradient all-reduces are incomplete")
+        return self.module(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Backward passes inside only accumulate this rank's gradients; the first backward
+        after it averages everything accumulated (gradient accumulation over micro-batches
+        with one all-reduce per step, like torch's ``no_sync``)."""
+        previous, self._sync = self._sync, False
+        try:
+            yield
+        finally:
+            self._sync = previous
+
+    def state_dict(self) -> Any:
+        """The wrapped module's (no ``module.`` prefix): checkpoints load with or without the
+        wrapper, and with any number of ranks."""
+        return self.module.state_dict()
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> Any:
+        return self.module.load_state_dict(state_dict, strict)
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _make_buckets(self, cap_bytes: int) -> list[_Bucket]:
+        buckets: list[_Bucket] = []
+        for pos in reversed(range(len(self._params))):  # backward produces the last layers first
+            p = self._params[pos]
+            b = buckets[-1] if buckets else None
+            if (b is None or b.device is not p.device or b.dtype != p.dtype
+                    or (b.numel + p.size) * p.dtype.itemsize > cap_bytes and b.positions):
+                b = _Bucket(p.device, p.dtype)
+                buckets.append(b)
+            b.positions.append(pos)
+            b.offsets.append(b.numel + p.size)
+        for b in buckets:
+            with b.device.activate():
+                b.flat = b.device.xp.empty(b.numel, dtype=b.dtype)
+        return buckets
+
+    def _broadcast_state(self, module: Module) -> None:
+        w = self._world
+        for i, b in enumerate(self._buckets):
+            self._pack(b, lambda p: p.data)
+            start_broadcast(w, b.device, b.flat, 0, f"DataParallel: broadcast of bucket {i}")()
+            with b.device.activate():
+                for pos, lo, hi in zip(b.positions, b.offsets, b.offsets[1:]):
+                    p = self._params[pos]
+                    p.data[...] = b.flat[lo:hi].reshape(p.shape)
+        for name, t in list(module.named_buffers()) + [
+                (n, p) for n, p in module.named_parameters() if not p.requires_grad]:
+            with t.device.activate():
+                data = t.device.xp.ascontiguousarray(t.data).copy()
+                start_broadcast(w, t.device, data, 0, f"DataParallel: broadcast of {name}")()
+                t.data[...] = data
+
+    def _pack(self, b: _Bucket, get) -> None:
+        with b.device.activate():
+            for pos, lo, hi in zip(b.positions, b.offsets, b.offsets[1:]):
+                value = get(self._params[pos])
+                if value is None:
+                    b.flat[lo:hi] = 0  # no gradient on this rank: it adds nothing to the sum
+                else:
+                    b.flat[lo:hi] = value.reshape(-1)
+
+    # -- one step -------------------------------------------------------------------------
+    def _reset_step(self) -> None:
+        self._active = False
+        self._ready = [False] * len(self._params)
+        self._pending = [len(b.positions) for b in self._buckets]
+        self._next = 0  # the next bucket to start: buckets start in order on every rank
+        for b in self._buckets:
+            b.finish, b.dirty = None, 0
+
+    def _on_grad(self, p: Tensor) -> None:
+        if not self._sync:
+            return
+        self._active = True
+        pos = self._index[id(p)]
+        bi = self._bucket_of[pos]
+        if self._ready[pos]:  # reached again (a shared weight): its bucket may be on its way
+            if self._buckets[bi].finish is not None:
+                self._buckets[bi].dirty = 1
+            return
+        self._ready[pos] = True
+        self._pending[bi] -= 1
+        while self._next < len(self._buckets) and self._pending[self._next] == 0:
+            self._start(self._next)
+            self._next += 1
+
+    def _start(self, bi: int) -> None:
+        b = self._buckets[bi]
+        self._pack(b, lambda p: None if p.grad is None else p.grad.data)
+        b.finish = start_all_reduce(self._world, b.device, b.flat, "sum",
+                                    f"DataParallel: gradient bucket {bi} of backward "
+                                    f"#{self._step}")
+        self.comm_stats["calls"] += 1
+        self.comm_stats["bytes"] += b.flat.nbytes
+
+    def _finish_step(self) -> None:
+        if not self._active:
+            return  # a backward that reached none of this model's parameters
+        w = self._world
+        t0 = time.perf_counter()
+        try:
+            for bi in range(self._next, len(self._buckets)):
+                self._start(bi)
+            s, sig = self._step % _SIG_MOD, self._signature
+            meta = np.array([1, s, s * s, sig, sig * sig, *(b.dirty for b in self._buckets)],
+                            dtype=np.int64)
+            req = w.comm.Iallreduce(w.MPI.IN_PLACE, meta, op=w.MPI.SUM)
+            self.comm_stats["calls"] += 1
+            self.comm_stats["bytes"] += meta.nbytes
+            for b in self._buckets:
+                b.finish()
+            w.wait([req], f"DataParallel: step check of backward #{self._step}")
+            self.comm_stats["wait_seconds"] += time.perf_counter() - t0
+            self._check_step(meta)
+            for bi, b in enumerate(self._buckets):
+                if b.dirty:  # a gradient grew after its bucket left: send the complete one
+                    self._start(bi)
+                    b.finish()
+                self._write_back(b, w.size)
+        finally:
+            self._reset_step()
+        self._step += 1
+        self.comm_stats["steps"] += 1
+
+    def _check_step(self, meta: np.ndarray) -> None:
+        """Same step and model on every rank (sums of x and x*x match only if all x agree), and
+        which buckets some rank must resend. Checked before any average is written."""
+        w, n = self._world, self._world.size
+        if meta[0] != n or meta[1] ** 2 != n * meta[2] or meta[3] ** 2 != n * meta[4]:
+            raise DistributedError(
+                f"DataParallel: ranks are out of step: rank {w.rank} is at backward "
+                f"#{self._step} of a model with signature {self._signature}, but the ranks' step "
+                "counters or models differ (a rank skipped or added a backward, or wrapped a "
+                "different model); every rank must run the same number of backward passes")
+        for b, total in zip(self._buckets, meta[5:]):
+            b.dirty = int(total > 0)
+
+    def _write_back(self, b: _Bucket, n: int) -> None:
+        with b.device.activate():
+            b.flat /= n  # the sum of per-rank means -> the mean over the global batch
+            for pos, lo, hi in zip(b.positions, b.offsets, b.offsets[1:]):
+                p = self._params[pos]
+                avg = b.flat[lo:hi].reshape(p.shape)
+                if p.grad is None:
+                    p.grad = Tensor._wrap(avg.copy(), p.device)
+                else:
+                    p.grad.data[...] = avg
+
+
+def _describe(named_params: list, named_buffers: list) -> str:
+    entries = [["param", n, list(p.shape), str(p.dtype), p.device.type] for n, p in named_params]
+    entries += [["buffer", n, list(t.shape), str(t.dtype), t.device.type]
+                for n, t in named_buffers]
+    return json.dumps(entries)
+
+
+def _check_same_everywhere(w: World, description: str) -> None:
+    """Gather every rank's model description; all ranks raise the same error on a mismatch."""
+    mine = np.frombuffer(description.encode(), dtype=np.uint8)
+    lengths = np.zeros(w.size, dtype=np.int64)
+    w.wait([w.comm.Iallgather(np.array([mine.size], dtype=np.int64), lengths)],
+           "DataParallel: model check")
+    padded = np.zeros(int(lengths.max()), dtype=np.uint8)
+    padded[:mine.size] = mine
+    everyone = np.zeros((w.size, padded.size), dtype=np.uint8)
+    w.wait([w.comm.Iallgather(padded, everyone)], "DataParallel: model check")
+    models = [json.loads(everyone[r, :lengths[r]].tobytes().decode()) for r in range(w.size)]
+    for r, model in enumerate(models[1:], start=1):
+        if model == models[0]:
+            continue
+        diff = next((f"{a} on rank 0 but {b} on rank {r}" for a, b in zip(models[0], model)
+                     if a != b), None)
+        if diff is None:
+            diff = f"{len(models[0])} tensors on rank 0 but {len(model)} on rank {r}"
+        raise DistributedError(
+            f"DataParallel: the ranks' models differ ({diff}); every rank must build the same "
+            "model (names, shapes, dtypes, device type) before wrapping it")

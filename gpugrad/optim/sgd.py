@@ -1,0 +1,78 @@
+"""``SGD``: torch.optim.SGD's defaults and update formulas. ``step()`` updates each group with one
+call of the fused entry point (``backend.config.fused_ops(...).sgd_step``: one kernel launch on
+CUDA, the array-module reference ``backend.optim_updates`` on the CPU or with
+``GPUGRAD_FUSED=0``); ``maximize=True``, which the kernel lacks, runs the reference directly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..backend.config import fused_ops
+from ..backend.optim_updates import sgd_update
+from ..tensor import Tensor
+from .optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and
+    (L2) weight decay -- ``torch.optim.SGD``'s formulas:
+
+    g = -g (maximize);  d = g + wd·p;  b = d (first step) or momentum·b + (1 - dampening)·d;
+    d = d + momentum·b (nesterov) or b;  p -= lr·d
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 *, maximize: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      nesterov=nesterov, weight_decay=weight_decay,
+                                      maximize=maximize))
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        if not group["momentum"] >= 0:
+            raise ValueError(f"SGD: invalid momentum {group['momentum']!r} (must be >= 0)")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("SGD: Nesterov momentum requires a momentum > 0 and zero dampening "
+                             f"(got momentum={group['momentum']}, dampening={group['dampening']})")
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        params, grads = self._grads(group)
+        if not params:
+            return
+        momentum = float(group["momentum"])
+        opts = dict(lr=float(group["lr"]), momentum=momentum, dampening=float(group["dampening"]),
+                    nesterov=bool(group["nesterov"]), weight_decay=float(group["weight_decay"]))
+        maximize = bool(group.get("maximize", False))
+        # One call per (device, first step?) bucket -- normally exactly one. Parameters stepping
+        # for the first time get their buffer set to d (no dampening), the others the running
+        # update; without momentum there are no buffers.
+        buckets: dict[tuple[Any, bool], tuple[list, list, list]] = {}
+        for p, g in zip(params, grads):
+            buf = None
+            if momentum:
+                st = self.state.get(p)
+                buf = st.get("momentum_buffer") if st is not None else None
+                first = buf is None
+                if first:
+                    with p.device.activate():
+                        buf = Tensor._wrap(p.device.xp.empty_like(p.data), p.device)
+                    self.state.setdefault(p, {})["momentum_buffer"] = buf
+            else:
+                first = False
+            ps, gs, bufs = buckets.setdefault((p.device, first), ([], [], []))
+            ps.append(p.writable_data())  # never update an array a graph saved
+            gs.append(g)
+            if buf is not None:
+                bufs.append(buf.data)
+        for (device, first), (ps, gs, bufs) in buckets.items():
+            self._launch(device, ps, gs, bufs, opts, first, maximize)
+
+    @staticmethod
+    def _launch(device, ps, gs, bufs, opts, first: bool, maximize: bool) -> None:
+        with device.activate():  # the update runs on the bucket's GPU
+            if maximize:  # an option the kernel lacks: the reference has every option
+                sgd_update(ps, gs, bufs, first_step=first, maximize=True, **opts)
+            else:
+                fused_ops(device.backend).sgd_step(ps, gs, bufs, first_step=first, **opts)
