@@ -11,7 +11,7 @@ def status() -> tuple[int, str]:
     try:
         import cupy
     except ImportError as exc:
-        return 0, f"cupy is not installed ({exc}); install gpugrad[cuda12] or gpugrad[cuda13]"
+        return 0, f"cupy is not installed ({exc}); install 'gpugrad[cuda12]' or 'gpugrad[cuda13]'"
     except Exception as exc:  # a broken CUDA install can raise anything at import
         return 0, f"importing cupy failed: {type(exc).__name__}: {exc}"
     try:
@@ -22,7 +22,7 @@ def status() -> tuple[int, str]:
         return 0, "the CUDA runtime reports no devices"
     # A driver is enough to count devices, but CuPy compiles every elementwise kernel with NVRTC
     # and runs matmul through cuBLAS: without them the first op would fail, so say so here.
-    fix = ("install gpugrad[cuda12] or gpugrad[cuda13] (they bring the CUDA libraries) or a "
+    fix = ("install 'gpugrad[cuda12]' or 'gpugrad[cuda13]' (they bring the CUDA libraries) or a "
            "CUDA toolkit")
     try:
         cupy.cuda.nvrtc.getVersion()
