@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import checks
+
 
 class DeviceError(RuntimeError):
     """A device is unavailable, or tensors on different devices met in one op."""
@@ -17,11 +19,30 @@ def label_error(op: str, label: int, row: int, n: int, c: int, ignore_index: int
 
 
 def check_labels(labels: Any, c: int, ignore_index: int, op: str = "cross_entropy") -> None:
-    """Raise ``label_error`` for the first label outside ``[0, c)`` that is not ``ignore_index``
-    (NumPy or CuPy labels: one host sync)."""
+    """``label_error`` for the first label outside ``[0, c)`` that is not ``ignore_index``:
+    raised now for NumPy labels, at the next host read for CuPy labels (a deferred check, see
+    ``checks``: no sync here)."""
+    n = labels.shape[0]
+    if labels.size == 0:
+        return
     bad = (labels < 0) | (labels >= c)
     if ignore_index < 0 or ignore_index >= c:
         bad &= labels != ignore_index
-    if bool(bad.any()):
-        row = int(bad.argmax())
-        raise label_error(op, int(labels[row]), row, labels.shape[0], c, ignore_index)
+    row = bad.argmax()  # the first bad row (0 when none)
+    flags = _array_module(labels).stack([bad[row], row, labels[row]]).astype("int64")
+
+    def error(f) -> ValueError | None:
+        return label_error(op, int(f[2]), int(f[1]), n, c, ignore_index) if f[0] else None
+
+    checks.require(flags, error)
+
+
+def _array_module(a: Any):
+    """numpy for host arrays (NumPy 2 gives them ``device == "cpu"``), else cupy."""
+    if isinstance(getattr(a, "device", "cpu"), str):
+        import numpy
+
+        return numpy
+    import cupy
+
+    return cupy
