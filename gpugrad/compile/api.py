@@ -14,6 +14,7 @@ import numpy as np
 from .. import autograd
 from ..autograd import _grad_mode, _tracing
 from ..tensor import Tensor
+from .graphed import GraphedReplay, graphs_enabled
 from .program import Program
 from .tracer import CompileError, Tracer
 
@@ -28,6 +29,7 @@ class _Entry:
         self.program = program
         self.rebuild = rebuild
         self.pins = pins  # objects keyed by identity stay alive (their ids are not reused)
+        self.graphed: GraphedReplay | None = None  # the CUDA replay, made by the first replay
 
     def run(self, tensors: list[Tensor]) -> Any:
         prog = self.program
@@ -36,7 +38,9 @@ class _Entry:
             outs = prog.replay(*tensors)
         else:
             with dev.activate():
-                outs = prog.replay(*tensors)
+                if self.graphed is None and graphs_enabled():
+                    self.graphed = GraphedReplay(prog)
+                outs = prog.replay(*tensors) if self.graphed is None else self.graphed(tensors)
         return self.rebuild(outs)
 
 
