@@ -202,6 +202,7 @@ class GraphedReplay:
         # every output is a capture-time buffer: made by a graph, or an eager result's copy
         self.outputs = [env[prog.slots[s].name] for s in prog.outputs]
         self.captured = True
+        prog.notes = [self.describe()]
         return tuple(buf.copy() for buf in self.outputs)
 
     def _end_segment(self) -> None:
@@ -221,6 +222,7 @@ class GraphedReplay:
                       "without CUDA graphs", RuntimeWarning, stacklevel=4)
         # the steps run so far this call were launched; the failed segment's were not
         self.actions, self.base, self.inputs = [], {}, []
+        self.program.notes = [self.describe()]
         for i in range(start, len(self.program.steps)):
             self.fns[i](env)
         return tuple(env[self.program.slots[s].name] for s in self.program.outputs)

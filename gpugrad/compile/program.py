@@ -60,6 +60,7 @@ class Program:
         self.device = None
         self.replay = None  # the generated function: (*tensor arguments) -> tuple of outputs
         self.source = ""
+        self.notes: list[str] = []  # lines the listing ends with (how a GPU replays it)
 
     # -- building ------------------------------------------------------------------------------
     def new_slot(self, value: Any, prefix: str = "s") -> int:
@@ -173,7 +174,7 @@ class Program:
         lines.append(f"memory plan: peak {_bytes(peak)} of intermediates alive (each slot freed "
                      f"after its last use; * = kept by something else: a .grad, an output); "
                      f"{_bytes(total)} if every slot were kept to the end")
-        return "\n".join(lines)
+        return "\n".join(lines + self.notes)
 
 
 def _bytes(n: int) -> str:

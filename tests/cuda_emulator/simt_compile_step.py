@@ -63,6 +63,7 @@ def run(gg, case: dict, compiled: bool, data, labels, gemm_ops=None) -> dict:
         entry = fn._last
         out["graphed"] = None if entry.graphed is None else entry.graphed.describe()
         out["segments"] = 0 if entry.graphed is None else entry.graphed.segments
+        out["listing_end"] = str(entry.program).splitlines()[-1]
     return out
 
 

@@ -32,6 +32,7 @@ def test_captured_replay_is_bitwise_eager(result, case):
     # call 1 traces, call 2 captures (and launches), calls 3-4 launch the same graphs
     assert compiled["segments"] >= 3 and compiled["graph_launches"] == 3 * compiled["segments"]
     assert "GEMM step" in compiled["graphed"]
+    assert compiled["listing_end"] == compiled["graphed"]  # the program listing says so
 
 
 def test_cublas_in_a_capture_falls_back_once(result):
