@@ -2,16 +2,19 @@
 # GPU checks, run on a CUDA machine from a checkout (no network needed; numpy + cupy + pytest):
 #   OUT=/some/dir bash benchmarks/gpu_check.sh
 # 1. the fused-kernel, loss, optimizer and training tests on the GPU (what the kernels issue needs
-#    first, so a slow fresh CuPy kernel cache cannot starve them),
+#    first, so a slow fresh CuPy kernel cache cannot starve them), with the deferred device checks
+#    and the no-host-read training step (tests/test_deferred_checks.py), then those checks again
+#    under GPUGRAD_CHECKS=sync (every check read at once),
 # 2. the fused-kernel benchmarks against copy bandwidth, CuPy composition and torch,
 # 3. training on CUDA and CPU-vs-CUDA parity,
-# 4. the rest of the test suite on the GPU (every device-parametrized test also runs on "cuda"),
+# 4. the rest of the test suite on the GPU (every device-parametrized test also runs on "cuda";
+#    not the CPU emulator tier, tests/cuda_emulator, which CI runs and which needs no GPU),
 # 5. `gpugrad bench` side by side.
 # Test names are printed as they pass (-v), so a step cut short by its timeout still shows how far
 # it got. Everything printed goes to one log, $OUT/gpu_check.log; results as JSON (and a PNG)
 # beside it: at most 5 files, so they all come back from a device machine that returns only 8.
 # Budget: about 6 minutes on an H100; each step has its own timeout and together they stay under
-# the device tool's 10-minute limit for one command (worst case 585 s).
+# the device tool's 10-minute limit for one command (worst case 590 s).
 set -uo pipefail
 
 : "${OUT:?set OUT to the directory for logs and JSON}"
@@ -37,18 +40,22 @@ step() {  # step NAME TIMEOUT CMD...: run, append output to the log, remember fa
 step machine 30 bash -c "date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,memory.total \
     --format=csv,noheader; $PY -c 'import platform, numpy, cupy; print(platform.python_version(), \
     numpy.__version__, cupy.__version__)'; $PY -m gpugrad info"
-CORE=(tests/test_fused.py tests/test_kernels_compile.py tests/test_losses.py
+CORE=(tests/test_fused.py tests/test_deferred_checks.py tests/test_losses.py
       tests/test_loss_options.py tests/test_optim.py tests/test_optim_options.py
-      tests/test_training.py tests/test_dropout.py tests/test_multi_gpu.py)
+      tests/test_training.py tests/test_dropout.py tests/test_multi_gpu.py
+      tests/test_cuda_probe.py)
 PYTEST=("$PY" -m pytest -p no:cacheprovider -vv --tb=short --durations=10)  # -vv: -q is in addopts
 # Device-parametrized tests run their "cuda" case only: CI runs the CPU cases on every push,
 # and a fresh machine spends its minutes compiling CuPy kernels.
 export GPUGRAD_TEST_DEVICES=cuda
 step tests_core 150 "${PYTEST[@]}" "${CORE[@]}"
+step checks_sync 25 env GPUGRAD_CHECKS=sync "${PYTEST[@]}" tests/test_deferred_checks.py
 step kernels 90 "$PY" benchmarks/bench_kernels.py --json "$OUT/kernels.json"
 step train_cuda 45 "$PY" -m gpugrad train --device cuda --no-progress
 step parity 40 "$PY" -m gpugrad train --parity --json "$OUT/parity.json"
-step tests_rest 180 "${PYTEST[@]}" tests "${CORE[@]/#/--ignore=}"
+# test_kernels_compile (NVRTC, no GPU needed) and the emulator tier run in CI: not here
+step tests_rest 160 "${PYTEST[@]}" tests "${CORE[@]/#/--ignore=}" --ignore=tests/cuda_emulator \
+    --ignore=tests/test_kernels_compile.py
 plot_args=()  # --plot needs matplotlib (an optional extra): ask for the PNG only where it exists
 "$PY" -c 'import matplotlib' 2>/dev/null && plot_args=(--plot "$OUT/bench.png")
 step bench 50 "$PY" -m gpugrad bench --quick --devices cpu,cuda --against torch \

@@ -27,12 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    dev = gg.device(args.device)
+    try:
+        dev = gg.device(args.device)
+    except (ValueError, gg.DeviceError) as exc:  # one line, not a traceback
+        p.exit(2, f"{p.prog}: error: {exc}\n")
     split = load_breast_cancer()  # features z-scored with training statistics
     # BCE wants float targets shaped like the predictions: (n, 1), 1.0 = benign.
     y_train = split.y_train.astype(np.float32).reshape(-1, 1)
     gg.manual_seed(args.seed)
-    model = gg.nn.MLP([split.num_features, 16, 1]).to(dev)
+    model = gg.nn.MLP([split.num_features, 16, 1], device=dev)
     opt = gg.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(split.x_train, y_train, batch_size=32, seed=args.seed, device=dev)
 

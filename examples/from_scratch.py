@@ -26,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=0.5, help="learning rate (default 0.5)")
     args = parser.parse_args(argv)
 
-    dev = gg.device(args.device)
+    try:
+        dev = gg.device(args.device)
+    except (ValueError, gg.DeviceError) as exc:  # one line, not a traceback
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     split = load_breast_cancer()  # standardized features, labels 0/1
     x, y = gg.tensor(split.x_train, device=dev), gg.tensor(split.y_train, device=dev).float()
     w = gg.zeros(split.num_features, device=dev, requires_grad=True)

@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    dev = gg.device(args.device)
+    try:
+        dev = gg.device(args.device)
+    except (ValueError, gg.DeviceError) as exc:  # one line, not a traceback
+        p.exit(2, f"{p.prog}: error: {exc}\n")
     split = load_digits()  # pixels scaled to [0, 1]
     # Z-score each pixel with training statistics: centred inputs train faster and generalize
     # better than [0, 1] pixels (a constant pixel keeps std 1 to avoid dividing by zero).
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     std[std == 0] = 1.0
     x_train, x_test = (split.x_train - mean) / std, (split.x_test - mean) / std
     gg.manual_seed(args.seed)
-    model = gg.nn.MLP([split.num_features, 128, split.num_classes]).to(dev)
+    model = gg.nn.MLP([split.num_features, 128, split.num_classes], device=dev)
     opt = gg.optim.Adam(model.parameters(), lr=3e-3)
     loader = DataLoader(x_train, split.y_train, batch_size=32, seed=args.seed, device=dev)
 

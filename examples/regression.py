@@ -32,11 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    dev = gg.device(args.device)
+    try:
+        dev = gg.device(args.device)
+    except (ValueError, gg.DeviceError) as exc:  # one line, not a traceback
+        p.exit(2, f"{p.prog}: error: {exc}\n")
     split = load_diabetes()
     gg.manual_seed(args.seed)
     sizes = [split.num_features] + ([args.hidden] if args.hidden else []) + [1]
-    model = gg.nn.MLP(sizes).to(dev)
+    model = gg.nn.MLP(sizes, device=dev)
     # Weight decay: 353 training patients is little data for even a small network.
     opt = gg.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-2)
     x, y = gg.tensor(split.x_train, device=dev), gg.tensor(split.y_train, device=dev)

@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    dev = gg.device(args.device)
+    try:
+        dev = gg.device(args.device)
+    except (ValueError, gg.DeviceError) as exc:  # one line, not a traceback
+        p.exit(2, f"{p.prog}: error: {exc}\n")
     split = load_digits()
     eager = train(dev, split, args.epochs, compiled=False, seed=args.seed)
     static = train(dev, split, args.epochs, compiled=True, seed=args.seed)

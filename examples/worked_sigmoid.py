@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dot", metavar="PATH", help="also write the graph as Graphviz DOT text")
     args = parser.parse_args(argv)
 
-    device = str(gg.device(args.device))
+    try:
+        device = str(gg.device(args.device))
+    except (ValueError, gg.DeviceError) as exc:  # one line, not a traceback
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     x, w, h5 = build(device)
     # explain() replays the tape on its own, so it can run before backward() frees saved arrays.
     table = gg.explain(h5)

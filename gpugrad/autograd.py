@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import DeviceError
+from .backend import DeviceError, fp_errors
 from .tensor import Tensor, _tracing
 
 _next_seq = itertools.count().__next__
@@ -186,11 +186,15 @@ class Function:
                 needs.append(False)
         fn = cls.__new__(cls)
         fn.device = dev
-        if dev.type == "cpu":
-            out = fn.forward(*arrays, **params)
-        else:
-            with dev.activate():  # CuPy allocates and launches on the current GPU: make it dev
+        token = fp_errors.quiet()  # inf/NaN results are answers, not warnings (as in PyTorch)
+        try:
+            if dev.type == "cpu":
                 out = fn.forward(*arrays, **params)
+            else:
+                with dev.activate():  # CuPy allocates and launches on the current GPU
+                    out = fn.forward(*arrays, **params)
+        finally:
+            fp_errors.restore(token)
         if out.__class__ is not np.ndarray and isinstance(out, np.generic):
             out = np.asarray(out)  # NumPy returns scalars from 0-d ufuncs; tensors hold arrays
         result = Tensor.__new__(Tensor)
@@ -364,6 +368,7 @@ def run_backward(
     gpus = None  # the GPU contexts entered so far (an ExitStack from the first GPU node on)
     prev_mode = _grad_mode.enabled
     _grad_mode.enabled = create_graph
+    fp_token = fp_errors.quiet()  # derivative rules too: inf/NaN gradients are no warnings
     try:
         while heap:
             fn = heapq.heappop(heap)[1]
@@ -422,6 +427,7 @@ def run_backward(
             if saved and not retain_graph:
                 fn.saved = FREED
     finally:
+        fp_errors.restore(fp_token)
         _grad_mode.enabled = prev_mode
         if gpus is not None:
             gpus.close()

@@ -196,6 +196,6 @@ def render_dot(dot: str, path: str, format: str = "svg") -> str:  # noqa: A002
     try:
         import graphviz
     except ImportError:
-        raise ImportError("render_dot needs the graphviz package: pip install gpugrad[graphviz] "
+        raise ImportError("render_dot needs the graphviz package: pip install 'gpugrad[graphviz]' "
                           "(and the Graphviz 'dot' program)") from None
     return graphviz.Source(dot).render(outfile=path, format=format, cleanup=True)

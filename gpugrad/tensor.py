@@ -218,7 +218,7 @@ class Tensor:
         if self.data.size != 1:
             raise ValueError(
                 f"item: only one-element tensors convert to a scalar, got shape {self.shape}")
-        return self.data.item()
+        return self.device.backend.to_host(self.data).item()  # via the backend: settles checks
 
     def tolist(self) -> Any:
         _host_read(self, ".tolist()")

@@ -12,9 +12,9 @@
 // bf16, so no cuda_fp16.h / cuda_bf16.h is needed: NVRTC has no host or toolkit headers).
 //
 // Memory traffic (n elements of s bytes): forward reads n*s and writes n*s; backward reads 2*n*s
-// and writes n*s. Nothing else: one pass, grid-stride, 16-byte vector loads/stores when every
-// pointer is 16-byte aligned (the launcher checks), scalar grid-stride otherwise. Elementwise, so
-// results do not depend on the launch configuration: deterministic.
+// and writes n*s. Nothing else: one pass, grid-stride over 16-byte packs, loaded and stored as
+// vectors when every pointer is 16-byte aligned (the launcher checks), element by element
+// otherwise. Elementwise, so results do not depend on the launch configuration: deterministic.
 
 #include "common.cuh"
 
@@ -28,6 +28,8 @@ template <typename A> __device__ __forceinline__ A sigmoid_grad_math(A y, A g) {
     return ((A(1) - y) * y) * g;
 }
 
+// Thread tid handles packs tid, tid + stride, ... (16-byte vector accesses when vec, the same
+// elements one by one otherwise: common.cuh's load_pack/store_pack), then the < V tail elements.
 template <typename T>
 __device__ __forceinline__ void sigmoid_fwd_impl(const T* __restrict__ x, T* __restrict__ y, i64 n,
                                                  int vec) {
@@ -35,21 +37,15 @@ __device__ __forceinline__ void sigmoid_fwd_impl(const T* __restrict__ x, T* __r
     const int V = 16 / sizeof(T);
     const i64 tid = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     const i64 stride = (i64)gridDim.x * blockDim.x;
-    i64 done = 0;
-    if (vec) {
-        const i64 nv = n / V;
-        const Pack<T, V>* xv = reinterpret_cast<const Pack<T, V>*>(x);
-        Pack<T, V>* yv = reinterpret_cast<Pack<T, V>*>(y);
-        for (i64 i = tid; i < nv; i += stride) {
-            const Pack<T, V> p = xv[i];
-            Pack<T, V> q;
+    const i64 nv = n / V;
+    for (i64 i = tid; i < nv; i += stride) {
+        const Pack<T, V> p = load_pack<T, V>(x, i, vec);
+        Pack<T, V> q;
 #pragma unroll
-            for (int k = 0; k < V; ++k) q.v[k] = Store<T>::from(sigmoid_math<A>(to_acc(p.v[k])));
-            yv[i] = q;
-        }
-        done = nv * V;
+        for (int k = 0; k < V; ++k) q.v[k] = Store<T>::from(sigmoid_math<A>(to_acc(p.v[k])));
+        store_pack<T, V>(y, i, q, vec);
     }
-    for (i64 i = done + tid; i < n; i += stride)
+    for (i64 i = nv * V + tid; i < n; i += stride)
         y[i] = Store<T>::from(sigmoid_math<A>(to_acc(x[i])));
 }
 
@@ -60,24 +56,17 @@ __device__ __forceinline__ void sigmoid_bwd_impl(const T* __restrict__ y, const 
     const int V = 16 / sizeof(T);
     const i64 tid = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     const i64 stride = (i64)gridDim.x * blockDim.x;
-    i64 done = 0;
-    if (vec) {
-        const i64 nv = n / V;
-        const Pack<T, V>* yv = reinterpret_cast<const Pack<T, V>*>(y);
-        const Pack<T, V>* gv = reinterpret_cast<const Pack<T, V>*>(gy);
-        Pack<T, V>* ov = reinterpret_cast<Pack<T, V>*>(gx);
-        for (i64 i = tid; i < nv; i += stride) {
-            const Pack<T, V> a = yv[i];
-            const Pack<T, V> b = gv[i];
-            Pack<T, V> q;
+    const i64 nv = n / V;
+    for (i64 i = tid; i < nv; i += stride) {
+        const Pack<T, V> a = load_pack<T, V>(y, i, vec);
+        const Pack<T, V> b = load_pack<T, V>(gy, i, vec);
+        Pack<T, V> q;
 #pragma unroll
-            for (int k = 0; k < V; ++k)
-                q.v[k] = Store<T>::from(sigmoid_grad_math<A>(to_acc(a.v[k]), to_acc(b.v[k])));
-            ov[i] = q;
-        }
-        done = nv * V;
+        for (int k = 0; k < V; ++k)
+            q.v[k] = Store<T>::from(sigmoid_grad_math<A>(to_acc(a.v[k]), to_acc(b.v[k])));
+        store_pack<T, V>(gx, i, q, vec);
     }
-    for (i64 i = done + tid; i < n; i += stride)
+    for (i64 i = nv * V + tid; i < n; i += stride)
         gx[i] = Store<T>::from(sigmoid_grad_math<A>(to_acc(y[i]), to_acc(gy[i])));
 }
 

@@ -7,7 +7,7 @@
 //              the number of rows whose label != ignore_index, counted ON THE DEVICE (no sync).
 //   ignored rows (label == ignore_index) give loss 0 and a zero gradient row. Labels outside [0, C)
 //   are treated like ignored rows here and reported by ce_finalize (meta[1] = first such row),
-//   which the launcher checks with one sync before returning anything.
+//   which the launcher registers as a deferred check: read with the next host read, no sync.
 //
 // Online normalizer (Milakov & Gimelshein 2018): each thread keeps (m, s) over the elements it
 // reads, taking a chunk max first so a 16-byte chunk costs one rescale at most; partial states
@@ -45,7 +45,10 @@ extern __shared__ __align__(16) unsigned char g_smem[];
 template <typename T>
 __device__ __forceinline__ void ms_combine(T& m, T& s, T m2, T s2) {
     const T mx = m2 > m ? m2 : m;
-    s = s * exp_(m - mx) + s2 * exp_(m2 - mx);  // commutative, so every lane ends bit-identical
+    // Not bit-symmetric: NVRTC contracts this into an FMA, fma(s, e, s2 * e2) on one lane and
+    // fma(s2, e2, s * e) on its partner, so after a butterfly the lanes' sums differ in the last
+    // bit. Callers that need one normaliser per row broadcast one lane's result (ce_row).
+    s = s * exp_(m - mx) + s2 * exp_(m2 - mx);
     m = mx;
 }
 
@@ -224,9 +227,12 @@ __device__ __forceinline__ void ce_row(const T* __restrict__ xrow, T* __restrict
         ms_update<T, 1>(m, s, r);
     }
     if (BLOCK) {
-        block_ms(m, s, red_m, red_s);
+        block_ms(m, s, red_m, red_s);  // every thread reads the same shared (m, s)
     } else {
         warp_ms(m, s, 32);
+        // lane 0's (m, s) for the whole row: the butterfly leaves lanes ~1 ulp apart
+        m = __shfl_sync(FULL_MASK, m, 0);
+        s = __shfl_sync(FULL_MASK, s, 0);
     }
     const T ls = log_(s);
     if (loss_out != nullptr && t == 0) *loss_out = (m - xrow[lab]) + ls;
@@ -352,7 +358,9 @@ __device__ __forceinline__ void ce_finalize_impl(const i64* __restrict__ labels,
     }
 }
 
-#define GPUGRAD_CE_KERNELS(SUFFIX, T)                                                              \
+// BLOCK_MAX: ce_block's largest block. 1024 threads leave 64 registers each, which double's exp
+// outgrows on sm_120 (64 B spilled); float64 rows get 512 threads (the launcher knows both).
+#define GPUGRAD_CE_KERNELS(SUFFIX, T, BLOCK_MAX)                                                   \
     extern "C" __global__ void __launch_bounds__(256, 4) ce_small_##SUFFIX(                        \
         const T* __restrict__ x, const i64* __restrict__ labels, i64 N, int C, int W,              \
         i64 ignore_index, T* __restrict__ loss_rows, T* __restrict__ grad,                         \
@@ -367,7 +375,7 @@ __device__ __forceinline__ void ce_finalize_impl(const i64* __restrict__ labels,
         ce_warp_impl<T>(x, labels, N, C, ignore_index, loss_rows, grad, gy, gy_mode, mean,         \
                         count_ptr, use_smem, vec);                                                 \
     }                                                                                              \
-    extern "C" __global__ void __launch_bounds__(1024, 1) ce_block_##SUFFIX(                       \
+    extern "C" __global__ void __launch_bounds__(BLOCK_MAX, 1) ce_block_##SUFFIX(                  \
         const T* __restrict__ x, const i64* __restrict__ labels, i64 N, i64 C, i64 ignore_index,   \
         T* __restrict__ loss_rows, T* __restrict__ grad, const T* __restrict__ gy, int gy_mode,    \
         int mean, const i64* __restrict__ count_ptr, int use_smem, int vec) {                      \
@@ -380,5 +388,5 @@ __device__ __forceinline__ void ce_finalize_impl(const i64* __restrict__ labels,
         ce_finalize_impl<T>(labels, N, C, ignore_index, loss_rows, out, mean, meta);               \
     }
 
-GPUGRAD_CE_KERNELS(f32, float)
-GPUGRAD_CE_KERNELS(f64, double)
+GPUGRAD_CE_KERNELS(f32, float, 1024)
+GPUGRAD_CE_KERNELS(f64, double, 512)

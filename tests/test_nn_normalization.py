@@ -106,7 +106,7 @@ def test_layer_norm_errors(device):
     with pytest.raises(TypeError, match="LayerNorm.*floating-point.*int64"):
         ln(gg.tensor([[1, 2, 3, 4, 5]], device=device))
     with pytest.raises(ValueError, match="normalized_shape"):
-        nn.LayerNorm(0)
+        nn.LayerNorm(-1)  # (0 is allowed, as in PyTorch: tests/test_ops_zero_size.py)
     with pytest.raises(ValueError, match="normalized_shape"):
         nn.LayerNorm(())
     with pytest.raises(ValueError, match=r"layer_norm: weight must have shape \(5,\)"):

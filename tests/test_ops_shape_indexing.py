@@ -272,7 +272,9 @@ def test_gather_reads_the_index_range_check_once(device):
         index.data = index.data.view(_CountingArray)
         _CountingArray.reads = 0
         y = gg.gather(x, 1, index) if op == "gather" else gg.take_along_axis(x, index, 1)
-        assert _CountingArray.reads == 1  # one "any out of range" flag, not min() and max()
+        # the range check's (min, max) flags go to backend.checks (deferred on a GPU), never
+        # through host reads of the index array itself
+        assert _CountingArray.reads == 0
         assert_close(y, np.take_along_axis(x.numpy(), idx, 1), rtol=0, atol=0)
 
 

@@ -1,9 +1,9 @@
-"""Compile every kernels/*.cu with NVRTC for sm_80 and sm_90 (no GPU needed).
+"""Compile every kernels/*.cu with NVRTC for sm_75 to sm_120 (no GPU needed).
 
 Each file is compiled as CuPy gets it at run time: with its ``#include "*.cuh"`` headers pasted in
 by gpugrad.backend.kernels.expand_source (the headers are never compiled on their own).
 Exits non-zero, printing NVRTC's log, on any compile error, compiler warning or register spill.
-Usage: python tools/check_kernels.py [--arch sm_80 --arch sm_90] [-v]
+Usage: python tools/check_kernels.py [--arch sm_80 --arch sm_120 ...] [-v]
 """
 
 from __future__ import annotations

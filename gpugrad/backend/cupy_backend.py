@@ -8,10 +8,11 @@ import cupy
 import cupyx
 import numpy as np
 
+from . import checks
 from .array_ops import ArrayOps
 
-# cupyx.scatter_add's atomicAdd types (CuPy's _scatter_op)
-_SCATTER_ADD_DTYPES = frozenset(map(np.dtype, ("int32", "uint32", "uint64", "float16",
+# The dtypes cupyx.scatter_add (atomicAdd) accumulates in CuPy 14.2
+_SCATTER_ADD_DTYPES = frozenset(map(np.dtype, ("int32", "int64", "uint32", "uint64", "float16",
                                                "float32", "float64")))
 
 
@@ -20,6 +21,7 @@ def to_host(array) -> np.ndarray:
     ``__cuda_array_interface__`` exporters such as torch or numba arrays)."""
     if not isinstance(array, cupy.ndarray):
         array = cupy.from_dlpack(array) if hasattr(array, "__dlpack__") else cupy.asarray(array)
+    checks.note_host_read()
     return cupy.asnumpy(array)
 
 
@@ -54,15 +56,29 @@ class CupyBackend:
             return cupy.asarray(data, dtype=dtype)
 
     def to_host(self, array) -> np.ndarray:
+        """The one way gpugrad reads a GPU's memory: settles its pending device checks first."""
+        self.flush_checks()
         return to_host(array)
 
+    def flush_checks(self) -> None:
+        """Raise the first failed deferred check of this GPU (one transfer for all of them)."""
+        with self._cuda_device:
+            checks.flush(("cuda", self.index), checks.read_cupy)
+
     def scatter_add(self, target, index, values) -> None:
+        """``target[index] += values`` with repeated indices accumulated. One integer array on one
+        axis (Embedding, ``x[idx]``) uses the deterministic sort-based kernel (bitwise
+        reproducible); other index forms fall back to cupyx.scatter_add's atomics."""
+        from . import scatter_cuda
+
+        if scatter_cuda.scatter_add(target, index, values):
+            return
         if target.dtype not in _SCATTER_ADD_DTYPES:
             kinds = ", ".join(sorted(map(str, _SCATTER_ADD_DTYPES)))
-            raise TypeError(f"scatter_add: CuPy accumulates only {kinds} on the GPU, got "
-                            f"{target.dtype} (the gradient of indexing a "
-                            f"{target.dtype} tensor of shape {target.shape}); index a float "
-                            "tensor instead")
+            raise TypeError(f"scatter_add: on the GPU only {kinds} can be accumulated "
+                            f"(cupyx.scatter_add, CuPy 14), got {target.dtype} (the gradient of "
+                            f"indexing a {target.dtype} tensor of shape {target.shape} with "
+                            "repeated indices); cast the tensor to float32 first")
         cupyx.scatter_add(target, index, values)
 
     def erf(self, x):
@@ -78,6 +94,7 @@ class CupyBackend:
 
     def synchronize(self) -> None:
         self._cuda_device.synchronize()
+        self.flush_checks()
 
     def use(self):
         """Context manager making this GPU current (CuPy allocates and launches there). One cached

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from . import checks
+
 # a signed label dtype -> the unsigned one of its size, to read its bits as (see labels_in_range)
 _UNSIGNED = {np.dtype(s): np.dtype(u) for s, u in
              ((np.int8, np.uint8), (np.int16, np.uint16), (np.int32, np.uint32),
@@ -24,8 +26,8 @@ def label_error(op: str, label: int, row: int, n: int, c: int, ignore_index: int
 
 
 def labels_in_range(labels: Any, c: int) -> bool:
-    """Whether every (integer) label is in ``[0, c)``: one reduction and one host read, since a
-    negative label read as unsigned is larger than any class count."""
+    """Whether every (integer) label is in ``[0, c)``: one reduction, since a negative label read
+    as unsigned is larger than any class count (for device labels, also one host read)."""
     if labels.size == 0:
         return True
     unsigned = _UNSIGNED.get(labels.dtype)
@@ -35,13 +37,32 @@ def labels_in_range(labels: Any, c: int) -> bool:
 
 
 def check_labels(labels: Any, c: int, ignore_index: int, op: str = "cross_entropy") -> None:
-    """Raise ``label_error`` for the first label outside ``[0, c)`` that is not ``ignore_index``
-    (NumPy or CuPy labels: one host sync when they are all in range, the usual case)."""
-    if labels_in_range(labels, c):
+    """``label_error`` for the first label outside ``[0, c)`` that is not ``ignore_index``:
+    raised now for NumPy labels, at the next host read for CuPy labels (a deferred check, see
+    ``checks``: no sync here)."""
+    n = labels.shape[0]
+    if labels.size == 0:
+        return
+    if isinstance(labels, np.ndarray) and labels_in_range(labels, c):  # host labels, usually
         return
     bad = (labels < 0) | (labels >= c)
     if ignore_index < 0 or ignore_index >= c:
         bad &= labels != ignore_index
-    if bool(bad.any()):
-        row = int(bad.argmax())
-        raise label_error(op, int(labels[row]), row, labels.shape[0], c, ignore_index)
+    row = bad.argmax()  # the first bad row (0 when none)
+    flags = _array_module(labels).stack([bad[row], row, labels[row]]).astype("int64")
+
+    def error(f) -> ValueError | None:
+        return label_error(op, int(f[2]), int(f[1]), n, c, ignore_index) if f[0] else None
+
+    checks.require(flags, error)
+
+
+def _array_module(a: Any):
+    """numpy for host arrays (NumPy 2 gives them ``device == "cpu"``), else cupy."""
+    if isinstance(getattr(a, "device", "cpu"), str):
+        import numpy
+
+        return numpy
+    import cupy
+
+    return cupy

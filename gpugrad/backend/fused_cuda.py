@@ -15,7 +15,7 @@ import functools
 import cupy
 import numpy as np
 
-from . import kernels
+from . import checks, kernels
 from .errors import label_error
 from .fused_cuda_tables import CHUNK, grad_table, static_table
 from .fused_reference import (
@@ -39,6 +39,7 @@ _BCE_MAX_PARTIALS = 1024
 _CE_SMALL_MAX_C = 32
 _CE_WARP_MAX_C = 1024
 _CE_WARPS_PER_BLOCK = 8
+_CE_BLOCK_MAX = {"f32": 1024, "f64": 512}  # ce_block's __launch_bounds__ per dtype
 _CE_INLINE_COUNT = 1 << 18  # label reads (N * blocks) below which blocks count rows themselves
 _DEFAULT_SMEM = 48 * 1024
 _STATIC_SMEM_RESERVE = 1024  # the kernels' static shared arrays use at most 768 bytes
@@ -74,11 +75,17 @@ def _fn(family: str, name: str, dev_id: int):
     return kernels.get_function(family, name, dev_id)
 
 
-def _allow_smem(fn, nbytes: int) -> None:
+_smem_allowed: dict[tuple[str, int], int] = {}
+
+
+def _allow_smem(fn, key: tuple[str, int], nbytes: int) -> None:
     """Raise the kernel's dynamic shared-memory limit when dynamic + static could pass the 48 KiB
-    a launch gets by default (only such launches pay for the attribute query)."""
-    if nbytes + _STATIC_SMEM_RESERVE > _DEFAULT_SMEM and fn.max_dynamic_shared_size_bytes < nbytes:
-        fn.max_dynamic_shared_size_bytes = nbytes
+    a launch gets by default. The limit set is remembered per (kernel, device): the driver is
+    called when a launch needs more than before, not on every large launch."""
+    if nbytes + _STATIC_SMEM_RESERVE <= _DEFAULT_SMEM or _smem_allowed.get(key, 0) >= nbytes:
+        return
+    fn.max_dynamic_shared_size_bytes = nbytes
+    _smem_allowed[key] = nbytes
 
 
 def _empty(shape, dtype) -> cupy.ndarray:
@@ -130,7 +137,7 @@ def _sigmoid_launch(name: str, *arrays) -> cupy.ndarray:
     if n:
         vec = _aligned(*arrays, out)
         dev = a0.device.id
-        work = n // (16 // a0.itemsize) if vec else n
+        work = n // (16 // a0.itemsize)  # threads walk 16-byte packs, vector loads or not
         kname = f"{name}_{_suffix(a0.dtype)}"
         fn = _fn("sigmoid", kname, dev)
         grid = _grid_elementwise(fn, (kname, dev), work, dev)
@@ -197,7 +204,8 @@ def _ce_rows(x, lab, ignore_index: int, loss_rows, grad, gy, gy_mode: int, mean:
         smem = _CE_WARPS_PER_BLOCK * (-(-C // V) * V) * item
     else:
         packs = -(-C // V)
-        threads = min(1024, max(128, 1 << max(0, -(-packs // 4) - 1).bit_length()))
+        block_max = _CE_BLOCK_MAX[sfx]
+        threads = min(block_max, max(128, 1 << max(0, -(-packs // 4) - 1).bit_length()))
         blocks = N
         smem = packs * V * item
     if blocks > 2**31 - 1:
@@ -216,7 +224,7 @@ def _ce_rows(x, lab, ignore_index: int, loss_rows, grad, gy, gy_mode: int, mean:
     fn = _fn("softmax_cross_entropy", f"{name}_{sfx}", dev)
     use_smem = smem <= _props(dev)[2] - _STATIC_SMEM_RESERVE
     if use_smem:
-        _allow_smem(fn, smem)
+        _allow_smem(fn, (f"{name}_{sfx}", dev), smem)
     vec = C % V == 0 and _aligned(x, grad)
     fn(
         (blocks,),
@@ -239,8 +247,8 @@ def softmax_cross_entropy(
     logits: cupy.ndarray, labels: cupy.ndarray, ignore_index: int, reduction: str, with_grad: bool
 ) -> tuple[cupy.ndarray, cupy.ndarray | None]:
     """Loss (0-d for mean/sum, (N,) for none) and, with ``with_grad``, d(loss)/d(logits) for an
-    upstream gradient of 1, written in the same pass. Raises ValueError for labels outside [0, C)
-    (other than ignore_index) after one device sync."""
+    upstream gradient of 1, written in the same pass. Labels outside [0, C) (other than
+    ignore_index) raise ValueError at the next host read (deferred: ``backend.checks``)."""
     out_dtype = logits.dtype
     with logits.device:
         x, lab = _ce_inputs(logits, labels, reduction)
@@ -258,14 +266,19 @@ def softmax_cross_entropy(
                 _ce_finalize(x, lab, ignore_index, None, None, False, meta)
             else:
                 _ce_finalize(x, lab, ignore_index, loss_rows, loss, mean, meta)
-            bad = int(meta[1].get())  # the one sync: nothing is returned before labels are known
-            if bad < N:
-                value = int(lab[bad].get())
-                raise label_error("cross_entropy", value, bad, N, C, ignore_index)
+            # No sync: the first bad row and its label are checked at the next host read
+            # (backend.checks); the loss and gradient of a bad row are those of an ignored row.
+            flags = cupy.concatenate([meta[1:2], lab[cupy.minimum(meta[1:2], N - 1)]])
+            checks.require(flags, functools.partial(_ce_label_error, N, C, ignore_index))
         if out_dtype != x.dtype:
             loss = loss.astype(out_dtype)
             grad = None if grad is None else grad.astype(out_dtype)
     return loss, grad
+
+
+def _ce_label_error(N: int, C: int, ignore_index: int, flags) -> ValueError | None:
+    bad, value = int(flags[0]), int(flags[1])
+    return label_error("cross_entropy", value, bad, N, C, ignore_index) if bad < N else None
 
 
 def softmax_cross_entropy_backward(

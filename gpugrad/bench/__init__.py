@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .load import is_busy, sample_load
 from .report import add_derived, format_table, plot, result_header, write_json
 from .suites import SUITES, kernel_build_times, run_suites
 from .timing import Measurement, Timer, measure
@@ -40,10 +41,15 @@ def run_bench(
     devices = [str(gg.device(d)) for d in devices]  # normalise, and fail early if unavailable
     config = {"suites": list(suites), "quick": quick, "against": "torch" if against_torch else None}
     result = result_header(devices, config)
+    before = sample_load()
     result["kernel_build_s"] = {d: kernel_build_times(gg.device(d)) for d in devices
                                 if d != "cpu" and ("kernels" in suites or "mlp" in suites)}
     rows, skipped = run_suites(devices, list(suites), quick, against_torch, progress)
+    after = sample_load()
     add_derived(rows)
+    threads = result["machine"]["cpu"]["threads"]
+    result["load"] = {"before": before, "after": after,
+                      "busy": is_busy(before, threads) or is_busy(after, threads)}
     result["rows"] = rows
     result["skipped"] = skipped
     return result

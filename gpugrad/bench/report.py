@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import sys
@@ -107,6 +108,17 @@ def _kernel_status() -> dict[str, Any]:
     return status
 
 
+def _default_device() -> str:
+    """The default device, or why it cannot be used (GPUGRAD_DEVICE=cuda on a CPU machine):
+    ``gpugrad info`` is where one goes to find that out, so it must not fail on it."""
+    import gpugrad as gg
+
+    try:
+        return str(gg.backend.default_device())
+    except gg.DeviceError as exc:
+        return f"unavailable ({exc})"
+
+
 def environment_info() -> dict[str, Any]:
     """Versions, devices and fused-kernel status: what ``gpugrad info`` prints (and ``--json``
     writes); also the ``environment`` section of every bench result."""
@@ -132,7 +144,7 @@ def environment_info() -> dict[str, Any]:
         "devices": devices,
         "cuda_available": gg.cuda.is_available(),
         "cuda_unavailable_reason": gg.cuda.unavailable_reason() or None,
-        "default_device": str(gg.backend.default_device()),
+        "default_device": _default_device(),
         "kernels": _kernel_status(),
     }
 
@@ -159,6 +171,9 @@ def add_derived(rows: list[dict[str, Any]]) -> None:
             torch_row = by_key.get(_key(r, impl="torch", variant=""))
             if torch_row:
                 r["ratio_vs_torch"] = r["median_s"] / torch_row["median_s"]
+        # A spread wider than the median means the repeats disagree: another process, frequency
+        # scaling or swapping got in the way, and the median is not to be trusted.
+        r["noisy"] = r["iqr_s"] > r["median_s"]
         r["fused_speedup"] = None
         if r.get("variant") == "fused":
             unfused = by_key.get(_key(r, variant="unfused"))
@@ -198,8 +213,10 @@ def format_table(result: dict[str, Any]) -> str:
         built = ", ".join(f"{k} {v:.3f} s" if isinstance(v, float) else f"{k} failed ({v})"
                           for k, v in times.items())
         out.append(f"kernel build on {dev} (before timing; NVRTC or CuPy's disk cache): {built}")
+    out += _load_lines(result.get("load"))
     out.append("median of repeats after warm-up; spread = IQR; cold = the first call (allocation, "
-               "caches, lazy compiles), excluded from the median")
+               "caches, lazy compiles), excluded from the median; ! = IQR wider than the median "
+               "(noisy: rerun on a quiet machine)")
     headers = ["case", "device", "impl", "median", "IQR", "throughput", "×CPU", "cold"]
     if any(r["ratio_vs_torch"] is not None for r in result["rows"]):
         headers.insert(7, "÷torch")
@@ -215,7 +232,8 @@ def format_table(result: dict[str, Any]) -> str:
         for r in rows:
             impl = r["impl"] + (f" ({r['variant']})" if r.get("variant") else "")
             cells = {"case": f"{r['name']} {r['case']}", "device": r["device"], "impl": impl,
-                     "median": _time(r["median_s"]), "IQR": _time(r["iqr_s"]),
+                     "median": _time(r["median_s"]) + (" !" if r.get("noisy") else ""),
+                     "IQR": _time(r["iqr_s"]),
                      "throughput": _tput(r["throughput"], r["unit"]),
                      "×CPU": _ratio(r["speedup_vs_cpu"]) if r["device"] != "cpu" else "",
                      "fused×": _ratio(r["fused_speedup"]) if r.get("variant") == "fused" else "",
@@ -233,6 +251,29 @@ def format_table(result: dict[str, Any]) -> str:
         out += [f"  {s['suite']}/{s['name']} {s['case']} on {s['device']} ({s['impl']} "
                 f"{s['variant']}): {s['reason']}".replace(" )", ")") for s in result["skipped"]]
     return "\n".join(out)
+
+
+def _load_lines(load: dict[str, Any] | None) -> list[str]:
+    if not load:
+        return []
+
+    def text(s: dict[str, Any]) -> str:
+        parts = []
+        if s.get("other_cpus") is not None:
+            parts.append(f"{s['other_cpus']:.2f} cores used by other processes")
+        if s.get("loadavg_1m") is not None:
+            parts.append(f"load average {s['loadavg_1m']:.2f}")
+        return ", ".join(parts) or "unknown"
+
+    lines = [f"machine load: before {text(load['before'])}; after {text(load['after'])}"]
+    if load.get("busy"):
+        lines.append(busy_warning())
+    return lines
+
+
+def busy_warning() -> str:
+    return ("WARNING: the machine was busy with other work during this run; the times below are "
+            "inflated and unreliable, so rerun on a quiet machine before quoting them")
 
 
 def result_header(devices: list[str], config: dict[str, Any]) -> dict[str, Any]:
@@ -286,79 +327,102 @@ def crossover(cpu: dict[float, float], dev: dict[float, float]) -> float | None:
     return best
 
 
-def plot(result: dict[str, Any], path: str | os.PathLike) -> None:
-    """Time vs size per device (log-log, crossover marked) for each op, MLP step time per device,
-    and fused vs unfused kernel time."""
-    plt = require_matplotlib()
+def _ops_panel(ax: Any, rows: list[dict[str, Any]], name: str) -> None:
+    """Time per call against size, log-log, one line per device/impl, the GPU crossover marked."""
     from matplotlib.ticker import NullFormatter
 
-    rows = result["rows"]
-    ops = [n for n in dict.fromkeys(r["name"] for r in rows if r["suite"] == "ops")]
-    mlp = [r for r in rows if r["suite"] == "mlp"]
-    kern = [r for r in rows if r["suite"] == "kernels"]
-    panels = len(ops) + bool(mlp) + bool(kern)
-    if panels == 0:
-        raise ValueError("nothing to plot: no rows were measured")
-    cols = min(3, panels)
-    nrows = -(-panels // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.2 * nrows), squeeze=False)
-    flat = list(axes.flat)
-    for ax in flat[panels:]:
-        ax.set_visible(False)
-    i = 0
-    for name in ops:
-        ax = flat[i]
-        i += 1
-        series: dict[tuple[str, str], dict[float, float]] = defaultdict(dict)
-        unit = ""
-        for r in rows:
-            if r["suite"] == "ops" and r["name"] == name:
-                series[(r["device"], r["impl"])][r["size"]] = r["median_s"]
-                unit = r["size_unit"]
-        for (dev, impl), pts in sorted(series.items()):
-            xs = sorted(pts)
-            style = "--" if impl == "torch" else "-"
-            ax.loglog(xs, [pts[x] for x in xs], style, marker="o", ms=3, label=f"{dev} {impl}")
-        cpu = series.get(("cpu", "gpugrad"), {})
-        for (dev, impl), pts in series.items():
-            if dev == "cpu" or impl != "gpugrad" or not cpu:
-                continue
-            x = crossover(cpu, pts)
-            if x is not None:
-                ax.axvline(x, color="grey", ls=":")
-                ax.annotate(f"{dev} wins from {x:g}", (x, ax.get_ylim()[0]), fontsize=8,
-                            rotation=90, va="bottom", ha="right")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels pile up on short ranges
-        ax.set_title(f"ops: {name}")
-        ax.set_xlabel(unit)
-        ax.set_ylabel("median time per call (s)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    for title, subset in (("MLP training step (and digits epoch)", mlp),
-                          ("fused vs unfused kernels (fwd+bwd)", kern)):
-        if not subset:
+    series: dict[tuple[str, str], dict[float, float]] = defaultdict(dict)
+    unit = ""
+    for r in rows:
+        if r["suite"] == "ops" and r["name"] == name:
+            series[(r["device"], r["impl"])][r["size"]] = r["median_s"]
+            unit = r["size_unit"]
+    for (dev, impl), pts in sorted(series.items()):
+        xs = sorted(pts)
+        style = "--" if impl == "torch" else "-"
+        ax.loglog(xs, [pts[x] for x in xs], style, marker="o", ms=3, label=f"{dev} {impl}")
+    cpu = series.get(("cpu", "gpugrad"), {})
+    for (dev, impl), pts in series.items():
+        if dev == "cpu" or impl != "gpugrad" or not cpu:
             continue
-        ax = flat[i]
-        i += 1
-        cases = list(dict.fromkeys(f"{r['name']} {r['case']}" for r in subset))
-        bars = list(dict.fromkeys(
-            f"{r['device']} {r['impl']}" + (f" {r['variant']}" if r.get("variant") else "")
-            for r in subset))
-        width = 0.8 / len(bars)
-        for j, bar in enumerate(bars):
-            vals = {f"{r['name']} {r['case']}": r["median_s"] for r in subset
-                    if f"{r['device']} {r['impl']}" + (f" {r['variant']}" if r.get("variant")
-                                                       else "") == bar}
-            xs = [k + j * width for k in range(len(cases))]
-            ax.bar(xs, [vals.get(c, 0.0) for c in cases], width, label=bar)
-        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(cases))])
-        ax.set_xticklabels(cases, rotation=30, ha="right", fontsize=7)
-        ax.set_yscale("log")
-        ax.set_ylabel("median time (s)")
-        ax.set_title(title)
-        ax.legend(fontsize=7)
+        x = crossover(cpu, pts)
+        if x is not None:
+            ax.axvline(x, color="grey", ls=":")
+            ax.annotate(f"{dev} wins from {x:g}", (x, ax.get_ylim()[0]), fontsize=8,
+                        rotation=90, va="bottom", ha="right")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels pile up on short ranges
+    ax.set_title(f"ops: {name}")
+    ax.set_xlabel(unit)
+    ax.set_ylabel("median time per call (s)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _barh_panel(ax: Any, labels: list[str], groups: list[str], values: list[float], title: str,
+                xlabel: str, fmt: str, reference: float | None = None) -> None:
+    """Horizontal bars on a linear axis from zero, labels on the side (never crowded), each bar
+    annotated with its value and coloured by its group (device and implementation)."""
+    ys = list(range(len(labels)))[::-1]
+    colour = {g: f"C{i % 10}" for i, g in enumerate(dict.fromkeys(groups))}
+    ax.barh(ys, values, color=[colour[g] for g in groups])
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels, fontsize=7)
+    top = max(values + [reference or 0.0]) or 1.0
+    for y, v in zip(ys, values):
+        ax.text(v + 0.01 * top, y, format(v, fmt), va="center", fontsize=7)
+    if reference is not None:
+        ax.axvline(reference, color="grey", ls=":")
+    ax.set_xlim(0, top * 1.18)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(True, axis="x", alpha=0.3)
+
+
+def _impl(r: dict[str, Any]) -> str:
+    return f"{r['device']} {r['impl']}"
+
+
+def plot(result: dict[str, Any], path: str | os.PathLike) -> None:
+    """One panel per op (time vs size per device, log-log, crossover marked); the MLP workloads
+    as training throughput in samples/s (a step and an epoch are comparable that way); the fused
+    kernels as their speed-up over the unfused composition. No empty panels."""
+    plt = require_matplotlib()
+
+    rows = result["rows"]
+    ops = list(dict.fromkeys(r["name"] for r in rows if r["suite"] == "ops"))
+    mlp = [r for r in rows if r["suite"] == "mlp" and r["throughput"]]
+    fused = [r for r in rows if r["suite"] == "kernels" and r.get("fused_speedup")]
+    summaries = [p for p in (("mlp", mlp), ("kernels", fused)) if p[1]]
+    if not ops and not summaries:
+        raise ValueError("nothing to plot: no rows were measured")
+    # Ops on the top row, the summaries below, each row filling the full width.
+    row_sizes = [n for n in (len(ops), len(summaries)) if n]
+    cols = math.lcm(*row_sizes)
+    fig = plt.figure(figsize=(5.4 * max(row_sizes), 4.4 * len(row_sizes)))
+    grid = fig.add_gridspec(len(row_sizes), cols)
+    row = 0
+    if ops:
+        w = cols // len(ops)
+        for k, name in enumerate(ops):
+            _ops_panel(fig.add_subplot(grid[row, k * w:(k + 1) * w]), rows, name)
+        row += 1
+    w = cols // max(1, len(summaries))
+    for k, (suite, subset) in enumerate(summaries):
+        ax = fig.add_subplot(grid[row, k * w:(k + 1) * w])
+        if suite == "mlp":
+            _barh_panel(ax, [f"{r['name']} {r['case']} — {_impl(r)}" for r in subset],
+                        [_impl(r) for r in subset], [r["throughput"] for r in subset],
+                        "MLP training throughput (higher is better)", "samples per second",
+                        ",.0f")
+        else:
+            _barh_panel(ax, [f"{r['name']} {r['case']} — {r['device']}" for r in subset],
+                        [r["device"] for r in subset], [r["fused_speedup"] for r in subset],
+                        "fused kernel speed-up over the unfused ops (fwd+bwd)",
+                        "unfused time ÷ fused time (1 = no gain)", ".2f", reference=1.0)
     m = result["machine"]
     header = m["cpu"]["summary"] + "".join(f" | {g['summary']}" for g in m["gpus"])
+    if result.get("load", {}).get("busy"):
+        header += " | BUSY MACHINE: times unreliable"
     fig.suptitle(f"gpugrad bench — {header}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

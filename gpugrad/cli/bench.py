@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import CliError, parse_device
+from .common import CliError, check_output_path, parse_device
+
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise CliError(f"--against torch: PyTorch is not installed ({exc}); install torch or "
+                       "leave --against out") from None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from gpugrad.bench import SUITES, available_devices, format_table, plot, run_bench, write_json
-    from gpugrad.bench.report import MissingDependency, require_matplotlib
+    from gpugrad.bench.report import MissingDependency, busy_warning, require_matplotlib
 
     suites = [s for s in args.suite.split(",") if s]
     unknown = [s for s in suites if s not in SUITES]
@@ -19,6 +27,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        f"{', '.join(SUITES)}")
     if args.against not in (None, "torch"):
         raise CliError("--against: only 'torch' is supported")
+    if args.against == "torch":
+        _require_torch()  # the comparison asked for is impossible: say so before any timing
+    for flag in ("json", "plot"):
+        if getattr(args, flag):
+            check_output_path(f"--{flag}", getattr(args, flag))
     if args.plot:
         try:
             require_matplotlib()  # fail before minutes of benchmarking, not after
@@ -35,6 +48,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(devices, suites, quick=args.quick, against_torch=args.against == "torch",
                        progress=progress)
     print(format_table(result))
+    if result["load"]["busy"]:
+        print(f"gpugrad bench: {busy_warning()}", file=sys.stderr)
     if args.json:
         write_json(result, args.json)
         print(f"\nwrote {args.json}")
@@ -52,6 +67,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pb.add_argument("--quick", action="store_true", help="fewer sizes and repeats (a smoke run)")
     pb.add_argument("--against", choices=["torch"], help="also time PyTorch on the same device")
     pb.add_argument("--json", metavar="PATH", help="write all rows and the header as JSON")
-    pb.add_argument("--plot", metavar="PATH", help="write a PNG (needs gpugrad[plot])")
+    pb.add_argument("--plot", metavar="PATH", help="write a PNG (needs 'gpugrad[plot]')")
     pb.add_argument("--quiet", action="store_true", help="no per-workload progress lines")
     pb.set_defaults(func=cmd_bench)

@@ -104,7 +104,10 @@ def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
 def reduce_array(loss, reduction: str):
     if reduction == "none":
         return loss
-    return loss.sum() if reduction == "sum" else loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    # sum / N, NaN for an empty batch (as in PyTorch) without NumPy's "Mean of empty slice"
+    return loss.mean() if loss.size else loss.sum() / loss.dtype.type(0)
 
 
 def mean_scale(reduction: str, size: int) -> float:

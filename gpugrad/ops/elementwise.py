@@ -97,8 +97,11 @@ class Pow(Binary):
         ga = None
         if need_a and b.__class__ in _SCALARS:  # a^0 is constant: 0, not 0·a^-1 (NaN at a = 0)
             ga = reduce_to(g * b * a ** (b - 1) if b != 0 else g * 0, self.ma)
-        elif need_a:  # the same where a tensor exponent is 0: a^1 stands in for a^-1 there
-            ga = reduce_to(g * b * a ** ops.where(b == 0, 1, b - 1), self.ma)
+        elif need_a:
+            # b·a^(b-1) is 0 where b = 0 (PyTorch's value), except that 0·0^-1 is NaN: only at
+            # a = b = 0 does a^1 stand in for a^-1. Substituting wherever b = 0 would be right in
+            # value but wrong in its derivative by b (a instead of 1/a).
+            ga = reduce_to(g * b * a ** ops.where((b == 0) & (a == 0), 1, b - 1), self.ma)
         gb = None
         if need_b and a.__class__ in _SCALARS:  # d(c^b)/db = c^b log c for a constant base c
             gb = reduce_to(g * y * math.log(a) if a > 0 else g * 0, self.mb)

@@ -12,8 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import Function, _tracing, host_constant, is_grad_enabled, untraceable
-from ..backend import DeviceError
+from ..autograd import (
+    Function,
+    _tracing,
+    host_constant,
+    is_grad_enabled,
+    traced_call,
+    untraceable,
+)
+from ..backend import DeviceError, checks
 from ..tensor import Tensor, as_array, is_device_array, nested_to_host
 from ._coerce import as_tensor
 from ._rules import axis_of, reduce_to
@@ -99,13 +106,19 @@ class Gather(Function):
                                  f"{x.shape} outside axis {axis}")
         n = x.shape[axis]
         low = 0 if torch_rule else -n
-        # CuPy wraps out-of-range indices, so check them: one flag computed on the device and
-        # read once (a single host sync); the offending value is looked up only to report it
-        if index.size and bool(((index < low) | (index >= n)).any()):
-            hi = int(index.max())
-            bad = hi if hi >= n else int(index.min())
-            raise IndexError(f"{op}: index {bad} is out of bounds for axis {axis} with size {n} "
-                             f"(tensor shape {x.shape})")
+        # CuPy wraps out-of-range indices, so check them: min and max computed on the device,
+        # read at the next host read (a deferred check: no sync here; now on the CPU)
+        if index.size:
+            shape = x.shape
+
+            def error(f) -> IndexError | None:
+                lo, hi = int(f[0]), int(f[1])
+                if lo >= low and hi < n:
+                    return None
+                return IndexError(f"{op}: index {hi if hi >= n else lo} is out of bounds for "
+                                  f"axis {axis} with size {n} (tensor shape {shape})")
+
+            checks.require(self.xp.stack([index.min(), index.max()]).astype(np.int64), error)
         parts = []
         for d in range(x.ndim):
             if d == axis:
@@ -144,8 +157,20 @@ def _index_part(part, x: Tensor, op: str = "getitem"):
     return part
 
 
-def _check_bounds(index: tuple, shape: tuple, op: str = "getitem") -> None:
-    """CuPy does not bounds-check integer-array indices (it wraps); check them like NumPy does."""
+def _bounds_error(op: str, dim: int, n: int, shape: tuple):
+    def error(f) -> IndexError | None:
+        lo, hi = int(f[0]), int(f[1])
+        if lo >= -n and hi < n:
+            return None
+        return IndexError(f"{op}: index {hi if hi >= n else lo} is out of bounds for axis {dim} "
+                          f"with size {n} (tensor shape {shape})")
+
+    return error
+
+
+def _check_bounds(index: tuple, shape: tuple, op: str = "getitem", xp=np) -> None:
+    """CuPy does not bounds-check integer-array indices (it wraps); check them like NumPy does
+    (deferred to the next host read: ``backend.checks``)."""
     consumed = [0 if p is None else (p.ndim if hasattr(p, "dtype") and p.dtype == np.bool_
                                      else 1) for p in index if p is not Ellipsis]
     dim = 0
@@ -155,11 +180,9 @@ def _check_bounds(index: tuple, shape: tuple, op: str = "getitem") -> None:
             continue
         if hasattr(p, "dtype") and p.dtype.kind in "iu" and p.size and dim < len(shape):
             n = shape[dim]
-            if bool(((p < -n) | (p >= n)).any()):  # one host read; the details only on error
-                lo, hi = int(p.min()), int(p.max())
-                bad = hi if hi >= n else lo
-                raise IndexError(f"{op}: index {bad} is out of bounds for axis {dim} with "
-                                 f"size {shape[dim]} (tensor shape {shape})")
+            # deferred: read at the next host read (no sync per index array), then IndexError
+            flags = xp.stack([p.min(), p.max()]).astype(np.int64)
+            checks.require(flags, _bounds_error(op, dim, n, shape))
         dim += 0 if p is None else (p.ndim if hasattr(p, "dtype") and p.dtype == np.bool_
                                     else 1)
 
@@ -190,8 +213,8 @@ def _prepare_index(x: Tensor, index, op: str):
         with x.device.activate():  # nonzero() runs on the index arrays' (x's) device
             parts = _masks_to_indices(parts)
     if x.device.type != "cpu" and any(hasattr(p, "dtype") for p in parts):
-        with x.device.activate():
-            _check_bounds(parts, x.shape, op)
+        with x.device.activate():  # one gg.compile step: a replay checks its own indices
+            traced_call(_check_bounds, parts, x.shape, op, x.device.xp)
     return parts if isinstance(index, tuple) else parts[0]
 
 
@@ -347,18 +370,26 @@ def embedding_indices(op: str, indices: Any, weight: Tensor) -> Tensor:
 
 
 def check_embedding_range(op: str, idx: Tensor, num: int) -> None:
-    """Raise ValueError naming the first index outside ``[0, num)``; on a GPU, one host sync."""
+    """ValueError naming the first index outside ``[0, num)``: raised now on the CPU, at the next
+    host read on a GPU (a deferred check: no sync in the lookup)."""
     if idx.size == 0:
         return
+    shape = idx.shape
     with idx.device.activate():
-        a = idx.data
+        a = idx.data.reshape(-1)
         bad = (a < 0) | (a >= num)
-        if bool(bad.any()):  # the one read back to the host
-            flat = int(idx.device.xp.argmax(bad.reshape(-1)))
-            pos = tuple(int(i) for i in np.unravel_index(flat, a.shape))
-            raise ValueError(f"{op}: index {int(a.reshape(-1)[flat])} at position {pos} of the "
-                             f"indices (shape {idx.shape}) is out of range [0, {num}) "
-                             f"(num_embeddings={num})")
+        flat = idx.device.xp.argmax(bad)  # the first bad position (0 when none)
+        flags = idx.device.xp.stack([bad[flat].astype(np.int64), flat.astype(np.int64),
+                                     a[flat].astype(np.int64)])  # fmt: skip
+
+    def error(f) -> ValueError | None:
+        if not f[0]:
+            return None
+        pos = tuple(int(i) for i in np.unravel_index(int(f[1]), shape))
+        return ValueError(f"{op}: index {int(f[2])} at position {pos} of the indices (shape "
+                          f"{shape}) is out of range [0, {num}) (num_embeddings={num})")
+
+    checks.require(flags, error)
 
 
 def padding_idx_arg(op: str, padding_idx: Any, num: int) -> int | None:

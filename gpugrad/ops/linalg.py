@@ -3,6 +3,8 @@ for ``x @ w.T + b``): Functions, then the public wrappers."""
 
 from __future__ import annotations
 
+import math
+
 from ..autograd import Function
 from ..tensor import Tensor
 from ._coerce import as_tensor
@@ -77,9 +79,11 @@ class Linear(Function):
         gx = cast_to(g @ w, x.dtype) if need_x else None
         gw = gb = None
         if need_w or need_b:
-            g2 = g.reshape((-1, g.shape[-1]))
+            # Rows counted, not inferred: reshape((-1, 0)) is ambiguous for an empty input.
+            rows = math.prod(x.shape[:-1])
+            g2 = g.reshape((rows, g.shape[-1]))
             if need_w:
-                gw = cast_to(g2.T @ x.reshape((-1, x.shape[-1])), w.dtype)
+                gw = cast_to(g2.T @ x.reshape((rows, x.shape[-1])), w.dtype)
             if need_b:
                 gb = cast_to(acc_sum(g2, axis=0), self.b_dtype)  # float16: summed in float32
         return gx, gw, gb

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Function
+from ..backend import checks
 from ..backend.config import fused_ops
 from ..backend.numerics import compute_dtype
 from ..tensor import Tensor
@@ -79,12 +80,12 @@ class BCE(Function):
     def forward(self, p, t, reduction="mean"):
         xp = self.xp
         self.reduction = reduction
-        if bool((~((p >= 0) & (p <= 1))).any()):
-            raise ValueError(
-                f"binary_cross_entropy: every input value must be a probability in [0, 1] "
-                f"(input shape {p.shape}, dtype {p.dtype}); for raw scores use "
-                "binary_cross_entropy_with_logits"
-            )
+        shape, dtype = p.shape, p.dtype
+        outside = (~((p >= 0) & (p <= 1))).any().reshape(1).astype(np.int64)
+        checks.require(outside, lambda f: None if not f[0] else ValueError(  # deferred on a GPU
+            f"binary_cross_entropy: every input value must be a probability in [0, 1] "
+            f"(input shape {shape}, dtype {dtype}); for raw scores use "
+            "binary_cross_entropy_with_logits"))
         x = p.astype(compute_dtype(p.dtype), copy=False)
         with np.errstate(divide="ignore"):
             logp = xp.maximum(xp.log(x), -100)

@@ -72,10 +72,10 @@ def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple)
 def normalized_shape_arg(op: str, normalized_shape: Any) -> tuple[int, ...]:
     shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) \
         else tuple(normalized_shape)
-    if not shape or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1
-                        for n in shape):
-        raise ValueError(f"{op}: normalized_shape must be a positive int or a non-empty tuple of "
-                         f"positive ints, got {normalized_shape!r}")
+    if not shape or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0
+                        for n in shape):  # 0 is allowed, as in PyTorch: an empty output
+        raise ValueError(f"{op}: normalized_shape must be a non-negative int or a non-empty "
+                         f"tuple of them, got {normalized_shape!r}")
     return tuple(int(n) for n in shape)
 
 

@@ -23,7 +23,8 @@ from ._rules import (
     normalize_axis,
 )
 from .elementwise import abs as _abs
-from .shape import reshape
+from .elementwise import where
+from .shape import reshape, transpose, unsqueeze
 
 
 class Sum(Function):
@@ -43,6 +44,10 @@ class Mean(Function):
         self.axes = normalize_axis("mean", axis, x.ndim)
         axes = range(x.ndim) if self.axes is None else self.axes
         self.count = math.prod(x.shape[a] for a in axes)
+        if self.count == 0:  # NaN, as in PyTorch, without NumPy's "Mean of empty slice" warning
+            total = x.sum(axis=self.axes, keepdims=keepdims)
+            return total / self.xp.asarray(0, dtype=total.dtype if total.dtype.kind in "fc"
+                                           else np.float64)
         return x.mean(axis=self.axes, keepdims=keepdims)
 
     def backward(self, ops, g):
@@ -125,9 +130,10 @@ class _Moment(Function):
 
     def forward(self, x, axes=None, keepdims=False, correction=1):
         self.axes, self.keepdims = axes, keepdims
-        self.divisor = builtins.max(_count(x.shape, axes) - correction, 0)  # (max is gg.max)
+        self.count = _count(x.shape, axes)
+        self.divisor = builtins.max(self.count - correction, 0)  # (max is gg.max)
         xc = _upcast(x)
-        d = xc - xc.mean(axis=axes, keepdims=True)
+        d = xc - self.mean(xc)
         with np.errstate(divide="ignore", invalid="ignore"):  # N <= correction: inf/NaN, as torch
             v = (d * d).sum(axis=axes, keepdims=keepdims) / self.divisor
             return self.finish(v).astype(x.dtype, copy=False)
@@ -135,7 +141,12 @@ class _Moment(Function):
     def centered(self, x):
         """(x − mean) · 1/divisor on arrays or Tensors (inf/NaN when the divisor is 0)."""
         scale = 1.0 / self.divisor if self.divisor else math.inf
-        return (x - x.mean(axis=self.axes, keepdims=True)) * scale
+        return (x - self.mean(x)) * scale
+
+    def mean(self, x):
+        """The mean over the axes (keepdims), as sum / N: NumPy's mean warns on empty input."""
+        total = x.sum(axis=self.axes, keepdims=True)
+        return total / self.count if self.count else total
 
 
 class Var(_Moment):
@@ -166,8 +177,9 @@ class Std(_Moment):
 class Prod(Function):
     """Product over ``axes``. d/dx_i = Π_{j≠i} x_j, computed exactly with zeros present: with no
     zero it is prod / x_i; with one zero it is the product of the others at the zero and 0
-    elsewhere; with two or more it is 0 everywhere. (Second derivatives at exact zeros miss the
-    cross terms between a zero and the other elements.)"""
+    elsewhere; with two or more it is 0 everywhere. Under ``create_graph=True`` with a zero
+    present, the products of the others are taken without division (``_others_product``), so
+    derivatives of every order are exact there too."""
 
     save_inputs = (0,)
 
@@ -177,12 +189,36 @@ class Prod(Function):
 
     def backward(self, ops, g, x):
         g = expand_reduced(g, x.shape, self.axes, self.keepdims)
+        # One host check, in graph mode only: the division-free form costs n times the memory.
+        if isinstance(x, Tensor) and x.size and bool((x.data == 0).any()):
+            return (g * _others_product(x, self.axes),)
         zero = x == 0
         zeros = zero.sum(axis=self.axes, keepdims=True)
         safe = ops.where(zero, 1, x)
         p = safe.prod(axis=self.axes, keepdims=True)  # the product of the non-zero elements
         others = ops.where(zero, ops.where(zeros == 1, p, 0), ops.where(zeros == 0, p / safe, 0))
         return (g * others,)
+
+
+def _others_product(x: Tensor, axes) -> Tensor:
+    """Π_{j≠i} x_j over ``axes`` for every element i, as differentiable Tensor ops without any
+    division: the reduced elements are laid out in a row of n, repeated as an n×n matrix whose
+    diagonal is replaced by 1, and ``prod`` takes each row. Its own derivative is again a Prod,
+    so every order stays exact with any number of zeros."""
+    nd = x.ndim
+    reduced = tuple(range(nd)) if axes is None else tuple(sorted(axes))
+    kept = tuple(a for a in range(nd) if a not in reduced)
+    order = kept + reduced
+    moved = transpose(x, *order) if order != tuple(range(nd)) else x
+    kept_shape = tuple(x.shape[a] for a in kept)
+    n = _count(x.shape, reduced)
+    rows = reshape(moved, kept_shape + (n,))
+    square = unsqueeze(rows, -2) * Tensor._wrap(x.device.xp.ones((n, 1), dtype=x.dtype), x.device)
+    eye = Tensor._wrap(x.device.xp.eye(n, dtype=bool), x.device)
+    others = prod(where(eye, 1.0, square), axis=-1)
+    others = reshape(others, kept_shape + tuple(x.shape[a] for a in reduced))
+    inverse = tuple(int(i) for i in np.argsort(order))
+    return transpose(others, *inverse) if order != tuple(range(nd)) else others
 
 
 class Norm2(Function):

@@ -22,6 +22,32 @@ from ..tensor import Tensor
 _SCHEDULER_KEYS = {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
 
 
+def _check_structure(name: str, state_dict: Mapping[str, Any]) -> None:
+    """The shape of an ``Optimizer.state_dict()``, checked before any of it is used."""
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{name}.load_state_dict: {why} (not an Optimizer.state_dict()?)")
+
+    groups, state = state_dict["param_groups"], state_dict["state"]
+    if not isinstance(groups, (list, tuple)):
+        raise bad(f"'param_groups' is a {type(groups).__name__}, not a list of dicts")
+    for k, group in enumerate(groups):
+        if not isinstance(group, Mapping):
+            raise bad(f"param group {k} is a {type(group).__name__}, not a dict")
+        ids = group.get("params", ())
+        if not (isinstance(ids, (list, tuple))
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+            raise bad(f"param group {k}'s 'params' is {ids!r}, not a list of ints")
+        if not all(isinstance(o, str) for o in group):
+            raise bad(f"param group {k} has a non-string option name")
+    if not isinstance(state, Mapping):
+        raise bad(f"'state' is a {type(state).__name__}, not a dict")
+    for key, entry in state.items():
+        if isinstance(key, bool) or not isinstance(key, (int, str)) or not str(key).isdigit():
+            raise bad(f"'state' has the key {key!r}, not a parameter index")
+        if not (isinstance(entry, Mapping) and all(isinstance(f, str) for f in entry)):
+            raise bad(f"the state of parameter {key} is not a dict of named values")
+
+
 class Optimizer:
     """Base class: holds ``param_groups`` (dicts with "params" and per-group options) and
     ``state`` (per parameter, keyed by the parameter tensor)."""
@@ -172,6 +198,7 @@ class Optimizer:
         if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
             raise ValueError(f"{name}.load_state_dict: expected a dict with 'state' and "
                              "'param_groups' (from Optimizer.state_dict())")
+        _check_structure(name, state_dict)
         saved_groups = list(state_dict["param_groups"])
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"{name}.load_state_dict: the checkpoint has {len(saved_groups)} "

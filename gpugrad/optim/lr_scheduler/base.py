@@ -85,6 +85,9 @@ class LRScheduler:
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         name = type(self).__name__
+        if not isinstance(state_dict, Mapping):
+            raise ValueError(f"{name}.load_state_dict: expected a dict from state_dict(), got a "
+                             f"{type(state_dict).__name__}")
         missing = set(self._required) - set(state_dict)
         if missing:
             raise ValueError(f"{name}.load_state_dict: missing {sorted(missing)}")
@@ -92,6 +95,10 @@ class LRScheduler:
         if unknown:
             raise ValueError(f"{name}.load_state_dict: unknown keys {sorted(unknown)} (a "
                              "state_dict of another scheduler?)")
+        for k, v in state_dict.items():
+            if not _same_kind(self.__dict__[k], v):
+                raise ValueError(f"{name}.load_state_dict: {k!r} is {v!r}, but this scheduler "
+                                 f"holds a {type(self.__dict__[k]).__name__} there")
         fresh = list(self._last_lr)
         for k, v in state_dict.items():
             self._load_attr(k, v)
@@ -110,6 +117,19 @@ class LRScheduler:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(last_epoch={getattr(self, 'last_epoch', None)}, "
                 f"lr={self._last_lr})")
+
+
+def _same_kind(old: Any, new: Any) -> bool:
+    """Whether ``new`` may replace ``old`` in a scheduler's state: numbers for numbers, lists of
+    the same length for lists."""
+    if old is None or new is None or not isinstance(old, (int, float, str, list, tuple, dict)):
+        return True  # functions, nested schedulers: their own _load_attr converts them
+    if isinstance(old, (int, float)) and not isinstance(old, bool):
+        return isinstance(new, (int, float)) and not isinstance(new, bool)
+    if isinstance(old, (list, tuple)):
+        return (isinstance(new, (list, tuple)) and len(new) == len(old)
+                and all(_same_kind(a, b) for a, b in zip(old, new)))
+    return isinstance(new, type(old)) or isinstance(old, type(new))
 
 
 def _check_int(name: str, what: str, value: Any, low: int) -> None:
