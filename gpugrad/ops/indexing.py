@@ -371,7 +371,12 @@ def embedding_indices(op: str, indices: Any, weight: Tensor) -> Tensor:
 
 def check_embedding_range(op: str, idx: Tensor, num: int) -> None:
     """ValueError naming the first index outside ``[0, num)``: raised now on the CPU, at the next
-    host read on a GPU (a deferred check: no sync in the lookup)."""
+    host read on a GPU (a deferred check: no sync in the lookup). One ``gg.compile`` step, so a
+    replay checks its own indices."""
+    traced_call(_check_embedding_range, op, idx, num)
+
+
+def _check_embedding_range(op: str, idx: Tensor, num: int) -> None:
     if idx.size == 0:
         return
     shape = idx.shape

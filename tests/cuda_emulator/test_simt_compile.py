@@ -18,7 +18,8 @@ ROOT = HERE.parent.parent
 # both paths (fused kernels and GPUGRAD_FUSED=0), dropout's per-call keys, BatchNorm's buffers,
 # the embedding's deterministic scatter-add, and retracing
 CASES = ("optimizers_bitwise and (sgd-momentum or adam-wd) or layers_bitwise and "
-         "(dropout or batchnorm-cumulative) or embedding_bitwise or retrace_on_partial")
+         "(dropout or batchnorm-cumulative) or embedding_bitwise or retrace_on_partial or "
+         "own_indices")  # (and from test_compile_errors.py: replays check their indices)
 
 REPLAY_READS = """
 import json, simt_cupy, simt_train_step
@@ -67,12 +68,13 @@ def _run(code: str) -> subprocess.CompletedProcess:
 def test_compiled_steps_match_eager_on_the_emulated_gpu(prebuilt):
     code = ("import sys, simt_train_step, pytest; simt_train_step.install_standin(); "
             "sys.exit(pytest.main(['-p', 'no:cacheprovider', '-v', "
-            f"{str(ROOT / 'tests' / 'test_compile.py')!r}, '-k', {CASES!r}]))")
+            f"{str(ROOT / 'tests' / 'test_compile.py')!r}, "
+            f"{str(ROOT / 'tests' / 'test_compile_errors.py')!r}, '-k', {CASES!r}]))")
     proc = _run(code)
     out = proc.stdout + proc.stderr
-    # 2 optimizers and 2 layers on both paths, the embedding, the retrace, on device "cuda" only
-    # (GPUGRAD_TEST_DEVICES); none skipped
-    assert proc.returncode == 0 and "10 passed" in out and "skipped" not in out, out[-4000:]
+    # 2 optimizers and 2 layers on both paths, the embedding, the retrace, the index checks, on
+    # device "cuda" only (GPUGRAD_TEST_DEVICES); none skipped
+    assert proc.returncode == 0 and "11 passed" in out and "skipped" not in out, out[-4000:]
 
 
 def test_a_replayed_step_reads_nothing_back(prebuilt):
