@@ -213,6 +213,24 @@ def test_a_replay_checks_its_own_indices(device):
     assert lookup.traces == pick.traces == 1  # replays, not new traces, raised
 
 
+def test_replays_raise_no_floating_point_warnings_and_leave_numpy_as_it_was(device):
+    """exp(1000) is inf in eager ops without a warning; a replay is as quiet, and afterwards
+    NumPy warns as before (also after a replay that raised)."""
+    x = gg.tensor(np.array([1000.0, 1.0], np.float32), device=device)
+    emb = nn.Embedding(2, 1, device=device)
+    f = gg.compile(lambda x, i: gg.exp(x) * 2 + emb(i).sum())
+    i = gg.tensor(np.array([0, 1]), device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            assert np.isinf(f(x, i).numpy()[0])
+        with pytest.raises(ValueError, match="out of range"):
+            f(x, gg.tensor(np.array([0, 5]), device=device)).item()
+        with pytest.raises(RuntimeWarning, match="overflow"):
+            np.exp(np.float32(1000))
+    assert f.traces == 1
+
+
 def test_fill_inside_raises(device):
     w = gg.tensor(np.ones(3), device=device)
 
