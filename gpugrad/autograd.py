@@ -13,9 +13,11 @@ Derivative rules are written once and run in two modes:
 - graph mode (``create_graph=True``): ``g`` and the saved values are Tensors linked into the graph
   and ``ops`` is ``gpugrad.ops`` -- the backward is itself recorded, so it can be differentiated.
 
-While ``gg.compile`` traces a function, a thread-local tracer (``_tracing.tracer``) is told of
-every ``Function.apply``, every ``backward()`` and every update made through ``traced_call``; it
-is None otherwise, and each hook costs one attribute read (see ``gpugrad/compile``).
+While ``gg.compile`` traces a function, a thread-local tracer (``_tracing.tracer``, kept in
+``tensor.py`` so that tensors made or read on the host report to it too) is told of every
+``Function.apply``, every ``backward()`` and every update made through ``traced_call``; it is
+None otherwise, and each hook costs one attribute read (see ``gpugrad/compile``). Nothing here
+imports the compiler: it installs itself as the tracer.
 """
 
 from __future__ import annotations

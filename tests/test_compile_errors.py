@@ -195,6 +195,42 @@ def test_grad_hooks_stop_a_trace_even_when_registered_after_it(device):
         done.remove()
 
 
+def test_a_replay_checks_its_own_indices(device):
+    """The index checks run on every call (on a GPU deferred to the next host read, as eager)."""
+    emb = nn.Embedding(5, 3, device=device)
+    x = gg.tensor(np.arange(5.0), device=device)
+    lookup = gg.compile(lambda i: emb(i).sum())
+    pick = gg.compile(lambda i: x[i].sum())
+    ok = gg.tensor(np.array([0, 4, 2]), device=device)
+    for f in (lookup, pick):
+        f(ok)
+        f(ok)
+        assert f.traces == 1
+    with pytest.raises(ValueError, match=r"index -1 at position \(1,\) .* out of range \[0, 5\)"):
+        lookup(gg.tensor(np.array([0, -1, 2]), device=device)).item()
+    with pytest.raises(IndexError, match="7 is out of bounds"):
+        pick(gg.tensor(np.array([0, 7, 2]), device=device)).item()
+    assert lookup.traces == pick.traces == 1  # replays, not new traces, raised
+
+
+def test_replays_raise_no_floating_point_warnings_and_leave_numpy_as_it_was(device):
+    """exp(1000) is inf in eager ops without a warning; a replay is as quiet, and afterwards
+    NumPy warns as before (also after a replay that raised)."""
+    x = gg.tensor(np.array([1000.0, 1.0], np.float32), device=device)
+    emb = nn.Embedding(2, 1, device=device)
+    f = gg.compile(lambda x, i: gg.exp(x) * 2 + emb(i).sum())
+    i = gg.tensor(np.array([0, 1]), device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            assert np.isinf(f(x, i).numpy()[0])
+        with pytest.raises(ValueError, match="out of range"):
+            f(x, gg.tensor(np.array([0, 5]), device=device)).item()
+        with pytest.raises(RuntimeWarning, match="overflow"):
+            np.exp(np.float32(1000))
+    assert f.traces == 1
+
+
 def test_fill_inside_raises(device):
     w = gg.tensor(np.ones(3), device=device)
 

@@ -26,9 +26,8 @@ def label_error(op: str, label: int, row: int, n: int, c: int, ignore_index: int
 
 
 def labels_in_range(labels: Any, c: int) -> bool:
-    """Whether every (integer) label is in ``[0, c)``: one reduction and one host read, since a
-    negative label read as unsigned is larger than any class count (for host labels: a device
-    array would sync, see ``check_labels``)."""
+    """Whether every (integer) label is in ``[0, c)``: one reduction, since a negative label read
+    as unsigned is larger than any class count (for device labels, also one host read)."""
     if labels.size == 0:
         return True
     unsigned = _UNSIGNED.get(labels.dtype)
@@ -39,12 +38,12 @@ def labels_in_range(labels: Any, c: int) -> bool:
 
 def check_labels(labels: Any, c: int, ignore_index: int, op: str = "cross_entropy") -> None:
     """``label_error`` for the first label outside ``[0, c)`` that is not ``ignore_index``:
-    raised now for NumPy labels (one reduction when all are in range, the usual case), at the
-    next host read for CuPy labels (a deferred check, see ``checks``: no sync here)."""
+    raised now for NumPy labels, at the next host read for CuPy labels (a deferred check, see
+    ``checks``: no sync here)."""
     n = labels.shape[0]
     if labels.size == 0:
         return
-    if _array_module(labels) is np and labels_in_range(labels, c):
+    if isinstance(labels, np.ndarray) and labels_in_range(labels, c):  # host labels, usually
         return
     bad = (labels < 0) | (labels >= c)
     if ignore_index < 0 or ignore_index >= c:

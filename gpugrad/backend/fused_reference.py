@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import fp_errors
 from .errors import check_labels, labels_in_range
 from .numerics import array_module, compute_dtype
 from .optim_updates import adam_bias_terms as _adam_bias_terms  # noqa: F401 (fused_cuda's)
@@ -183,7 +184,9 @@ def _ce_every_row(dt: np.dtype, xc: np.ndarray, labels: np.ndarray, reduction: s
     N, C = xc.shape
     cd = xc.dtype
     at_label = xp.arange(0, N * C, C) + labels  # flat positions: cheaper than x[rows, labels]
-    with np.errstate(all="ignore"):  # inf/NaN logits propagate like the kernels, silently
+    # inf/NaN logits propagate like the kernels, silently (np.errstate's effect, cheaper)
+    token = fp_errors.quiet()
+    try:
         x = xp.subtract(xc, xc.max(axis=1, keepdims=True))
         flat = x.reshape(N * C)  # a view: x is a new contiguous array
         x_lab = flat[at_label]  # x_label - max
@@ -201,6 +204,8 @@ def _ce_every_row(dt: np.dtype, xc: np.ndarray, labels: np.ndarray, reduction: s
             if reduction == "mean":  # the general path's row scale; 1 (a no-op) otherwise
                 x *= cd.type(1) / cd.type(N)
             grad = x.astype(dt, copy=False)
+    finally:
+        fp_errors.restore(token)
     return loss.astype(dt, copy=False), grad
 
 

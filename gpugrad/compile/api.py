@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import autograd
 from ..autograd import _grad_mode, _tracing
+from ..backend import fp_errors
 from ..tensor import Tensor
 from .graphed import GraphedReplay, graphs_enabled
 from .program import Program
@@ -34,13 +35,20 @@ class _Entry:
     def run(self, tensors: list[Tensor]) -> Any:
         prog = self.program
         dev = prog.device
-        if dev is None or dev.type == "cpu":
-            outs = prog.replay(*tensors)
-        else:
-            with dev.activate():
-                if self.graphed is None and graphs_enabled():
-                    self.graphed = GraphedReplay(prog)
-                outs = prog.replay(*tensors) if self.graphed is None else self.graphed(tensors)
+        # no floating-point warnings, as in eager ops (Function.apply and the backward walk
+        # are quiet; here the updates recorded as calls are too)
+        token = fp_errors.quiet()
+        try:
+            if dev is None or dev.type == "cpu":
+                outs = prog.replay(*tensors)
+            else:
+                with dev.activate():
+                    if self.graphed is None and graphs_enabled():
+                        self.graphed = GraphedReplay(prog)
+                    outs = (prog.replay(*tensors) if self.graphed is None
+                            else self.graphed(tensors))
+        finally:
+            fp_errors.restore(token)
         return self.rebuild(outs)
 
 

@@ -33,6 +33,7 @@ from .program import Program
 GEMM_OPS = frozenset({"Linear", "MatMul"})
 _EAGER_KINDS = frozenset({"read", "write", "call", "leaf-grad"})
 _DRAWS_PER_CALL = re.compile(r"\bgen\d+\(")  # a value drawn anew per replay (dropout's key)
+_ARGUMENT = re.compile(r"\ba\d+\b")  # an argument tensor itself (new per call)
 _CALLS = re.compile(r"\b((?:fwd|bwd)\d+)\(")
 
 
@@ -47,7 +48,7 @@ def eager_reason(step: Any) -> str | None:
         return step.kind
     if step.label in GEMM_OPS:
         return "gemm"
-    if _DRAWS_PER_CALL.search(step.code):
+    if _DRAWS_PER_CALL.search(step.code) or _ARGUMENT.search(step.code):
         return "per-call value"
     return None
 
@@ -74,6 +75,7 @@ def _step_function(prog: Program, step: Any) -> Any:
     """``step`` as a function of the slot environment (a dict of slot name -> array)."""
     names = [prog.slots[s].name for s in step.uses]
     lines = ["def run(E):"]
+    names += _ARGUMENT.findall(step.code)
     lines += [f"    {n} = E[{n!r}]" for n in dict.fromkeys(names)]
     targets = [prog.slots[t].name if t is not None else "_" for t in step.targets]
     if targets:
@@ -131,6 +133,7 @@ class GraphedReplay:
             for buf, t in zip(self.inputs, tensors):
                 copy(buf, t.data)
             env = dict(self.base)
+            env.update((f"a{i}", t) for i, t in enumerate(tensors))
             for action in self.actions:
                 if action[0] == "graph":
                     self.gs.launch(action[1], action[2])
@@ -157,7 +160,7 @@ class GraphedReplay:
         frees = prog._frees()
         captured_reads = {s for st, r in zip(prog.steps, self.eager) if r is None
                           for s in st.uses} | set(prog.outputs)
-        env: dict[str, Any] = {}
+        env: dict[str, Any] = {f"a{i}": t for i, t in enumerate(tensors)}
         with gs.private_memory():
             for s, t in zip(prog.inputs, tensors):
                 buf = t.data.copy()

@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import Function, _tracing, host_constant, is_grad_enabled, untraceable
+from ..autograd import (
+    Function,
+    _tracing,
+    host_constant,
+    is_grad_enabled,
+    traced_call,
+    untraceable,
+)
 from ..backend import DeviceError, checks
 from ..tensor import Tensor, as_array, is_device_array, nested_to_host
 from ._coerce import as_tensor
@@ -206,8 +213,8 @@ def _prepare_index(x: Tensor, index, op: str):
         with x.device.activate():  # nonzero() runs on the index arrays' (x's) device
             parts = _masks_to_indices(parts)
     if x.device.type != "cpu" and any(hasattr(p, "dtype") for p in parts):
-        with x.device.activate():
-            _check_bounds(parts, x.shape, op, x.device.xp)
+        with x.device.activate():  # one gg.compile step: a replay checks its own indices
+            traced_call(_check_bounds, parts, x.shape, op, x.device.xp)
     return parts if isinstance(index, tuple) else parts[0]
 
 
@@ -364,7 +371,12 @@ def embedding_indices(op: str, indices: Any, weight: Tensor) -> Tensor:
 
 def check_embedding_range(op: str, idx: Tensor, num: int) -> None:
     """ValueError naming the first index outside ``[0, num)``: raised now on the CPU, at the next
-    host read on a GPU (a deferred check: no sync in the lookup)."""
+    host read on a GPU (a deferred check: no sync in the lookup). One ``gg.compile`` step, so a
+    replay checks its own indices."""
+    traced_call(_check_embedding_range, op, idx, num)
+
+
+def _check_embedding_range(op: str, idx: Tensor, num: int) -> None:
     if idx.size == 0:
         return
     shape = idx.shape

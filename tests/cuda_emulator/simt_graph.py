@@ -44,7 +44,7 @@ def refuse_cublas() -> None:
 def poison(a) -> None:
     """Uninitialised memory: NaN bytes (an array a capture allocated has no value yet)."""
     if isinstance(a, np.ndarray) and a.size and a.flags.c_contiguous:
-        np.ndarray.view(a, np.ndarray).view(np.uint8).reshape(-1)[:] = 0xFF
+        np.ndarray.view(a, np.ndarray).reshape(-1).view(np.uint8)[:] = 0xFF
 
 
 class Event:
