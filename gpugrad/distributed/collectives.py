@@ -70,7 +70,7 @@ def start_all_reduce(w: World, device: Any, array: Any, op: str, what: str) -> C
 
     def finish() -> None:
         w.wait([req], what)
-        array.set(host)
+        device.backend.copy_from_host(array, host)
 
     req = w.comm.Iallreduce(w.MPI.IN_PLACE, host, op=mpi_op)
     return finish
@@ -97,7 +97,7 @@ def start_broadcast(w: World, device: Any, array: Any, src: int, what: str) -> C
 
     def finish() -> None:
         w.wait([req], what)
-        array.set(host)
+        device.backend.copy_from_host(array, host)
 
     return finish
 
@@ -122,7 +122,7 @@ def _all_gather_array(w: World, device: Any, array: Any, what: str) -> Any:
         _warn_staging()
         host = np.empty(out.shape, dtype=out.dtype)
         w.wait([w.comm.Iallgather(device.backend.to_host(array), host)], what)
-        out.set(host)
+        device.backend.copy_from_host(out, host)
     return out
 
 
