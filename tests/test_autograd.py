@@ -341,6 +341,54 @@ def test_no_grad_and_enable_grad_decorators(device):
     assert gg.is_grad_enabled()
 
 
+def test_bare_decorators_and_one_context_object_entered_nested(device):
+    x = T([1.0], device, requires_grad=True)
+
+    @gg.no_grad
+    def frozen(t):
+        return t * 2
+
+    @gg.enable_grad
+    def live(t):
+        return t * 2
+
+    assert not frozen(x).requires_grad and frozen.__name__ == "frozen"
+    with gg.no_grad():
+        assert live(x).requires_grad
+    # One object entered twice (nested) restores each level's own previous mode.
+    off, on = gg.no_grad(), gg.enable_grad()
+    with off:
+        with on:
+            with off:
+                assert not gg.is_grad_enabled()
+            assert gg.is_grad_enabled()
+        assert not gg.is_grad_enabled()
+    assert gg.is_grad_enabled()
+
+
+def test_one_context_object_shared_by_threads(device):
+    """Each thread restores its own previous mode, even through a shared ``no_grad`` object."""
+    shared = gg.no_grad()
+    entered, release = threading.Event(), threading.Event()
+    after = {}
+
+    def worker():
+        with gg.no_grad():  # this thread was already off: leaving ``shared`` keeps it off
+            with shared:
+                entered.set()
+                release.wait(10)
+            after["worker"] = gg.is_grad_enabled()
+
+    th = threading.Thread(target=worker)
+    th.start()
+    assert entered.wait(10)
+    with shared:
+        release.set()
+        th.join(10)
+    assert after == {"worker": False}
+    assert gg.is_grad_enabled()
+
+
 def test_grad_mode_is_thread_local(device):
     x = T([1.0], device, requires_grad=True)
     inside, release = threading.Event(), threading.Event()
