@@ -1,6 +1,6 @@
-"""README claims that tests can hold: every ```python block (the worked example among them) runs
-when pasted alone, the Contents line links every section, the sample `gpugrad train` output has
-the real format, and .ci/run runs the documented test command."""
+"""README claims that tests can hold: every self-contained ```python block (the worked example
+among them) runs when pasted alone, the Contents line links every section, the sample
+`gpugrad train` output has the real format, and .ci/run runs the documented test command."""
 
 from __future__ import annotations
 
@@ -27,9 +27,15 @@ def test_worked_example_runs_alone(tmp_path):
 
 
 def _python_blocks() -> list[tuple[int, str]]:
-    """(line number, code) of every ```python block."""
-    return [(README.count("\n", 0, m.start()) + 2, m.group(1))
-            for m in re.finditer(r"^```python\n(.*?)^```", README, re.S | re.M)]
+    """(line number, code) of every self-contained ```python block: one that imports gpugrad
+    itself. Blocks without the import are fragments continuing the text around them."""
+    blocks = [(README.count("\n", 0, m.start()) + 2, m.group(1))
+              for m in re.finditer(r"^```python\n(.*?)^```", README, re.S | re.M)]
+    return [(line, code) for line, code in blocks if re.search(r"^import gpugrad", code, re.M)]
+
+
+def test_the_readme_has_self_contained_examples():
+    assert len(_python_blocks()) >= 4  # tour, worked example, training, data parallel
 
 
 @pytest.mark.parametrize("line, code", _python_blocks(), ids=lambda v: f"line{v}"
