@@ -42,6 +42,11 @@ _next_seq = itertools.count().__next__
 class _GradMode(threading.local):
     enabled = True
 
+    def __init__(self) -> None:
+        # The modes to restore, one per open ``with`` block of this thread. Kept per thread, not
+        # per context-manager object, so one object can be entered nested or from several threads.
+        self.saved: list[bool] = []
+
 
 _grad_mode = _GradMode()
 
@@ -78,16 +83,21 @@ def is_grad_enabled() -> bool:
 
 
 class _SetGradMode:
-    """Context manager and decorator that sets grad mode for the current thread."""
+    """Context manager and decorator (``@gg.no_grad()`` or ``@gg.no_grad``) that sets grad mode
+    for the current thread."""
 
     _mode: bool
 
+    def __new__(cls, func: Callable | None = None):
+        self = super().__new__(cls)
+        return self if func is None else self(func)  # the bare ``@gg.no_grad`` decorator
+
     def __enter__(self) -> None:
-        self._prev = _grad_mode.enabled
+        _grad_mode.saved.append(_grad_mode.enabled)
         _grad_mode.enabled = self._mode
 
     def __exit__(self, *exc: object) -> None:
-        _grad_mode.enabled = self._prev
+        _grad_mode.enabled = _grad_mode.saved.pop()
 
     def __call__(self, func):
         mode = self._mode
@@ -105,7 +115,7 @@ class _SetGradMode:
 
 
 class no_grad(_SetGradMode):  # noqa: N801 - named like torch.no_grad
-    """Disable recording: ``with gg.no_grad():`` or ``@gg.no_grad()``."""
+    """Disable recording: ``with gg.no_grad():``, ``@gg.no_grad()`` or ``@gg.no_grad``."""
 
     _mode = False
 

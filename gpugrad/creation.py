@@ -9,7 +9,7 @@ import numpy as np
 
 from .backend import device as _device
 from .backend.rng import host_rng, manual_seed  # noqa: F401 (gg.manual_seed; train.py)
-from .tensor import Tensor, as_array
+from .tensor import Tensor, as_array, as_dtype
 
 
 def _shape(shape: tuple) -> tuple[int, ...]:
@@ -21,8 +21,8 @@ def _shape(shape: tuple) -> tuple[int, ...]:
     return tuple(int(n) for n in shape)
 
 
-def _dtype(dtype: Any, default=np.float32) -> np.dtype:
-    return np.dtype(default if dtype is None else dtype)
+def _dtype(dtype: Any, default=np.float32, op: str = "creation") -> np.dtype:
+    return np.dtype(default) if dtype is None else as_dtype(dtype, op)
 
 
 def _new(array_fn, shape, dtype, device, requires_grad) -> Tensor:
@@ -53,18 +53,18 @@ def from_dlpack(obj: Any) -> Tensor:
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    s = _shape(shape)
-    return _new(lambda xp: xp.zeros(s, _dtype(dtype)), s, dtype, device, requires_grad)
+    s, dt = _shape(shape), _dtype(dtype, op="zeros")
+    return _new(lambda xp: xp.zeros(s, dt), s, dtype, device, requires_grad)
 
 
 def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    s = _shape(shape)
-    return _new(lambda xp: xp.ones(s, _dtype(dtype)), s, dtype, device, requires_grad)
+    s, dt = _shape(shape), _dtype(dtype, op="ones")
+    return _new(lambda xp: xp.ones(s, dt), s, dtype, device, requires_grad)
 
 
 def empty(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    s = _shape(shape)
-    return _new(lambda xp: xp.empty(s, _dtype(dtype)), s, dtype, device, requires_grad)
+    s, dt = _shape(shape), _dtype(dtype, op="empty")
+    return _new(lambda xp: xp.empty(s, dt), s, dtype, device, requires_grad)
 
 
 def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -75,7 +75,8 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Ten
         # a tensor, array or list (broadcast like NumPy): an array on the target device, which
         # is what CuPy can fill from
         fill_value = as_array(fill_value, device=device, copy=False)
-    return _new(lambda xp: xp.full(s, fill_value, _dtype(dtype)), s, dtype, device, requires_grad)
+    dt = _dtype(dtype, op="full")
+    return _new(lambda xp: xp.full(s, fill_value, dt), s, dtype, device, requires_grad)
 
 
 def zeros_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -97,34 +98,38 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=Fals
     if stop is None:
         start, stop = 0, start
     host = np.arange(start, stop, step)
-    dtype = dtype or (np.float32 if host.dtype.kind == "f" else np.int64)
-    return _new(lambda xp: xp.arange(start, stop, step, dtype=_dtype(dtype)), None, dtype, device,
+    dt = _dtype(dtype, np.float32 if host.dtype.kind == "f" else np.int64, op="arange")
+    return _new(lambda xp: xp.arange(start, stop, step, dtype=dt), None, dtype, device,
                 requires_grad)
 
 
 def linspace(start, stop, num=50, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _new(lambda xp: xp.linspace(start, stop, num, dtype=_dtype(dtype)), None, dtype,
+    dt = _dtype(dtype, op="linspace")
+    return _new(lambda xp: xp.linspace(start, stop, num, dtype=dt), None, dtype,
                 device, requires_grad)
 
 
-def _random(host: np.ndarray, dtype, device, requires_grad) -> Tensor:
+def _random(host: np.ndarray, dtype, device, requires_grad, op: str) -> Tensor:
     dev = _device(device)
-    arr = host.astype(_dtype(dtype), copy=False)
+    arr = host.astype(_dtype(dtype, op=op), copy=False)
     t = Tensor._wrap(dev.put(arr), dev)
     return t.requires_grad_() if requires_grad else t
 
 
 def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard normal samples from the seeded host generator."""
-    return _random(host_rng().standard_normal(_shape(shape)), dtype, device, requires_grad)
+    return _random(host_rng().standard_normal(_shape(shape)), dtype, device, requires_grad,
+                   "randn")
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform [0, 1) samples from the seeded host generator."""
-    return _random(host_rng().random(_shape(shape)), dtype, device, requires_grad)
+    return _random(host_rng().random(_shape(shape)), dtype, device, requires_grad,
+                   "rand")
 
 
 def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
     if high is None:
         low, high = 0, low
-    return _random(host_rng().integers(low, high, size=size), dtype or np.int64, device, False)
+    return _random(host_rng().integers(low, high, size=size), dtype or np.int64, device, False,
+                   "randint")

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .backend import device as _device
+from .backend import host_array
 from .tensor import Tensor
 
 __all__ = ["MAX_DEPTH", "MAX_HEADER_BYTES", "load", "save"]
@@ -120,8 +121,7 @@ class _Flattener:
         if isinstance(x, Tensor):
             host, grad = x.numpy(), bool(x.requires_grad)
         else:
-            host = x.get() if hasattr(x, "get") and not isinstance(x, np.ndarray) else x
-            host, grad = np.asarray(host), False
+            host, grad = host_array(x), False
         if host.dtype == object or host.dtype.kind in "OUSV":
             raise TypeError(f"gg.save: the array at {path or '<root>'!r} has dtype "
                             f"{host.dtype}; only numeric and bool arrays can be saved")

@@ -36,8 +36,22 @@ def is_device_array(data: Any) -> bool:
     return hasattr(data, "__cuda_array_interface__")
 
 
+def as_dtype(dtype: Any, op: str) -> np.dtype:
+    """``dtype`` (a name, NumPy type or dtype) as a NumPy dtype a tensor can hold: numbers and
+    bools only, so strings, objects and datetimes fail here, naming ``op``, not deep in NumPy."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:  # NumPy's "data type 'x' not understood"
+        raise TypeError(f"{op}: {exc}; use a NumPy dtype or its name, e.g. 'float32', "
+                        "'float64', 'int64' or 'bool'") from None
+    if dt.kind not in "biufc":
+        raise TypeError(f"{op}: tensors hold numbers or bools, not dtype {dt}")
+    return dt
+
+
 def as_array(data: Any, dtype: Any = None, device: Device | None = None, copy: bool = True):
     """``data`` as an array on ``device``; Python floats default to float32, ints to int64."""
+    dtype = None if dtype is None else as_dtype(dtype, "tensor")
     dev = _device(device)
     if dev.type == "cpu":
         return _as_array(data, dtype, dev, copy)

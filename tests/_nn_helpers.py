@@ -38,3 +38,26 @@ def _set(t: gg.Tensor, host: np.ndarray) -> None:
 def _to_torch(module: nn.Module, tmod) -> None:
     """Copy every parameter and buffer into the torch module (strict: the keys must match)."""
     tmod.load_state_dict({k: torch.from_numpy(v.numpy()) for k, v in module.state_dict().items()})
+
+
+# -- float64 references of the normalization layers ----------------------------------------------
+def ref_layer_norm(x, k, w=None, b=None, eps=1e-5):
+    axes = tuple(range(x.ndim - k, x.ndim))
+    mu = x.mean(axis=axes, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mu) / np.sqrt(var + eps)
+    return y * (1 if w is None else w) + (0 if b is None else b)
+
+
+def ref_batch_stats(x):
+    axes = (0,) if x.ndim == 2 else (0, 2)
+    n = x.size // x.shape[1]
+    mu = x.mean(axis=axes)
+    var = x.var(axis=axes)
+    return mu, var, var * n / (n - 1)
+
+
+def ref_batch_norm(x, mu, var, w, b, eps=1e-5):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x - mu.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * w.reshape(shape) \
+        + b.reshape(shape)

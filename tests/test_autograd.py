@@ -1,11 +1,10 @@
 """The tape rules: reverse recording order, iterative walk, accumulation, retain_graph and freed
-buffers, create_graph (higher order), gg.grad, grad modes (thread-local), detach, leaves."""
+buffers, create_graph (higher order), gg.grad, detach, leaves (grad modes: test_grad_mode.py)."""
 
 from __future__ import annotations
 
 import gc
 import math
-import threading
 import weakref
 
 import numpy as np
@@ -290,85 +289,6 @@ def test_backward_argument_checks(device):
     x.grad = None
     (x * 2).backward(gradient=[1.0, 1.0])
     assert_close(x.grad, [2.0, 2.0])
-
-
-# -- grad modes ----------------------------------------------------------------------------------
-def test_no_grad_and_enable_grad_context_managers(device):
-    x = T([1.0], device, requires_grad=True)
-    assert gg.is_grad_enabled()
-    with gg.no_grad():
-        assert not gg.is_grad_enabled()
-        y = x * 2
-        assert not y.requires_grad and y.grad_fn is None
-        with gg.enable_grad():
-            assert gg.is_grad_enabled()
-            assert (x * 2).requires_grad
-            with gg.no_grad():
-                assert not (x * 2).requires_grad
-            assert (x * 2).requires_grad
-        assert not (x * 2).requires_grad
-    assert gg.is_grad_enabled() and (x * 2).requires_grad
-    with pytest.raises(KeyError), gg.no_grad():
-        raise KeyError("boom")
-    assert gg.is_grad_enabled()
-
-
-def test_no_grad_and_enable_grad_decorators(device):
-    x = T([1.0], device, requires_grad=True)
-
-    @gg.no_grad()
-    def frozen(t):
-        return t * 2, gg.is_grad_enabled()
-
-    @gg.enable_grad()
-    def live(t):
-        return t * 2
-
-    y, enabled = frozen(x)
-    assert not enabled and not y.requires_grad
-    assert frozen.__name__ == "frozen"
-    with gg.no_grad():
-        assert live(x).requires_grad
-        assert not gg.is_grad_enabled()
-    assert gg.is_grad_enabled()
-
-    @gg.no_grad()
-    def failing():
-        raise ValueError("x")
-
-    with pytest.raises(ValueError):
-        failing()
-    assert gg.is_grad_enabled()
-
-
-def test_grad_mode_is_thread_local(device):
-    x = T([1.0], device, requires_grad=True)
-    inside, release = threading.Event(), threading.Event()
-    seen = {}
-
-    def worker():
-        with gg.no_grad():
-            seen["enabled"] = gg.is_grad_enabled()
-            inside.set()
-            release.wait(10)
-            seen["records"] = (x * 2).requires_grad
-
-    th = threading.Thread(target=worker)
-    th.start()
-    assert inside.wait(10)
-    try:
-        assert gg.is_grad_enabled()  # the worker's no_grad does not leak into this thread
-        assert (x * 2).requires_grad
-    finally:
-        release.set()
-        th.join(10)
-    assert seen == {"enabled": False, "records": False}
-    # and a new thread starts with grad enabled even while this one is in no_grad
-    with gg.no_grad():
-        th = threading.Thread(target=lambda: seen.__setitem__("fresh", gg.is_grad_enabled()))
-        th.start()
-        th.join(10)
-    assert seen["fresh"] is True
 
 
 # -- leaves, detach, requires_grad_ --------------------------------------------------------------

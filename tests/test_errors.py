@@ -160,3 +160,18 @@ def test_float_and_float_array_indices_rejected(device):
         x[1.5]
     with pytest.raises(IndexError, match="integer or bool"):
         x[gg.tensor([0.5], device=device)]
+
+
+@pytest.mark.parametrize("make", [
+    lambda d, dt: gg.zeros(2, dtype=dt, device=d),
+    lambda d, dt: gg.full((2,), 1.0, dtype=dt, device=d),
+    lambda d, dt: gg.arange(3, dtype=dt, device=d),
+    lambda d, dt: gg.randn(2, dtype=dt, device=d),
+    lambda d, dt: gg.tensor([1.0], dtype=dt, device=d),
+    lambda d, dt: gg.ones(2, device=d).astype(dt),
+    lambda d, dt: gg.nn.Linear(2, 2).to(d).to(dtype=dt),
+], ids=["zeros", "full", "arange", "randn", "tensor", "astype", "Module.to"])
+@pytest.mark.parametrize("dtype", ["floaty", "str", object, "datetime64[s]"])
+def test_bad_dtypes_are_type_errors_naming_the_op(device, make, dtype):
+    with pytest.raises(TypeError, match=r"^(zeros|full|arange|randn|tensor|astype|Module\.to): "):
+        make(device, dtype)

@@ -12,15 +12,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from _backend_loader import load_backend_module
 
 from gpugrad.backend import checks, fused_reference, kernels
 
@@ -276,29 +275,8 @@ def fake():
         concatenate=lambda arrays: np.concatenate(arrays).view(FakeArray),
         cuda=SimpleNamespace(Device=FakeDevice),
     )
-    # A fresh fused_cuda, and a fresh copy of the cupy-importing sibling it imports, bound to the
-    # fake cupy; sys.modules and the gpugrad.backend package are left as they were.
-    path = Path(kernels.__file__).with_name("fused_cuda.py")
-    spec = importlib.util.spec_from_file_location("gpugrad.backend._fused_cuda_fake", path)
-    mod = importlib.util.module_from_spec(spec)
-    package = sys.modules["gpugrad.backend"]
-    sibling = "fused_cuda_tables"
-    names = ("cupy", f"{package.__name__}.{sibling}")
-    saved = {name: sys.modules.pop(name, None) for name in names}
-    saved_attr = vars(package).get(sibling)
-    sys.modules["cupy"] = cupy
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-        if saved_attr is None:
-            vars(package).pop(sibling, None)
-        else:
-            setattr(package, sibling, saved_attr)
+    # A fresh fused_cuda (and cupy-importing sibling) bound to the fake cupy
+    mod = load_backend_module("fused_cuda", cupy, "_fused_cuda_fake")
     mod.kernels = rec
     rec.mod = mod
     return rec

@@ -108,3 +108,36 @@ def test_checker_reports_an_upward_import_and_resolves_submodules(tmp_path):
     layers = [("fakepkg.base", 0), ("fakepkg.top", 1), ("fakepkg", 2)]
     assert upward_imports(graph, layers) == [("fakepkg.base.core", "fakepkg.top.ui")]
     assert cycles(graph) == [["fakepkg.base.core", "fakepkg.top.ui"]]
+
+
+def _outside_backend() -> list[Path]:
+    return [p for p in sorted(ROOT.rglob("*.py")) if "backend" not in p.relative_to(ROOT).parts]
+
+
+def test_only_the_backend_imports_cupy():
+    import ast
+
+    bad = []
+    for path in _outside_backend():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            bad += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                    if n.split(".")[0] in ("cupy", "cupyx")]
+    assert not bad, "\n".join(bad)
+
+
+def test_no_cupy_only_array_methods_outside_the_backend():
+    """``a.get()`` and ``a.set(host)`` exist only on CuPy arrays: outside gpugrad/backend/ arrays
+    move through ``device.put``, ``backend.to_host`` and ``backend.copy_from_host``."""
+    import ast
+
+    bad = []
+    for path in _outside_backend():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and (node.func.attr, len(node.args), len(node.keywords)) in
+                    (("get", 0, 0), ("set", 1, 0))):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} calls .{node.func.attr}()")
+    assert not bad, "\n".join(bad)

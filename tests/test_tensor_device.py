@@ -386,3 +386,12 @@ def test_other_libraries_gpu_arrays_are_copied_not_shared():
     src[0] = 5.0  # CuPy would wrap torch's memory: gg.tensor must have copied it
     np.testing.assert_array_equal(on_gpu.numpy(), [0.0, 1.0, 2.0])
     np.testing.assert_array_equal(on_cpu.numpy(), [0.0, 1.0, 2.0])
+
+
+def test_backend_copy_from_host_overwrites_in_place(device):
+    dev = gg.device(device)
+    with dev.activate():
+        array = dev.xp.zeros((2, 3), dtype=np.float32)
+    host = np.arange(6, dtype=np.float32).reshape(2, 3)
+    dev.backend.copy_from_host(array, host)
+    np.testing.assert_array_equal(dev.backend.to_host(array), host)

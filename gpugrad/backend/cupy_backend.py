@@ -60,6 +60,11 @@ class CupyBackend:
         self.flush_checks()
         return to_host(array)
 
+    def copy_from_host(self, array, host: np.ndarray) -> None:
+        """Overwrite the GPU ``array`` with the same-shaped host array ``host`` (one transfer)."""
+        with self._cuda_device:
+            array.set(host)
+
     def flush_checks(self) -> None:
         """Raise the first failed deferred check of this GPU (one transfer for all of them)."""
         with self._cuda_device:

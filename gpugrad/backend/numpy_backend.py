@@ -80,6 +80,9 @@ class NumpyBackend:
     def to_host(self, array) -> np.ndarray:
         return np.asarray(array)
 
+    def copy_from_host(self, array: np.ndarray, host: np.ndarray) -> None:
+        np.copyto(array, host)
+
     def scatter_add(self, target: np.ndarray, index, values) -> None:
         np.add.at(target, index, values)
 

@@ -49,57 +49,46 @@ def _warn_staging() -> None:
                       RuntimeWarning, stacklevel=3)
 
 
-def start_all_reduce(w: World, device: Any, array: Any, op: str, what: str) -> Callable[[], None]:
-    """Begin reducing the C-contiguous ``array`` over ranks in place ("sum", "max" or "min")."""
+def _start(w: World, device: Any, array: Any, what: str, mpi_start: Callable[[Any], Any],
+           nccl_start: Callable[[Any], None]) -> Callable[[], None]:
+    """Begin one in-place collective on ``array`` over the transport its device takes:
+    ``mpi_start(buffer)`` returns an MPI request, ``nccl_start(communicator)`` enqueues NCCL."""
     if device.type == "cpu":
-        req = w.comm.Iallreduce(w.MPI.IN_PLACE, array, op=getattr(w.MPI, _MPI_OP_NAMES[op]))
+        req = mpi_start(array)
         return lambda: w.wait([req], what)
     transport = gpu_transport()
     if transport == "nccl":
         comm = w.nccl_communicator(device.index)
-        comm.all_reduce(array, op)
+        nccl_start(comm)
         event = comm.event()
         return lambda: w.wait_until(lambda: comm.done(event), what)
-    mpi_op = getattr(w.MPI, _MPI_OP_NAMES[op])
     if transport == "cuda-aware-mpi":
         device.synchronize()  # MPI reads the memory directly: the kernels writing it must be done
-        req = w.comm.Iallreduce(w.MPI.IN_PLACE, array, op=mpi_op)
+        req = mpi_start(array)
         return lambda: w.wait([req], what)
     _warn_staging()
     host = device.backend.to_host(array)  # waits for the kernels that wrote it
+    req = mpi_start(host)
 
     def finish() -> None:
         w.wait([req], what)
-        array.set(host)
+        device.backend.copy_from_host(array, host)
 
-    req = w.comm.Iallreduce(w.MPI.IN_PLACE, host, op=mpi_op)
     return finish
+
+
+def start_all_reduce(w: World, device: Any, array: Any, op: str, what: str) -> Callable[[], None]:
+    """Begin reducing the C-contiguous ``array`` over ranks in place ("sum", "max" or "min")."""
+    mpi_op = getattr(w.MPI, _MPI_OP_NAMES[op])
+    return _start(w, device, array, what,
+                  lambda buf: w.comm.Iallreduce(w.MPI.IN_PLACE, buf, op=mpi_op),
+                  lambda comm: comm.all_reduce(array, op))
 
 
 def start_broadcast(w: World, device: Any, array: Any, src: int, what: str) -> Callable[[], None]:
     """Begin overwriting the C-contiguous ``array`` on every rank with rank ``src``'s."""
-    if device.type == "cpu":
-        req = w.comm.Ibcast(array, root=src)
-        return lambda: w.wait([req], what)
-    transport = gpu_transport()
-    if transport == "nccl":
-        comm = w.nccl_communicator(device.index)
-        comm.broadcast(array, src)
-        event = comm.event()
-        return lambda: w.wait_until(lambda: comm.done(event), what)
-    if transport == "cuda-aware-mpi":
-        device.synchronize()
-        req = w.comm.Ibcast(array, root=src)
-        return lambda: w.wait([req], what)
-    _warn_staging()
-    host = device.backend.to_host(array)
-    req = w.comm.Ibcast(host, root=src)
-
-    def finish() -> None:
-        w.wait([req], what)
-        array.set(host)
-
-    return finish
+    return _start(w, device, array, what, lambda buf: w.comm.Ibcast(buf, root=src),
+                  lambda comm: comm.broadcast(array, src))
 
 
 def _all_gather_array(w: World, device: Any, array: Any, what: str) -> Any:
@@ -122,7 +111,7 @@ def _all_gather_array(w: World, device: Any, array: Any, what: str) -> Any:
         _warn_staging()
         host = np.empty(out.shape, dtype=out.dtype)
         w.wait([w.comm.Iallgather(device.backend.to_host(array), host)], what)
-        out.set(host)
+        device.backend.copy_from_host(out, host)
     return out
 
 

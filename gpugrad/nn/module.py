@@ -17,7 +17,7 @@ import numpy as np
 
 from ..autograd import _tracing, traced_call
 from ..backend import device as _device
-from ..tensor import Tensor
+from ..tensor import Tensor, as_dtype
 
 
 def Parameter(data: Any, requires_grad: bool = True) -> Tensor:  # noqa: N802 - torch spelling
@@ -217,7 +217,7 @@ class Module:
         (its state moves with ``Optimizer.load_state_dict`` or is created on the next step).
         """
         dev = _device(device) if device is not None else None
-        dt = np.dtype(dtype) if dtype is not None else None
+        dt = as_dtype(dtype, "Module.to") if dtype is not None else None
         if dt is not None and dt.kind != "f":
             raise TypeError(f"Module.to: dtype must be floating point, got {dt}")
         for _, t in list(self.named_parameters()) + list(self.named_buffers()):

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
-from ..tensor import Tensor, nested_to_host
+from ..tensor import Tensor, as_dtype, nested_to_host
 from ._coerce import as_tensor, tensor_list, untracked_result
 from ._rules import axes_of, axis_of, cast_to, normalize_axis, sum_to
 
@@ -256,7 +256,7 @@ def clone(x) -> Tensor:
 
 def astype(x, dtype) -> Tensor:
     x = as_tensor(x)
-    dtype = np.dtype(dtype)
+    dtype = as_dtype(dtype, "astype")
     if dtype == x.dtype:
         return x
     if dtype.kind not in "fc":  # integer/bool results carry no gradient (like comparisons)

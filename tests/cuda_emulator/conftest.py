@@ -3,7 +3,6 @@ simt_cupy), driven by the project's real launch code (fused_cuda, fused_cuda_tab
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import simt_build
 import simt_cupy
+from _backend_loader import load_backend_module
 
 from gpugrad.backend import kernels
 
@@ -53,28 +53,7 @@ def prebuilt():
 def load_with_standin(name: str):
     """A fresh ``gpugrad.backend.<name>`` (and fused_cuda_tables) whose ``import cupy`` got the
     stand-in; sys.modules and the gpugrad.backend package are left as they were."""
-    path = Path(kernels.__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"gpugrad.backend._{name}_simt", path)
-    mod = importlib.util.module_from_spec(spec)
-    package = sys.modules["gpugrad.backend"]
-    sibling = "fused_cuda_tables"
-    names = ("cupy", f"{package.__name__}.{sibling}")
-    saved = {name: sys.modules.pop(name, None) for name in names}
-    saved_attr = vars(package).get(sibling)
-    sys.modules["cupy"] = simt_cupy
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-        if saved_attr is None:
-            vars(package).pop(sibling, None)
-        else:
-            setattr(package, sibling, saved_attr)
-    return mod
+    return load_backend_module(name, simt_cupy, f"_{name}_simt")
 
 
 _FUSED = {}
