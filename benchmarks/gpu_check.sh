@@ -9,12 +9,15 @@
 # 3. training on CUDA and CPU-vs-CUDA parity,
 # 4. the rest of the test suite on the GPU (every device-parametrized test also runs on "cuda";
 #    not the CPU emulator tier, tests/cuda_emulator, which CI runs and which needs no GPU),
-# 5. `gpugrad bench` side by side.
+# 5. `gpugrad bench` side by side,
+# 6. gg.compile on the GPU: its tests (replayed through CUDA graphs, the default), then compiled
+#    vs eager step times with and without graphs (benchmarks/bench_cuda_graph.py, which also
+#    checks that the three give the same losses bit for bit).
 # Test names are printed as they pass (-v), so a step cut short by its timeout still shows how far
 # it got. Everything printed goes to one log, $OUT/gpu_check.log; results as JSON (and a PNG)
-# beside it: at most 5 files, so they all come back from a device machine that returns only 8.
-# Budget: about 6 minutes on an H100; each step has its own timeout and together they stay under
-# the device tool's 10-minute limit for one command (worst case 590 s).
+# beside it: at most 6 files, so they all come back from a device machine that returns only 8.
+# Budget: about 7 minutes on an H100; each step has its own timeout (worst case 700 s together:
+# the compile steps come last but one, so a cut-short run still reports everything before them).
 set -uo pipefail
 
 : "${OUT:?set OUT to the directory for logs and JSON}"
@@ -54,10 +57,13 @@ step kernels 90 "$PY" benchmarks/bench_kernels.py --json "$OUT/kernels.json"
 step train_cuda 45 "$PY" -m gpugrad train --device cuda --no-progress
 step parity 40 "$PY" -m gpugrad train --parity --json "$OUT/parity.json"
 # test_kernels_compile (NVRTC, no GPU needed) and the emulator tier run in CI: not here
-step tests_rest 160 "${PYTEST[@]}" tests "${CORE[@]/#/--ignore=}" --ignore=tests/cuda_emulator \
-    --ignore=tests/test_kernels_compile.py
+COMPILE=(tests/test_compile.py tests/test_compile_errors.py tests/test_compile_graphs.py)
+step tests_rest 140 "${PYTEST[@]}" tests "${CORE[@]/#/--ignore=}" "${COMPILE[@]/#/--ignore=}" \
+    --ignore=tests/cuda_emulator --ignore=tests/test_kernels_compile.py
 plot_args=()  # --plot needs matplotlib (an optional extra): ask for the PNG only where it exists
 "$PY" -c 'import matplotlib' 2>/dev/null && plot_args=(--plot "$OUT/bench.png")
+step compile_gpu 90 "${PYTEST[@]}" "${COMPILE[@]}"
+step graphs_bench 40 "$PY" benchmarks/bench_cuda_graph.py --repeats 30 --json "$OUT/graphs.json"
 step bench 50 "$PY" -m gpugrad bench --quick --devices cpu,cuda --against torch \
     --json "$OUT/bench.json" ${plot_args[@]+"${plot_args[@]}"}
 

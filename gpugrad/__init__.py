@@ -111,6 +111,7 @@ int64 = _np.dtype("int64")
 bool_ = _np.dtype("bool")
 
 from . import data, distributed, functional, nn, optim, parity  # noqa: E402
+from .compile import CompileError, compile  # noqa: E402,A004
 from .serialization import load, save  # noqa: E402
 
 utils = parity  # its former name: gg.utils.parity still works

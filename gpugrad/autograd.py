@@ -12,6 +12,12 @@ Derivative rules are written once and run in two modes:
   ``ArrayOps`` -- no Tensor objects are created, which keeps the tape cheap;
 - graph mode (``create_graph=True``): ``g`` and the saved values are Tensors linked into the graph
   and ``ops`` is ``gpugrad.ops`` -- the backward is itself recorded, so it can be differentiated.
+
+While ``gg.compile`` traces a function, a thread-local tracer (``_tracing.tracer``, kept in
+``tensor.py`` so that tensors made or read on the host report to it too) is told of every
+``Function.apply``, every ``backward()`` and every update made through ``traced_call``; it is
+None otherwise, and each hook costs one attribute read (see ``gpugrad/compile``). Nothing here
+imports the compiler: it installs itself as the tracer.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .backend import DeviceError, fp_errors
-from .tensor import Tensor
+from .tensor import Tensor, _tracing
 
 _next_seq = itertools.count().__next__
 
@@ -43,6 +49,33 @@ class _GradMode(threading.local):
 
 
 _grad_mode = _GradMode()
+
+
+def traced_call(func, *args: Any) -> Any:
+    """``func(*args)``; under ``gg.compile`` the call is also recorded as one step of the program,
+    so that the replay repeats it. For updates made outside Functions (optimizer steps, running
+    statistics, gradient clipping): they read and write tensors that outlive the step."""
+    tracer = _tracing.tracer
+    if tracer is None:
+        return func(*args)
+    return tracer.call(func, args)
+
+
+def host_constant(array: Any) -> Any:
+    """Mark ``array`` (built from host data, e.g. an index list) as a constant for an active
+    ``gg.compile`` trace, which otherwise refuses arrays it did not see computed."""
+    tracer = _tracing.tracer
+    if tracer is not None:
+        tracer.constant(array)
+    return array
+
+
+def untraceable(what: str, why: str) -> None:
+    """Tell an active ``gg.compile`` trace that ``what`` cannot be replayed (it raises, or
+    falls back to eager execution)."""
+    tracer = _tracing.tracer
+    if tracer is not None:
+        tracer.fail(what, why)
 
 
 def is_grad_enabled() -> bool:
@@ -116,6 +149,9 @@ class Function:
     source = None  # the inputs' device when it is not ``device`` (set by ToDevice's forward)
     params: dict = {}  # keyword arguments of forward, kept for gg.explain's replay
     _saves_prefix = False
+    # params drawn anew on each gg.compile replay: name -> function of the traced params (dropout
+    # keys come from the host generator on every call, as in eager code)
+    replay_params: dict = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -174,7 +210,7 @@ class Function:
         result = Tensor.__new__(Tensor)
         result.data = out
         result.device = fn.device  # forward may move it (ToDevice)
-        result.grad = None
+        result._grad = None
         result._name = None
         if record and _grad_mode.enabled:
             fn.edges = edges
@@ -194,6 +230,8 @@ class Function:
         else:
             result.requires_grad = False
             result._ctx = None
+        if _tracing.tracer is not None:
+            _tracing.tracer.on_apply(fn, inputs, arrays, params, result)
         return result
 
     # -- used by the engine ----------------------------------------------------------------
@@ -454,6 +492,8 @@ def grad(
     if len(grad_outputs) != len(outputs):
         raise ValueError(f"grad: got {len(outputs)} outputs but {len(grad_outputs)} "
                          "grad_outputs; give one per output (None for a scalar output)")
+    if _tracing.tracer is not None:
+        untraceable("gg.grad", "gradients returned as values are not captured; use backward()")
     if retain_graph is None:
         retain_graph = create_graph
     seeds = [_seed_gradient(o, g, create_graph, "grad") for o, g in zip(outputs, grad_outputs)]
@@ -476,6 +516,9 @@ def backward(
         )
     if retain_graph is None:
         retain_graph = create_graph
+    if _tracing.tracer is not None:  # gg.compile records the walk
+        _tracing.tracer.backward(tensor, gradient, retain_graph, create_graph)
+        return
     seed = _seed_gradient(tensor, gradient, create_graph, "backward")
     run_backward([tensor], [seed], retain_graph, create_graph)
 

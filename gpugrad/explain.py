@@ -81,7 +81,14 @@ def _host(device, array):
 
 
 def explain(t: Tensor) -> Explanation:
-    """The tape behind ``t`` as a table: name, op, value, local derivative(s), upstream gradient."""
+    """The tape behind ``t`` as a table: name, op, value, local derivative(s), upstream gradient.
+
+    Given a ``gg.compile``'d function instead, its static program (the latest one traced)."""
+    if t.__class__ is not Tensor and hasattr(t, "programs"):  # gg.compile: the static side
+        if t.program is None:
+            raise ValueError("explain: this gg.compile'd function has no program yet; call it "
+                             "once (the first call traces it)")
+        return t.program
     if t._ctx is None:
         return Explanation(t.name or "t", [Row(t.name or "t", "input", _host(t.device, t.data),
                                                upstream=1.0)])

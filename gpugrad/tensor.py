@@ -10,6 +10,7 @@ is imported.
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,16 @@ from .backend import device as _device
 
 _SCALARS = (int, float, bool)
 _FLOAT_KINDS = "fc"
+
+
+class _Tracing(threading.local):
+    """The ``gg.compile`` tracer recording this thread's calls, or None (the usual case). Kept
+    here, in the lowest module that reports to it; ``gpugrad.autograd`` hands it on."""
+
+    tracer = None
+
+
+_tracing = _Tracing()
 
 
 def is_device_array(data: Any) -> bool:
@@ -122,7 +133,7 @@ class _Size(int):
 class Tensor:
     """An n-dimensional array on one device that can record the ops applied to it."""
 
-    __slots__ = ("data", "device", "requires_grad", "grad", "_ctx", "_name", "__weakref__")
+    __slots__ = ("data", "device", "requires_grad", "_grad", "_ctx", "_name", "__weakref__")
     __array_ufunc__ = None  # make ndarray <op> Tensor defer to Tensor's reflected operators
 
     def __init__(self, data: Any, dtype: Any = None, device: Any = None,
@@ -130,10 +141,12 @@ class Tensor:
         self.device = _device(device if device is not None else
                               (data.device if isinstance(data, Tensor) else None))
         self.data = as_array(data, dtype, self.device)
-        self.grad = None
+        self._grad = None
         self._ctx = None
         self._name = None
         self.requires_grad = False
+        if _tracing.tracer is not None:  # gg.compile: a copy of traced data?
+            _tracing.tracer.on_new_tensor(self, data)
         if requires_grad:
             self.requires_grad_(True)
 
@@ -144,12 +157,25 @@ class Tensor:
         t.data = data
         t.device = device
         t.requires_grad = requires_grad
-        t.grad = None
+        t._grad = None
         t._ctx = ctx
         t._name = None
+        if _tracing.tracer is not None:  # gg.compile: made outside the recorded ops
+            _tracing.tracer.on_untracked(t)
         return t
 
     # -- properties ------------------------------------------------------------------------
+    @property
+    def grad(self) -> Tensor | None:
+        """The gradient accumulated by ``backward()`` (None until then)."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        self._grad = value
+        if _tracing.tracer is not None:  # gg.compile replays the assignment
+            _tracing.tracer.on_grad_set(self)
+
     @property
     def shape(self) -> tuple[int, ...]:
         return self.data.shape
@@ -198,15 +224,18 @@ class Tensor:
     # -- conversion ------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """A host (NumPy) copy of the data; never part of the graph."""
+        _host_read(self, ".numpy()")
         return np.array(self.device.backend.to_host(self.data), copy=True)
 
     def item(self) -> Any:
+        _host_read(self, ".item() (also bool(), float(), int() and indexing with a tensor)")
         if self.data.size != 1:
             raise ValueError(
                 f"item: only one-element tensors convert to a scalar, got shape {self.shape}")
         return self.device.backend.to_host(self.data).item()  # via the backend: settles checks
 
     def tolist(self) -> Any:
+        _host_read(self, ".tolist()")
         return self.device.backend.to_host(self.data).tolist()
 
     def __array__(self, dtype=None, copy=None):
@@ -215,6 +244,7 @@ class Tensor:
                 f"cannot convert a tensor on {self.device} to a NumPy array implicitly; "
                 "call .numpy() or .cpu() first"
             )
+        _host_read(self, "np.asarray(tensor)")
         return self.data if dtype is None else self.data.astype(dtype)
 
     def __float__(self) -> float:
@@ -309,6 +339,11 @@ class Tensor:
             with self.device.activate():  # tests references the same way
                 arr = self.data = arr.copy()
         return arr
+
+
+def _host_read(t: Tensor, what: str) -> None:
+    if _tracing.tracer is not None:
+        _tracing.tracer.on_host_read(t, what)
 
 
 def _array_refs(t: Tensor) -> tuple[Any, int]:

@@ -207,6 +207,48 @@ def test_cross_entropy_extreme_logits(dev, N, C):
     assert loss[-1] == pytest.approx(np.log(C), rel=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("N,C", [(1, 1), (64, 10), (7, 31), (3, 1000)])
+def test_cross_entropy_reference_every_row_path_is_the_general_one(dev, N, C, dtype):
+    """With every label a class the reference skips its masks; the result is bit for bit what
+    the masked path gives (forced here by an ignore_index that is a class no row has)."""
+    f = dev.backend.reference
+    rng = np.random.default_rng(N * C)
+    x = (rng.standard_normal((N, C + 1)) * 4).astype(dtype)
+    if N > 2:
+        x[1, 0], x[2, 1] = np.inf, np.nan  # non-finite rows propagate alike, silently
+    labels = rng.integers(0, C, N)  # never C: the absent class below
+    dx, dl = put(dev, x), put(dev, labels)
+    for reduction in ("mean", "sum", "none"):
+        for with_grad in (False, True):
+            with no_warnings():
+                fast = f.softmax_cross_entropy(dx, dl, IGNORE, reduction, with_grad)
+                masked = f.softmax_cross_entropy(dx, dl, C, reduction, with_grad)
+            for a, b in zip(fast, masked):
+                if a is None:
+                    assert b is None
+                    continue
+                a, b = host(dev, a), host(dev, b)
+                assert a.dtype == b.dtype == dtype and a.shape == b.shape
+                assert a.tobytes() == b.tobytes(), (reduction, with_grad)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint64])
+def test_labels_in_range(dev, dtype):
+    from gpugrad.backend.errors import labels_in_range
+
+    assert labels_in_range(put(dev, np.zeros(0, dtype)), 0)
+    assert labels_in_range(put(dev, np.array([0, 4, 2], dtype)), 5)
+    assert not labels_in_range(put(dev, np.array([0, 5, 2], dtype)), 5)
+    assert not labels_in_range(put(dev, np.array([1, 1], dtype)), 0)
+    if np.dtype(dtype).kind == "i":
+        assert not labels_in_range(put(dev, np.array([3, -1], dtype)), 5)
+        assert not labels_in_range(put(dev, np.array([np.iinfo(dtype).min], dtype)), 5)
+        # a strided view is read in place, every other element
+        assert labels_in_range(put(dev, np.array([1, -1, 2, -1], dtype))[::2], 5)
+        assert not labels_in_range(put(dev, np.array([-1, 1, 2, 1], dtype))[::2], 5)
+
+
 def test_cross_entropy_all_ignored_and_empty(dev):
     f = dev.backend.fused
     x = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)

@@ -106,6 +106,27 @@ def test_params_without_grad_are_skipped(device, fused):
         a.grad = b.grad = None
 
 
+@pytest.mark.parametrize("cls,kw", [(optim.SGD, dict(lr=0.1)),
+                                    (optim.SGD, dict(lr=0.1, momentum=0.9)),
+                                    (optim.Adam, dict(lr=0.1))])
+@pytest.mark.parametrize("grad_dtype", [np.float64, np.float32])  # the param's, or another
+def test_step_never_changes_an_array_a_graph_saved(device, fused, cls, kw, grad_dtype):
+    """A graph built before the step keeps the old values for its backward; the gradients the
+    step read are left as they were."""
+    w = gg.tensor(P0[0], dtype=np.float64, device=device, requires_grad=True)
+    opt = cls([w], **kw)
+    old = w.numpy()
+    w.grad = gg.tensor(np.ones(w.shape), dtype=grad_dtype, device=device)
+    grad = w.grad
+    square = (w * w).sum()  # saves w's array for its backward
+    opt.step()
+    assert not np.array_equal(w.numpy(), old)
+    np.testing.assert_array_equal(grad.numpy(), np.ones(w.shape))
+    w.grad = None
+    square.backward()
+    np.testing.assert_allclose(w.grad.numpy(), 2 * old, rtol=1e-12)
+
+
 def test_param_groups_have_their_own_options(device):
     a = gg.ones(2, device=device, requires_grad=True)
     b = gg.ones(2, device=device, requires_grad=True)

@@ -56,7 +56,13 @@ def host_reads() -> int:
 
 def defer(key: Any, flags: Any, check: Check, read: Reader) -> None:
     """Register ``flags`` (a small device array) of device ``key``; ``read`` copies a list of such
-    arrays to the host in one transfer. In sync mode, or with too many pending, read now."""
+    arrays to the host in one transfer. In sync mode, or with too many pending, read now.
+    While a CUDA graph captures on this thread the check is recorded instead: the flags have no
+    value before the graph is launched (``start_recording``)."""
+    rec = getattr(_recording, "active", None)
+    if rec is not None:
+        rec.items.append((key, flags, check, read))
+        return
     with _lock:
         items = _pending.setdefault(key, [])
         items.append((flags, check))
@@ -116,3 +122,35 @@ def read_cupy(arrays: Sequence[Any]) -> list[np.ndarray]:
         out.append(host[start : start + a.size])
         start += a.size
     return out
+
+
+_recording = threading.local()
+
+
+class Recording:
+    """The checks registered while a CUDA graph captures (see ``recording``): their flags are
+    written again by each launch of the graph, so each launch registers them again."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, Any, Check, Reader]] = []
+
+    def replay(self) -> None:
+        """Register every recorded check once more, on a copy of its flags (the next launch
+        overwrites them before they are read)."""
+        for key, flags, check, read in self.items:
+            defer(key, flags.copy(), check, read)
+
+
+def recording() -> Recording | None:
+    return getattr(_recording, "active", None)
+
+
+def start_recording() -> Recording:
+    """Collect instead of register the device checks of this thread until ``stop_recording``."""
+    rec = Recording()
+    _recording.active = rec
+    return rec
+
+
+def stop_recording() -> None:
+    _recording.active = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import cupy
 import cupyx
 import numpy as np
@@ -32,14 +34,14 @@ class CupyBackend:
         self._cuda_device = cupy.cuda.Device(index)
         self.ops = ArrayOps(self)
 
-    @property
+    @functools.cached_property  # imported on first use; every fused op asks for it
     def fused(self):
         """The fused ops: the CUDA kernels (``kernels/*.cu``)."""
         from . import fused_cuda
 
         return fused_cuda
 
-    @property
+    @functools.cached_property
     def reference(self):
         """The fused ops' array-module reference, run on this GPU when ``GPUGRAD_FUSED=0``."""
         from . import fused_reference

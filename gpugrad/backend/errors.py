@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from . import checks
+
+# a signed label dtype -> the unsigned one of its size, to read its bits as (see labels_in_range)
+_UNSIGNED = {np.dtype(s): np.dtype(u) for s, u in
+             ((np.int8, np.uint8), (np.int16, np.uint16), (np.int32, np.uint32),
+              (np.int64, np.uint64))}
 
 
 class DeviceError(RuntimeError):
@@ -18,12 +25,25 @@ def label_error(op: str, label: int, row: int, n: int, c: int, ignore_index: int
                       f"ignore_index={ignore_index} (N={n}, C={c})")
 
 
+def labels_in_range(labels: Any, c: int) -> bool:
+    """Whether every (integer) label is in ``[0, c)``: one reduction, since a negative label read
+    as unsigned is larger than any class count (for device labels, also one host read)."""
+    if labels.size == 0:
+        return True
+    unsigned = _UNSIGNED.get(labels.dtype)
+    if unsigned is not None:
+        labels = labels.view(unsigned)  # same bits, no copy
+    return bool(labels.max() < c)
+
+
 def check_labels(labels: Any, c: int, ignore_index: int, op: str = "cross_entropy") -> None:
     """``label_error`` for the first label outside ``[0, c)`` that is not ``ignore_index``:
     raised now for NumPy labels, at the next host read for CuPy labels (a deferred check, see
     ``checks``: no sync here)."""
     n = labels.shape[0]
     if labels.size == 0:
+        return
+    if isinstance(labels, np.ndarray) and labels_in_range(labels, c):  # host labels, usually
         return
     bad = (labels < 0) | (labels >= c)
     if ignore_index < 0 or ignore_index >= c:

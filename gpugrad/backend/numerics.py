@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-_NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # computed in themselves
 
 
 def array_module(a: Any) -> Any:
@@ -21,12 +21,12 @@ def array_module(a: Any) -> Any:
 
 def compute_dtype(dt: np.dtype) -> np.dtype:
     """float32 and float64 compute in themselves; half types (float16, bfloat16) in float32."""
-    return dt if dt in _NATIVE else np.dtype(np.float32)
+    return dt if dt in NATIVE_FLOATS else np.dtype(np.float32)
 
 
 def acc_view(a: Any) -> Any:
     """The array itself for float32/64, else a float32 copy to be written back with ``store``."""
-    return a if a.dtype in _NATIVE else a.astype(np.float32)
+    return a if a.dtype in NATIVE_FLOATS else a.astype(np.float32)
 
 
 def store(dst: Any, src: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import numpy as np
@@ -57,14 +58,14 @@ class NumpyBackend:
     def __init__(self) -> None:
         self.ops = NumpyArrayOps(self)
 
-    @property
+    @functools.cached_property  # imported on first use; every fused op asks for it
     def fused(self):
         """The fused ops: on the CPU, their reference implementation."""
         from . import fused_reference
 
         return fused_reference
 
-    @property
+    @functools.cached_property
     def reference(self):
         from . import fused_reference
 

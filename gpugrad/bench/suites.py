@@ -41,7 +41,7 @@ class Workload:
     unit: str  # "samples/s" | "GB/s" | "GFLOP/s"
     make: Callable[[Any], Callable[[], Any]]  # gg.Device -> step
     make_torch: Callable[[Any], Callable[[], Any]] | None = None  # torch.device -> step
-    variant: str = ""  # "fused" | "unfused" for the kernels suite
+    variant: str = ""  # "fused" | "unfused" (kernels suite), "eager" | "compiled" (mlp suite)
     slow: bool = False  # a whole-epoch workload: fewer repeats
 
 
@@ -54,7 +54,8 @@ def _labels(n: int, classes: int, seed: int = 1) -> np.ndarray:
 
 
 # -- mlp ----------------------------------------------------------------------------------------
-def _mlp_step(sizes: tuple[int, ...], batch: int) -> Callable[[Any], Callable[[], Any]]:
+def _mlp_step(sizes: tuple[int, ...], batch: int,
+              compiled: bool = False) -> Callable[[Any], Callable[[], Any]]:
     def make(dev: Any) -> Callable[[], Any]:
         import gpugrad as gg
         import gpugrad.functional as F
@@ -70,7 +71,7 @@ def _mlp_step(sizes: tuple[int, ...], batch: int) -> Callable[[Any], Callable[[]
             F.cross_entropy(model(x), y).backward()
             opt.step()
 
-        return step
+        return gg.compile(step) if compiled else step
 
     return make
 
@@ -100,7 +101,7 @@ def _torch_mlp_step(sizes: tuple[int, ...], batch: int) -> Callable[[Any], Calla
     return make
 
 
-def _digits_epoch(dev: Any) -> Callable[[], Any]:
+def _digits_epoch(dev: Any, compiled: bool = False) -> Callable[[], Any]:
     import gpugrad as gg
     import gpugrad.functional as F
     from gpugrad.data import DataLoader, load_digits
@@ -111,11 +112,16 @@ def _digits_epoch(dev: Any) -> Callable[[], Any]:
     opt = gg.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader.from_split(split, batch_size=64, seed=0, device=dev)
 
+    def step(xb: Any, yb: Any) -> None:
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+    run = gg.compile(step) if compiled else step
+
     def epoch() -> None:
         for xb, yb in loader:
-            opt.zero_grad()
-            F.cross_entropy(model(xb), yb).backward()
-            opt.step()
+            run(xb, yb)
 
     return epoch
 
@@ -124,13 +130,19 @@ def _mlp_workloads(quick: bool) -> list[Workload]:
     out = []
     for sizes, batch in MLP_CONFIGS[:2] if quick else MLP_CONFIGS:
         label = "-".join(map(str, sizes)) + f" b{batch}"
-        out.append(Workload("mlp", "train step", label, float(batch), "batch", float(batch),
-                            "samples/s", _mlp_step(sizes, batch), _torch_mlp_step(sizes, batch)))
+        for compiled in (False, True):  # eager (the tape) and gg.compile (a replayed program)
+            out.append(Workload("mlp", "train step", label, float(batch), "batch", float(batch),
+                                "samples/s", _mlp_step(sizes, batch, compiled),
+                                None if compiled else _torch_mlp_step(sizes, batch),
+                                variant="compiled" if compiled else "eager"))
     from gpugrad.data import load_digits
 
     n = load_digits().x_train.shape[0]
-    out.append(Workload("mlp", "digits epoch", "64-128-10 b64 adam", float(n), "samples",
-                        float(n), "samples/s", _digits_epoch, slow=True))
+    for compiled in (False, True):
+        out.append(Workload("mlp", "digits epoch", "64-128-10 b64 adam", float(n), "samples",
+                            float(n), "samples/s",
+                            lambda dev, c=compiled: _digits_epoch(dev, c), slow=True,
+                            variant="compiled" if compiled else "eager"))
     return out
 
 
@@ -355,7 +367,7 @@ def kernel_build_times(dev: Any) -> dict[str, Any]:
 def _fused(variant: str) -> Iterator[None]:
     from gpugrad import backend
 
-    if not variant:
+    if variant not in ("fused", "unfused"):  # eager/compiled rows use the default
         yield
         return
     prev = backend.fused_enabled()

@@ -269,6 +269,18 @@ def _epochs(args: argparse.Namespace, tqdm: Any, dev: Any, model: Any, opt: Any,
     import gpugrad as gg
     import gpugrad.functional as F
 
+    def train_step(xb: Any, yb: Any) -> tuple[Any, Any]:
+        opt.zero_grad()
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb, label_smoothing=args.label_smoothing)
+        loss.backward()
+        if args.clip_grad_norm is not None:
+            gg.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm)
+        opt.step()
+        return loss, logits
+
+    if getattr(args, "compile", False):  # traced once per batch shape, then replayed
+        train_step = gg.compile(train_step)
     for epoch in range(start, args.epochs):
         t0 = time.perf_counter()
         lr = _lr_at(args, epoch)
@@ -283,13 +295,7 @@ def _epochs(args: argparse.Namespace, tqdm: Any, dev: Any, model: Any, opt: Any,
                    unit="batch", leave=False, disable=args.no_progress or None, file=sys.stderr)
         try:
             for step, (xb, yb) in enumerate(bar):
-                opt.zero_grad()
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb, label_smoothing=args.label_smoothing)
-                loss.backward()
-                if args.clip_grad_norm is not None:
-                    gg.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm)
-                opt.step()
+                loss, logits = train_step(xb, yb)
                 n = xb.shape[0]
                 seen += n
                 batch_loss = loss.detach() * n
@@ -470,6 +476,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "(default 0)")
     pt.add_argument("--clip-grad-norm", type=float, metavar="MAX",
                     help="clip the gradients' total 2-norm to MAX before each step (default off)")
+    pt.add_argument("--compile", action="store_true",
+                    help="run the training step as a gg.compile static program (traced once per "
+                         "batch shape, then replayed)")
     pt.add_argument("--save", metavar="PATH", help="checkpoint after every epoch (atomic write)")
     pt.add_argument("--resume", metavar="PATH", help="continue from a --save checkpoint")
     pt.add_argument("--json", metavar="PATH", help="write the final metrics as JSON")

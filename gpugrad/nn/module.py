@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..autograd import _tracing, traced_call
 from ..backend import device as _device
 from ..tensor import Tensor, as_dtype
 
@@ -117,6 +118,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _tracing.tracer is not None:  # gg.compile keys its programs on train()/eval()
+            _tracing.tracer.on_module(self)
         return self.forward(*args, **kwargs)
 
     # -- traversal -------------------------------------------------------------------------
@@ -196,6 +199,9 @@ class Module:
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's ``.grad`` (to None by default: the next backward then stores
         its gradient without adding to a zero array)."""
+        traced_call(self._zero_grad, set_to_none)  # one step of a gg.compile program
+
+    def _zero_grad(self, set_to_none: bool) -> None:
         for p in self.parameters():
             if set_to_none or p.grad is None:
                 p.grad = None

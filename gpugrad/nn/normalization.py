@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import traced_call
 from ..backend import device as _device
 from ..creation import empty, ones, zeros
 from ..ops._coerce import float_input
@@ -144,11 +145,7 @@ class BatchNorm1d(Module):
             check_batch_params(self._op, x, self.running_mean, self.running_var, self.weight,
                                 self.bias)
             check_param(self._op, "num_batches_tracked", nbt, (), x)
-            with nbt.device.activate():
-                count = nbt.writable_data()  # never into a state_dict() snapshot
-                count += 1  # on the device: no host sync
-                if self.momentum is None:  # cumulative moving average: 1 / batches seen
-                    factor = 1.0 / count.astype(np.float64)  # a 0-d array (CuPy) or a scalar
+            factor = traced_call(_count_batch, nbt, self.momentum)  # one gg.compile step
         # train(): batch statistics, running ones updated; eval(): the running statistics --
         # or, without track_running_stats (no buffers), batch statistics in both modes
         return batch_norm_checked(self._op, x, self.running_mean, self.running_var, self.weight,
@@ -157,6 +154,17 @@ class BatchNorm1d(Module):
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+def _count_batch(nbt: Tensor, momentum: float | None) -> Any:
+    """``num_batches_tracked += 1`` on the device; the running-stat factor: ``momentum``, or
+    1 / batches seen (a 0-d array or NumPy scalar) for the cumulative average."""
+    with nbt.device.activate():
+        count = nbt.writable_data()  # never into a state_dict() snapshot
+        count += 1  # on the device: no host sync
+        if momentum is None:  # cumulative moving average: 1 / batches seen
+            return 1.0 / count.astype(np.float64)  # a 0-d array (CuPy) or a scalar
+    return momentum
 
 
 def _float_dtype(op: str, dtype: Any) -> np.dtype:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import traced_call
 from ..backend import cpu
 from ..tensor import Tensor
 
@@ -51,8 +52,13 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float,
     (over all gradients, as if concatenated) is at most ``max_norm``; return that total norm
     (before clipping) as a 0-d tensor on the first parameter's device. Parameters without a
     gradient are ignored. ``norm_type`` may be ``inf`` (largest absolute value)."""
-    params = _params(parameters)
-    norm_type, max_norm = float(norm_type), float(max_norm)
+    # one step of a gg.compile program
+    return traced_call(_clip_grad_norm, _params(parameters), float(max_norm), float(norm_type),
+                       bool(error_if_nonfinite))
+
+
+def _clip_grad_norm(params: list[Tensor], max_norm: float, norm_type: float,
+                    error_if_nonfinite: bool) -> Tensor:
     # Empty gradients add nothing to any norm (and max/min of nothing is undefined).
     grads = [p.grad for p in params if p.grad is not None and p.grad.size]
     if not grads:
@@ -87,8 +93,11 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float,
 
 def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float) -> None:
     """Clamp every gradient of ``parameters`` into [-clip_value, clip_value], in place."""
-    clip_value = float(clip_value)
-    for p in _params(parameters):
+    traced_call(_clip_grad_value, _params(parameters), float(clip_value))
+
+
+def _clip_grad_value(params: list[Tensor], clip_value: float) -> None:
+    for p in params:
         if p.grad is not None:
             with p.device.activate():
                 arr = p.grad.writable_data()  # never clamp an array a graph saved

@@ -1,6 +1,6 @@
 """Argument coercion shared by the op wrappers: operands to Tensors (on the right device), Python
 and NumPy scalars to Python numbers, dtype checks with errors that name the op. A leaf module: it
-imports only the Tensor layer."""
+imports only the Tensor layer (and autograd's ``traced_call``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import traced_call
 from ..tensor import Tensor
 
 _SCALARS = (int, float, bool)
@@ -82,3 +83,18 @@ def float_input(op: str, x: Any, what: str = "input") -> Tensor:
         raise TypeError(f"{op}: {what} must be a floating-point tensor, got dtype {x.dtype} "
                         f"(shape {x.shape})")
     return x
+
+
+def untracked_result(dev, fn, *args) -> Tensor:
+    """``fn`` of the tensors' arrays (and other arguments) as a new tensor on ``dev``: math
+    outside any Function, so without gradient (comparisons, argmax, integer casts). Recorded as
+    one step of a ``gg.compile`` program."""
+    return traced_call(_apply_arrays, dev, fn, *args)
+
+
+def _apply_arrays(dev, fn, *args) -> Tensor:
+    arrays = [a.data if a.__class__ is Tensor else a for a in args]
+    if dev.type == "cpu":  # NumPy returns a scalar for 0-d inputs; tensors hold arrays
+        return Tensor._wrap(np.asarray(fn(*arrays)), dev)
+    with dev.activate():  # CuPy computes on the current GPU
+        return Tensor._wrap(fn(*arrays), dev)

@@ -1,7 +1,7 @@
 """Comparisons and logical ops: bool results, never differentiable, so no Functions.
 
-These run outside ``Function.apply``, so they make a GPU tensor's device current themselves (CuPy
-computes on the current GPU); the CPU branch is spelled out to keep it as cheap as an op.
+These run outside ``Function.apply`` (through ``untracked_result``, which makes a GPU tensor's
+device current, as CuPy computes on the current GPU, and records one ``gg.compile`` step).
 """
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ import numpy as np
 
 from ..backend import DeviceError
 from ..tensor import Tensor
-from ._coerce import as_tensor, operand
+from ._coerce import as_tensor, operand, untracked_result
 from ._rules import check_broadcast
 
 
-# These run outside Function.apply, so they make a GPU tensor's device current themselves (CuPy
-# computes on the current GPU); the CPU branch is spelled out to keep it as cheap as before.
 def _check_bool(name: str, *xs) -> None:
     """``& | ^ ~`` (logical_*) take bool tensors only (README); ints would give logical results
     where Python and torch mean bitwise ones."""
@@ -38,14 +36,11 @@ def _compare(name: str, ufunc: str, bool_only: bool = False):
             raise DeviceError(f"{name}: tensors are on different devices ({a.device} and "
                               f"{b.device})")
         dev = a.device
-        b = b.data if b.__class__ is Tensor else b
         try:
-            if dev.type == "cpu":  # NumPy returns a scalar for 0-d inputs; tensors hold arrays
-                return Tensor._wrap(np.asarray(np_ufunc(a.data, b)), dev)
-            with dev.activate():  # CuPy computes on the current GPU
-                return Tensor._wrap(getattr(dev.xp, ufunc)(a.data, b), dev)
+            return untracked_result(dev, np_ufunc if dev.type == "cpu" else
+                                    getattr(dev.xp, ufunc), a, b)
         except ValueError:
-            check_broadcast(name, a.data, b)
+            check_broadcast(name, a.data, b.data if b.__class__ is Tensor else b)
             raise
 
     compare.__name__ = name
@@ -87,10 +82,8 @@ def _unary(name: str, ufunc: str, bool_only: bool = False):
         if bool_only:
             _check_bool(name, x)
         dev = x.device
-        if dev.type == "cpu":
-            return Tensor._wrap(np_ufunc(x.data), dev)
-        with dev.activate():
-            return Tensor._wrap(getattr(dev.xp, ufunc)(x.data), dev)
+        return untracked_result(dev, np_ufunc if dev.type == "cpu" else getattr(dev.xp, ufunc),
+                                x)
 
     unary.__name__ = name
     return unary

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import Function
+from ..autograd import Function, traced_call
 from ..backend.config import fused_ops
 from ..backend.errors import check_labels
 from ..tensor import Tensor
@@ -128,6 +128,27 @@ def _class_weight(op: str, weight: Any, x: Tensor) -> Tensor:
     return w
 
 
+def _label_arrays(xp: Any, lab: Any, c: int, ignore_index: int, op: str,
+                  weight: Tensor | None) -> tuple:
+    """(rows kept, their columns, row numbers, row weights or None) of checked labels."""
+    check_labels(lab, c, ignore_index, op)
+    keep = lab != ignore_index
+    cols = xp.where(keep, lab, 0)  # any valid column for ignored rows; masked below
+    rows = xp.arange(lab.shape[0])
+    row_w = None if weight is None else weight.data[cols]
+    return keep, cols, rows, row_w
+
+
+def _mean_scale(xp: Any, keep: Any, row_w: Any, acc: Any) -> Any:
+    """1 / (the kept rows' weight), as a 0-d array of ``acc``."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kept = keep.astype(acc) if row_w is None else xp.where(keep, row_w, 0).astype(acc)
+        denom = kept.sum()
+        # NaN when nothing is kept or the kept weights sum to 0 (PyTorch's 0/0). A product,
+        # not a quotient: the NaN then reaches only rows that were kept (where above).
+        return xp.asarray(xp.where(denom == 0, np.nan, 1 / denom), dtype=acc)
+
+
 def _class_loss(op: str, logp: Tensor, labels: Tensor, weight: Tensor | None, ignore_index: int,
                 reduction: str, smoothing: float = 0.0) -> Tensor:
     """PyTorch's nll_loss / label-smoothed cross_entropy on log-probabilities (M, C), from ops.
@@ -138,13 +159,9 @@ def _class_loss(op: str, logp: Tensor, labels: Tensor, weight: Tensor | None, ig
     """
     dev, xp = logp.device, logp.device.xp
     m, c = logp.shape
-    with dev.activate():  # array math outside any op: run it on logp's GPU
-        lab = labels.data
-        check_labels(lab, c, int(ignore_index), op)
-        keep = lab != ignore_index
-        cols = xp.where(keep, lab, 0)  # any valid column for ignored rows; masked below
-        rows = xp.arange(m)
-        row_w = None if weight is None else weight.data[cols]
+    with dev.activate():  # array math outside any op: run it on logp's GPU (one gg.compile step)
+        keep, cols, rows, row_w = traced_call(_label_arrays, xp, labels.data, c,
+                                              int(ignore_index), op, weight)
     # The labels are checked: index directly (getitem would bounds-check them again, syncing).
     loss = -GetItem.apply(logp, index=(rows, cols))
     if row_w is not None:
@@ -159,12 +176,8 @@ def _class_loss(op: str, logp: Tensor, labels: Tensor, weight: Tensor | None, ig
     acc = np.dtype(np.float32) if logp.dtype.itemsize < 4 else logp.dtype  # as the fused kernels
     total = sum(loss if loss.dtype == acc else astype(loss, acc))
     if reduction == "mean":
-        with dev.activate(), np.errstate(invalid="ignore", divide="ignore"):
-            kept = keep.astype(acc) if row_w is None else xp.where(keep, row_w, 0).astype(acc)
-            denom = kept.sum()
-            # NaN when nothing is kept or the kept weights sum to 0 (PyTorch's 0/0). A product,
-            # not a quotient: the NaN then reaches only rows that were kept (where above).
-            scale = xp.asarray(xp.where(denom == 0, np.nan, 1 / denom), dtype=acc)
+        with dev.activate():
+            scale = traced_call(_mean_scale, xp, keep, row_w, acc)
         total = total * Tensor._wrap(scale, dev)
     if total.dtype == logp.dtype:
         return total

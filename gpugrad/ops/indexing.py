@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import Function, is_grad_enabled
+from ..autograd import (
+    Function,
+    _tracing,
+    host_constant,
+    is_grad_enabled,
+    traced_call,
+    untraceable,
+)
 from ..backend import DeviceError, checks
 from ..tensor import Tensor, as_array, is_device_array, nested_to_host
 from ._coerce import as_tensor
@@ -139,7 +146,7 @@ def _index_part(part, x: Tensor, op: str = "getitem"):
         host = np.asarray(part)
         if host.size == 0 and isinstance(part, list):
             host = host.astype(np.intp)  # [] means no indices (NumPy's rule), not a float array
-        part = x.device.backend.asarray(host)
+        part = host_constant(x.device.backend.asarray(host))
     else:
         if isinstance(part, float):
             raise IndexError(f"{op}: only integers, slices, None, Ellipsis and integer or bool "
@@ -206,8 +213,8 @@ def _prepare_index(x: Tensor, index, op: str):
         with x.device.activate():  # nonzero() runs on the index arrays' (x's) device
             parts = _masks_to_indices(parts)
     if x.device.type != "cpu" and any(hasattr(p, "dtype") for p in parts):
-        with x.device.activate():
-            _check_bounds(parts, x.shape, op, x.device.xp)
+        with x.device.activate():  # one gg.compile step: a replay checks its own indices
+            traced_call(_check_bounds, parts, x.shape, op, x.device.xp)
     return parts if isinstance(index, tuple) else parts[0]
 
 
@@ -250,7 +257,11 @@ def setitem(self: Tensor, index: Any, value: Any) -> None:
         if tracked:  # a new node: the graph built so far keeps the old array
             out = index_put(self, value, index)
             self.data, self._ctx, self.requires_grad = out.data, out._ctx, True
+            if _tracing.tracer is not None:  # gg.compile replays the rebinding
+                _tracing.tracer.on_rebind(self)
             return
+        untraceable("t[index] = value (not recorded: no tensor requires grad)",
+                    "an in-place write outside the recorded ops")
         value = value.data if isinstance(value, Tensor) else value
         with self.device.activate():  # CuPy writes with a kernel on the current GPU
             self.writable_data()[index] = value
@@ -360,7 +371,12 @@ def embedding_indices(op: str, indices: Any, weight: Tensor) -> Tensor:
 
 def check_embedding_range(op: str, idx: Tensor, num: int) -> None:
     """ValueError naming the first index outside ``[0, num)``: raised now on the CPU, at the next
-    host read on a GPU (a deferred check: no sync in the lookup)."""
+    host read on a GPU (a deferred check: no sync in the lookup). One ``gg.compile`` step, so a
+    replay checks its own indices."""
+    traced_call(_check_embedding_range, op, idx, num)
+
+
+def _check_embedding_range(op: str, idx: Tensor, num: int) -> None:
     if idx.size == 0:
         return
     shape = idx.shape

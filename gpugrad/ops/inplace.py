@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import ops
-from ..autograd import is_grad_enabled
+from ..autograd import _tracing, is_grad_enabled
 from ..tensor import Tensor
 
 __all__ = ["INPLACE_METHODS"]
@@ -49,6 +49,8 @@ def _take(t: Tensor, out: Tensor, op: str) -> Tensor:
     t.data = out.data
     if out.requires_grad:
         t._ctx, t.requires_grad = out._ctx, True
+    if _tracing.tracer is not None:  # gg.compile replays the rebinding
+        _tracing.tracer.on_rebind(t)
     return t
 
 
@@ -73,6 +75,8 @@ def _replace(t: Tensor, array: Any) -> Tensor:
     t.data = array
     if t._ctx is not None and is_grad_enabled():
         t._ctx, t.requires_grad = None, False
+    if _tracing.tracer is not None:
+        _tracing.tracer.on_rebind(t)
     return t
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import traced_call
 from ..backend import DeviceError
 from ..tensor import Tensor
 from ._coerce import float_input
@@ -118,6 +119,19 @@ def _update_running(running: Tensor, batch, factor: Any) -> None:
             arr[...] = arr.astype(ct) * (1 - f) + f * batch
 
 
+def _update_running_stats(running_mean: Tensor | None, running_var: Tensor | None, mean: Any,
+                          var: Any, n: int, factor: Any) -> None:
+    """Move the running statistics towards the batch's (the variance unbiased, as PyTorch
+    keeps); ``mean``/``var`` are the keepdims arrays of the normalisation."""
+    c = mean.size
+    if running_mean is not None:
+        _update_running(running_mean, mean.reshape(c), factor)
+    if running_var is not None:
+        with running_var.device.activate():
+            unbiased = var.reshape(c) * (n / (n - 1))
+        _update_running(running_var, unbiased, factor)
+
+
 def check_batch_params(op: str, x: Tensor, running_mean: Tensor | None,
                         running_var: Tensor | None, weight: Tensor | None,
                         bias: Tensor | None) -> None:
@@ -143,12 +157,9 @@ def batch_norm_checked(op: str, x: Tensor, running_mean: Tensor | None, running_
             raise ValueError(f"{op}: expected more than 1 value per channel when training, got "
                              f"input of shape {x.shape}")
         y, mean, var = _normalize(xc, axes, eps)
-        if running_mean is not None:
-            _update_running(running_mean, mean.data.reshape(c), factor)
-        if running_var is not None:  # the unbiased estimate, as PyTorch keeps
-            with x.device.activate():
-                unbiased = var.data.reshape(c) * (n / (n - 1))
-            _update_running(running_var, unbiased, factor)
+        if running_mean is not None or running_var is not None:  # one gg.compile step
+            traced_call(_update_running_stats, running_mean, running_var, mean.data, var.data,
+                        n, factor)
     else:
         if running_mean is None or running_var is None:
             raise ValueError(f"{op}: running_mean and running_var are needed when not training "

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..tensor import Tensor
-from ._coerce import as_tensor, float_tensor, floating
+from ._coerce import as_tensor, float_tensor, floating, untracked_result
 from ._rules import (
     acc_sum,
     axes_of,
@@ -288,17 +288,21 @@ def _arg_axis(op: str, x: Tensor, axis):
 def argmax(x, axis=None, keepdims: bool = False) -> Tensor:
     x = as_tensor(x)
     axis = _arg_axis("argmax", x, axis)
-    with x.device.activate():  # not an op: make the GPU current here
-        return Tensor._wrap(x.device.xp.asarray(x.data.argmax(axis=axis, keepdims=keepdims)),
-                            x.device)  # (asarray: NumPy's 0-d results are scalars)
+    return untracked_result(x.device, _argmax, x, axis, keepdims)
 
 
 def argmin(x, axis=None, keepdims: bool = False) -> Tensor:
     x = as_tensor(x)
     axis = _arg_axis("argmin", x, axis)
-    with x.device.activate():
-        return Tensor._wrap(x.device.xp.asarray(x.data.argmin(axis=axis, keepdims=keepdims)),
-                            x.device)
+    return untracked_result(x.device, _argmin, x, axis, keepdims)
+
+
+def _argmax(a, axis, keepdims: bool):
+    return a.argmax(axis=axis, keepdims=keepdims)
+
+
+def _argmin(a, axis, keepdims: bool):
+    return a.argmin(axis=axis, keepdims=keepdims)
 
 
 def var(x, axis=None, keepdims: bool = False, *, correction: int = 1) -> Tensor:

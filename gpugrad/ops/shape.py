@@ -11,7 +11,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..tensor import Tensor, as_dtype, nested_to_host
-from ._coerce import as_tensor, tensor_list
+from ._coerce import as_tensor, tensor_list, untracked_result
 from ._rules import axes_of, axis_of, cast_to, normalize_axis, sum_to
 
 
@@ -260,9 +260,12 @@ def astype(x, dtype) -> Tensor:
     if dtype == x.dtype:
         return x
     if dtype.kind not in "fc":  # integer/bool results carry no gradient (like comparisons)
-        with x.device.activate():  # not an op: make the GPU current here
-            return Tensor._wrap(x.data.astype(dtype), x.device)
+        return untracked_result(x.device, _cast, x, dtype)
     return AsType.apply(x, dtype=dtype)
+
+
+def _cast(a, dtype):
+    return a.astype(dtype)
 
 
 def to_device(x, device) -> Tensor:

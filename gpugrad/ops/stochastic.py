@@ -28,6 +28,9 @@ class Dropout(Function):
     extra multiply pass that costs far less than the hash.
     """
 
+    # gg.compile draws a fresh key on every replay, from the same generator in the same order
+    replay_params = {"key": lambda params: draw_key(params["p"])}
+
     def forward(self, x, p: float, key: tuple[int, int]):
         self.mask = random_bits.keep_mask(self.xp, x.shape, p, key)
         # Scale in x's dtype, so both devices multiply the same two float32 (or float64) numbers.
@@ -66,9 +69,12 @@ def dropout(input: Any, p: float = 0.5, training: bool = True) -> Tensor:  # noq
         # 0 * inf would turn every dropped element into NaN
         raise ValueError(f"dropout: p={p} is too close to 1 for {x.dtype}: the scale 1/(1-p) "
                          f"overflows it (shape {x.shape}); use p=1 or a wider dtype")
+    return Dropout.apply(x, p=p, key=draw_key(p))
+
+
+def draw_key(p: float) -> tuple[int, int]:
+    """The mask key of one dropout call: two words from the ``gg.manual_seed`` generator."""
     if p == 1.0:
-        key = (0, 0)  # unused: everything is dropped, so the random stream is left alone
-    else:
-        lo, hi = host_rng().integers(0, random_bits.LIMIT, size=2, dtype=np.uint64)
-        key = (int(lo), int(hi))
-    return Dropout.apply(x, p=p, key=key)
+        return (0, 0)  # unused: everything is dropped, so the random stream is left alone
+    lo, hi = host_rng().integers(0, random_bits.LIMIT, size=2, dtype=np.uint64)
+    return (int(lo), int(hi))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import enable_grad
+from ..autograd import enable_grad, traced_call
 from ..tensor import Tensor
 
 # Group keys that schedulers write next to the options (OneCycleLR's cycle bounds), so a param
@@ -123,6 +123,9 @@ class Optimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's ``.grad`` (to None by default, which makes the next backward
         store its gradient instead of adding it to zeros)."""
+        traced_call(self._zero_grad, set_to_none)  # one step of a gg.compile program
+
+    def _zero_grad(self, set_to_none: bool) -> None:
         for group in self.param_groups:
             for p in group["params"]:
                 if set_to_none or p.grad is None:
@@ -137,9 +140,14 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        # One step of a gg.compile program: the replay reads param_groups (hyperparameters
+        # included) afresh each call, like this eager call does.
+        traced_call(self._step_groups)
+        return loss
+
+    def _step_groups(self) -> None:
         for group in self.param_groups:
             self._step_group(group)
-        return loss
 
     def _step_group(self, group: dict[str, Any]) -> None:
         raise NotImplementedError

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..backend.config import fused_ops
-from ..backend.optim_updates import sgd_update
+from ..backend.optim_updates import plain_sgd_update, sgd_update
 from ..tensor import Tensor
 from .optimizer import Optimizer
 
@@ -38,36 +38,68 @@ class SGD(Optimizer):
                              f"(got momentum={group['momentum']}, dampening={group['dampening']})")
 
     def _step_group(self, group: dict[str, Any]) -> None:
-        params, grads = self._grads(group)
-        if not params:
+        if not (group["momentum"] or group["weight_decay"] or group.get("maximize")) and \
+                self._plain_cpu_step(group, float(group["lr"])):
             return
         momentum = float(group["momentum"])
         opts = dict(lr=float(group["lr"]), momentum=momentum, dampening=float(group["dampening"]),
                     nesterov=bool(group["nesterov"]), weight_decay=float(group["weight_decay"]))
         maximize = bool(group.get("maximize", False))
+        params, grads = self._grads(group)
+        if not params:
+            return
         # One call per (device, first step?) bucket -- normally exactly one. Parameters stepping
         # for the first time get their buffer set to d (no dampening), the others the running
         # update; without momentum there are no buffers.
-        buckets: dict[tuple[Any, bool], tuple[list, list, list]] = {}
-        for p, g in zip(params, grads):
-            buf = None
+        state = self.state
+        ps, bufs, keys = [], [], []
+        for p in params:
+            first = False
             if momentum:
-                st = self.state.get(p)
+                st = state.get(p)
                 buf = st.get("momentum_buffer") if st is not None else None
                 first = buf is None
                 if first:
                     with p.device.activate():
                         buf = Tensor._wrap(p.device.xp.empty_like(p.data), p.device)
-                    self.state.setdefault(p, {})["momentum_buffer"] = buf
-            else:
-                first = False
-            ps, gs, bufs = buckets.setdefault((p.device, first), ([], [], []))
-            ps.append(p.writable_data())  # never update an array a graph saved
-            gs.append(g)
-            if buf is not None:
+                    state.setdefault(p, {})["momentum_buffer"] = buf
                 bufs.append(buf.data)
-        for (device, first), (ps, gs, bufs) in buckets.items():
-            self._launch(device, ps, gs, bufs, opts, first, maximize)
+            ps.append(p.writable_data())  # never update an array a graph saved
+            keys.append((p.device, first))
+        key = keys[0]
+        if all(k[0] is key[0] and k[1] is key[1] for k in keys):  # the usual case, every step
+            self._launch(key[0], ps, grads, bufs, opts, key[1], maximize)
+            return
+        buckets: dict[tuple[Any, bool], tuple[list, list, list]] = {}
+        for i, k in enumerate(keys):
+            bps, bgs, bbufs = buckets.setdefault(k, ([], [], []))
+            bps.append(ps[i])
+            bgs.append(grads[i])
+            if momentum:
+                bbufs.append(bufs[i])
+        for (device, first), (bps, bgs, bbufs) in buckets.items():
+            self._launch(device, bps, bgs, bbufs, opts, first, maximize)
+
+    @staticmethod
+    def _plain_cpu_step(group: dict[str, Any], lr: float) -> bool:
+        """``p -= lr·g`` when every parameter is on the CPU (where the fused step is the
+        reference) with a gradient of its own dtype and shape: the reference's update in one
+        pass over the group, without the gradient gathering, kernel checks and bucketing that
+        on a small model cost as much as the arithmetic. False, with nothing done, otherwise
+        (the general path then handles or reports it)."""
+        ts, gs = [], []
+        for p in group["params"]:
+            g = p.grad
+            if g is None:
+                continue
+            g = g.data
+            if p.device.type != "cpu" or g.dtype is not p.data.dtype or g.shape != p.data.shape:
+                return False
+            ts.append(p)
+            gs.append(g)
+        # never update an array a graph saved (writable_data counts references: take no other)
+        plain_sgd_update([p.writable_data() for p in ts], gs, lr)
+        return True
 
     @staticmethod
     def _launch(device, ps, gs, bufs, opts, first: bool, maximize: bool) -> None:

@@ -11,7 +11,7 @@ C type and size (a pointer's element type against the array's dtype), block size
 ``__launch_bounds__`` and dynamic shared memory against the kernel's limit. Each launch runs once
 per thread order in :data:`ORDERS` from the same starting memory and must leave identical bytes.
 Device-to-host reads (``.get()``, ``.item()``, ``int()``, ``asnumpy`` ...) are counted in
-:data:`host_reads`.
+:data:`host_reads`. Stream capture and CUDA graphs: ``simt_graph``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import simt_build
+import simt_graph
 
 try:  # bfloat16 arrays need ml_dtypes (test extra); the bf16 cases skip without it
     from ml_dtypes import bfloat16
@@ -76,6 +77,7 @@ class _Buffer:
         self.raw = raw.value
         self.ptr = self.raw + self.guard
         self.mem = (ctypes.c_ubyte * total).from_address(self.raw)
+        self.mem._owner = self  # a plain view (a recorded graph call holds one) keeps it alive
         self.bytes = np.frombuffer(self.mem, np.uint8)
         # Random guard bytes: a value a kernel computes from poisoned input (NaN 0xFF..., which
         # keeps its payload) and writes out of range must still change them.
@@ -120,42 +122,69 @@ def empty(shape, dtype=np.float64, order="C") -> ndarray:
     return _wrap(buf, shape, dtype)
 
 
+def _run(call) -> None:
+    """Device work: done now, or recorded while a stream captures (see simt_graph)."""
+    if simt_graph.capturing():
+        simt_graph.record(call)
+    else:
+        call()
+
+
 def zeros(shape, dtype=np.float64) -> ndarray:
-    out = empty(shape, dtype)
-    np.ndarray.fill(out, 0)
-    return out
+    return full(shape, 0, dtype)
 
 
 def ones(shape, dtype=np.float64) -> ndarray:
-    out = empty(shape, dtype)
-    np.ndarray.fill(out, 1)
-    return out
+    return full(shape, 1, dtype)
 
 
 def full(shape, fill_value, dtype=None) -> ndarray:
     dtype = np.asarray(fill_value).dtype if dtype is None else dtype
     out = empty(shape, dtype)
-    np.ndarray.fill(out, fill_value)
+    _run(lambda: np.ndarray.fill(out, fill_value))
     return out
 
 
 def asarray(a, dtype=None) -> ndarray:
-    if isinstance(a, ndarray) and (dtype is None or np.dtype(dtype) == a.dtype):
-        return a
-    host = np.asarray(a.view(np.ndarray) if isinstance(a, ndarray) else a, dtype=dtype)
+    if isinstance(a, ndarray):
+        return a if dtype is None or np.dtype(dtype) == a.dtype else a.astype(dtype)
+    simt_graph.refuse_transfer("H2D transfers")
+    return _to_device(np.asarray(a, dtype=dtype))
+
+
+def _to_device(host: np.ndarray) -> ndarray:
     out = empty(host.shape, host.dtype)
     np.copyto(out.view(np.ndarray), host)
     return out
 
 
+def _captured_result(compute):
+    """``compute()``'s array recorded for a graph: allocated now, NaN until launched."""
+    with np.errstate(all="ignore"):
+        r = compute()
+    if not isinstance(r, np.ndarray | np.generic):
+        return r
+    out = _to_device(np.asarray(r))
+    simt_graph.poison(out)
+    plain = out.view(np.ndarray)
+
+    def call():
+        with np.errstate(all="ignore"):
+            np.copyto(plain, compute(), casting="unsafe")
+
+    simt_graph.record(call)
+    return out
+
+
 def ascontiguousarray(a, dtype=None) -> ndarray:
     a = asarray(a, dtype)
-    return a if a.flags.c_contiguous else asarray(np.ascontiguousarray(a.view(np.ndarray)))
+    return a if a.flags.c_contiguous else a.copy()
 
 
 def asnumpy(a) -> np.ndarray:
     global host_reads
     if isinstance(a, ndarray):
+        simt_graph.refuse_transfer("D2H transfers")
         host_reads += 1
         return np.array(a.view(np.ndarray))
     return np.asarray(a)
@@ -173,11 +202,26 @@ def __getattr__(name: str):
 
     def on_device(*args, **kw):
         args = [a.view(np.ndarray) if isinstance(a, ndarray) else a for a in args]
+        if simt_graph.capturing():
+            if name in ("matmul", "dot", "tensordot", "einsum", "inner", "vdot"):
+                simt_graph.refuse_cublas()
+            if name == "copyto" or "out" in kw:  # writes its destination: recorded only
+                plain_kw = {k: v.view(np.ndarray) if isinstance(v, ndarray) else v
+                            for k, v in kw.items()}  # fmt: skip
+                simt_graph.record(lambda: fn(*args, **plain_kw))
+                return kw.get("out")
+            return _captured_result(lambda: fn(*args, **kw))
         with np.errstate(all="ignore"):  # CuPy never warns about inf/NaN
             r = fn(*args, **kw)
-        return asarray(r) if isinstance(r, np.ndarray) else r
+        return _to_device(r) if isinstance(r, np.ndarray) else r
 
     return on_device
+
+
+def _captured_or_now(compute):
+    if simt_graph.capturing():
+        return _captured_result(compute)
+    return np.asarray(compute()).view(ndarray)
 
 
 def _wrap_indices(key, shape):
@@ -218,18 +262,65 @@ class ndarray(np.ndarray):  # noqa: N801 - CuPy's name
 
     def __getitem__(self, key):
         r = super().__getitem__(_wrap_indices(key, self.shape))
+        if simt_graph.capturing() and isinstance(r, np.ndarray) \
+                and not np.shares_memory(r, self):  # a gather: a kernel, recorded  # fmt: skip
+            plain, shape = self.view(np.ndarray), self.shape  # indices read at launch
+            return _captured_result(lambda: plain[_wrap_indices(key, shape)])
         return r if isinstance(r, np.ndarray) else np.asarray(r).view(ndarray)
 
     def __setitem__(self, key, value):
-        super().__setitem__(_wrap_indices(key, self.shape), value)
+        plain, shape = self.view(np.ndarray), self.shape
+        value = value.view(np.ndarray) if isinstance(value, ndarray) else value
+        _run(lambda: plain.__setitem__(_wrap_indices(key, shape), value))
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kw):
+        """NumPy's ufuncs on the host views; recorded while a stream captures."""
+        if ufunc is np.matmul:
+            simt_graph.refuse_cublas()
+        plain = [x.view(np.ndarray) if isinstance(x, ndarray) else x for x in inputs]
+        out = kw.get("out")
+        if out is not None:
+            kw["out"] = tuple(o.view(np.ndarray) if isinstance(o, ndarray) else o for o in out)
+        run = getattr(ufunc, method)
+
+        def compute():
+            with np.errstate(all="ignore"):
+                return run(*plain, **kw)
+
+        if out is not None:
+            _run(compute)
+            return out[0] if len(out) == 1 else out
+        if simt_graph.capturing():
+            return _captured_result(compute)
+        r = compute()
+        if isinstance(r, tuple):
+            return tuple(np.asarray(x).view(ndarray) for x in r)
+        return np.asarray(r).view(ndarray) if isinstance(r, np.ndarray | np.generic) else r
+
+    def fill(self, value) -> None:
+        plain = self.view(np.ndarray)
+        _run(lambda: plain.fill(value))
+
+    def argmax(self, *args, **kw):
+        plain = self.view(np.ndarray)
+        return _captured_or_now(lambda: plain.argmax(*args, **kw))
+
+    def argmin(self, *args, **kw):
+        plain = self.view(np.ndarray)
+        return _captured_or_now(lambda: plain.argmin(*args, **kw))
 
     def astype(self, dtype, copy=True, **kw):
         dtype = np.dtype(dtype)
         if dtype == self.dtype and not copy:
             return self
         out = empty(self.shape, dtype)
-        with np.errstate(all="ignore"):  # CuPy casts silently (float -> float16 may overflow)
-            np.copyto(out.view(np.ndarray), self.view(np.ndarray), casting="unsafe")
+        src, dst = self.view(np.ndarray), out.view(np.ndarray)
+
+        def cast():
+            with np.errstate(all="ignore"):  # CuPy casts silently (float -> float16 overflows)
+                np.copyto(dst, src, casting="unsafe")
+
+        _run(cast)
         return out
 
     def copy(self, order="C"):
@@ -293,6 +384,12 @@ def _occupancy(fn_ptr, threads: int, smem: int) -> int:
 
 cuda = SimpleNamespace(
     Device=Device,
+    Stream=simt_graph.Stream,
+    Graph=simt_graph.Graph,
+    Event=simt_graph.Event,
+    MemoryPool=simt_graph.MemoryPool,
+    using_allocator=simt_graph.using_allocator,
+    get_current_stream=simt_graph.get_current_stream,
     compiler=SimpleNamespace(CompileException=CompileException),
     driver=SimpleNamespace(occupancyMaxActiveBlocksPerMultiprocessor=_occupancy),
     nvrtc=SimpleNamespace(getVersion=lambda: (13, 0)),
@@ -418,6 +515,10 @@ class RawKernel:
         return ctypes.create_string_buffer(value.tobytes(), size)
 
     def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
+        args = tuple(args)
+        _run(lambda: self._launch(grid, block, args, shared_mem))
+
+    def _launch(self, grid, block, args, shared_mem: int = 0) -> None:
         grid = tuple(int(g) for g in (grid if isinstance(grid, tuple) else (grid,)))
         block = tuple(int(b) for b in (block if isinstance(block, tuple) else (block,)))
         grid3 = (grid + (1, 1))[:3]

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...autograd import untraceable
 from ..optimizer import Optimizer
+
+
+def not_in_compile() -> None:
+    """A scheduler's step() inside a ``gg.compile``'d function cannot be replayed."""
+    untraceable("lr_scheduler step()", "it changes Python state (the rates) that a replay "
+                "does not repeat; call it outside the compiled function (the replay reads the "
+                "new rates)")
 
 
 class LRScheduler:
@@ -52,6 +60,7 @@ class LRScheduler:
 
     def step(self, epoch: int | None = None) -> None:
         """Advance one epoch (or jump to ``epoch``, closed form) and set each group's ``lr``."""
+        not_in_compile()
         self._step_count += 1
         self._update_lr(epoch)
 

@@ -6,7 +6,7 @@ import math
 from typing import Any, Literal
 
 from ..optimizer import Optimizer
-from .base import LRScheduler, _per_group
+from .base import LRScheduler, _per_group, not_in_compile
 
 
 class ReduceLROnPlateau(LRScheduler):
@@ -63,6 +63,7 @@ class ReduceLROnPlateau(LRScheduler):
     def step(self, metrics: Any, epoch: int | None = None) -> None:  # type: ignore[override]
         """Record this epoch's metric (a number or a one-element tensor: this reads it on the
         host) and reduce the rates if it has plateaued."""
+        not_in_compile()
         current = float(metrics)
         self.last_epoch = self.last_epoch + 1 if epoch is None else int(epoch)
         if self._is_better(current, self.best):

@@ -1,0 +1,162 @@
+"""``backward()`` under ``gg.compile``: the array-mode walk of ``autograd.run_backward`` (same
+order, same derivative calls, same accumulations, same rules for leaf ``.grad``), run eagerly
+while each of its steps is written into the program."""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+import numpy as np
+
+from .. import autograd
+from ..autograd import FREED, Function
+from ..tensor import Tensor
+
+
+def leaf_grad(t: Tensor, gi: Any, must_copy: bool) -> Any:
+    """Store ``gi`` into a leaf's ``.grad`` exactly as ``run_backward`` does; returns the array
+    handed over (``gi`` or its copy)."""
+    if isinstance(gi, np.generic):  # NumPy's 0-d results are scalars
+        gi = np.array(gi)
+    # A rule may hand one array to several inputs (add returns g, g) or a view of it; a leaf's
+    # .grad must own its memory.
+    if must_copy or gi.base is not None:
+        gi = gi.copy()
+    if t.grad is None and gi.shape == t.data.shape:
+        t.grad = Tensor._wrap(gi, t.device)
+    else:
+        t._accumulate_grad(gi)
+    return gi
+
+
+def _unrecorded(tracer, tensor: Tensor) -> str | None:
+    """Why the graph behind ``tensor`` cannot be replayed, if it cannot."""
+    stack = [tensor._ctx] if tensor._ctx is not None else []
+    seen: set[int] = set()
+    while stack:
+        fn = stack.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if fn not in tracer.forwards:
+            return (f"it reaches {type(fn).__name__}, an op computed before the compiled "
+                    "function was called")
+        if fn.saved is FREED:
+            return None  # eager raises its own error below
+        stack.extend(e for e in fn.edges if isinstance(e, Function))
+    return None
+
+
+def record_backward(tracer, tensor: Tensor, gradient: Any, retain_graph: bool,
+                    create_graph: bool) -> None:
+    prog = tracer.program
+    why = None
+    if create_graph:
+        why = "a differentiable backward (create_graph=True) builds a graph at run time"
+    elif autograd._grad_hooks or autograd._backward_done:
+        why = ("post-accumulate-grad hooks or backward-done callbacks are registered (e.g. by "
+               "DataParallel); they run Python code during the walk that a replay would skip")
+    elif gradient is not None and gradient.__class__ is not Tensor:
+        why = "its gradient= is not a Tensor (pass a tensor)"
+    else:
+        why = _unrecorded(tracer, tensor)
+    if why is not None:
+        tracer.fail("backward()", why)
+    else:
+        tracer._check_device(tensor, "backward()")
+    src = None
+    if tracer.failure is None and gradient is not None and tensor.requires_grad:
+        src = tracer.tensor_slot(gradient, "backward()")
+    if tracer.failure is not None or not tensor.requires_grad:
+        with tracer.suspended():  # eager: runs it, or raises eager's error
+            return autograd.backward(tensor, gradient, retain_graph, create_graph)
+    with tracer.suspended():  # eager's checks and seed
+        seed = autograd._seed_gradient(tensor, gradient, False, "backward")
+    if src is None:
+        dt = prog.const(tensor.dtype, "dt")
+        if tensor.device.type == "cpu" and tensor.shape == ():  # np.ones is Python; this is not
+            code = f"np.array(1, dtype={dt})"
+        else:
+            code = f"{prog.const(tensor.device.xp, 'xp')}.ones({tensor.shape!r}, dtype={dt})"
+        uses = []
+    else:
+        code = f"{prog.slots[src].name}.astype({prog.const(tensor.dtype, 'dt')}, copy=True)"
+        uses = [src]
+    g0 = prog.new_slot(seed)
+    prog.add("seed", "seed", code, uses, [g0])
+    dev = tensor.device
+    prev_mode = autograd._grad_mode.enabled
+    autograd._grad_mode.enabled = False
+    try:
+        with tracer.suspended(), dev.activate():
+            _walk(tracer, tensor, seed, g0, retain_graph)
+    finally:
+        autograd._grad_mode.enabled = prev_mode
+    tracer.forget_volatile()
+
+
+def _walk(tracer, tensor: Tensor, seed: Any, g0: int, retain_graph: bool) -> None:
+    prog = tracer.program
+    leaf_fn = prog.const(leaf_grad, "leaf")
+
+    def write_leaf(edge: Tensor, gi: Any, slot: int, handed: set) -> None:
+        must_copy = id(gi) in handed
+        prog.add("leaf-grad", "leaf .grad", f"{leaf_fn}({tracer.obj(edge)}, "
+                 f"{prog.slots[slot].name}, {must_copy})", [slot], [])
+        prog.slots[slot].escapes = True
+        handed.add(id(leaf_grad(edge, gi, must_copy)))
+        tracer.born[id(edge.grad)] = "a backward walk"
+        tracer.grad_owner[id(edge.grad)] = edge
+        tracer._keep.append(edge.grad)
+        gslot = tracer.id2slot.get(id(edge.grad.data))
+        if gslot is not None:
+            tracer._volatile.add(gslot)
+
+    handed: set[int] = set()
+    fn0 = tensor._ctx
+    if fn0 is None:
+        write_leaf(tensor, seed, g0, handed)
+        return
+    grads: dict[Function, tuple[Any, int]] = {fn0: (seed, g0)}
+    heap = [(-fn0.seq, fn0)]
+    while heap:
+        fn = heapq.heappop(heap)[1]
+        g, gslot = grads.pop(fn)
+        saved = fn.saved
+        if saved is FREED:
+            raise RuntimeError(
+                f"{type(fn).__name__}: trying to backward through the graph a second time; "
+                "its saved arrays were freed after the first backward. Pass "
+                "retain_graph=True to the first backward to keep them.")
+        args, out = tracer.forwards[fn]
+        refs = [args[i] for i in fn.save_inputs]
+        if fn.save_output:
+            refs.append((prog.slots[out].name, [out]))
+        in_grads = fn.backward(fn.device.ops, g, *saved)
+        targets: list[int | None] = []
+        for k, gi in enumerate(in_grads):
+            keep = k < len(fn.edges) and fn.needs_input_grad[k] and gi is not None
+            targets.append(prog.new_slot(gi, "g") if keep else None)
+        call = ", ".join([prog.const(fn.device.ops, "ops"), prog.slots[gslot].name]
+                         + [e for e, _ in refs])
+        prog.add("backward", type(fn).__name__, f"{prog.const(fn.backward, 'bwd')}({call})",
+                 [gslot] + [s for _, u in refs for s in u], targets, unpack=True)
+        for edge, gi, slot in zip(fn.edges, in_grads, targets):
+            if slot is None:
+                continue
+            if edge.__class__ is not Tensor:  # a Function
+                if edge in grads:
+                    acc, aslot = grads[edge]
+                    total = acc + gi
+                    tslot = prog.new_slot(total, "g")
+                    prog.add("grad-add", "+", f"{prog.slots[aslot].name} + {prog.slots[slot].name}",
+                             [aslot, slot], [tslot])
+                    grads[edge] = (total, tslot)
+                else:
+                    grads[edge] = (gi, slot)
+                    heapq.heappush(heap, (-edge.seq, edge))
+            else:
+                write_leaf(edge, gi, slot, handed)
+        if saved and not retain_graph:
+            fn.saved = FREED
