@@ -68,6 +68,16 @@ def _assert_same(eager, compiled) -> None:
         np.testing.assert_array_equal(eager[1][k], compiled[1][k], err_msg=k)
 
 
+class _Views(nn.Module):
+    """Views of a buffered activation: a reshape, a transpose, a slice (Functions returning
+    views), then a product of two of them, so buffers are read through views in both passes."""
+
+    def forward(self, x):
+        n = x.shape[0]
+        t = x.reshape(n, 4, 4).transpose(0, 2, 1)  # views of x's buffer
+        return x * t.reshape(n, 16) + x[:, ::-1]  # a copy of the transposed view; a reversed view
+
+
 def _mlp(extra: str | None = None, bias: bool = True):
     def make():
         layers = [nn.Linear(6, 16, bias=bias)]
@@ -76,6 +86,8 @@ def _mlp(extra: str | None = None, bias: bool = True):
         elif extra == "layernorm":
             layers.append(nn.LayerNorm(16))
         layers.append(nn.Tanh() if extra == "tanh" else nn.ReLU())
+        if extra == "views":
+            layers.append(_Views())
         if extra == "dropout":
             layers.append(nn.Dropout(0.25))
         layers += [nn.Linear(16, 16, bias=bias), nn.ReLU(), nn.Linear(16, 4, bias=bias)]
@@ -92,7 +104,8 @@ def test_lowered_mlp_bitwise_per_optimizer(device, opt, dtype):
     _expect_lowering(compiled[2], device)
 
 
-@pytest.mark.parametrize("extra", ["dropout", "batchnorm", "layernorm", "tanh", "no-bias"])
+@pytest.mark.parametrize("extra", ["dropout", "batchnorm", "layernorm", "tanh", "no-bias",
+                                   "views"])
 def test_lowered_layers_bitwise(device, extra):
     make = _mlp(None, bias=False) if extra == "no-bias" else _mlp(extra)
     eager = _run(False, device, make, "adam")
