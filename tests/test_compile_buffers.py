@@ -325,3 +325,27 @@ def test_a_parameter_changing_dtype_after_the_trace_raises():
     model.weight.data = model.weight.data.astype(np.float64)
     with pytest.raises(gg.CompileError, match=r"changed from shape \(3, 4\) float32"):
         f(x)
+
+
+def test_relu_backward_masks_inf_and_nan_exactly(device):
+    """ReLU's gradient is exactly 0 at dead units even where the upstream gradient is inf or
+    NaN (a select, not a multiply), and keeps -0.0 and NaN bits elsewhere: as eager."""
+    x_host = np.array([[-1.0, 2.0, 0.0, 3.0], [4.0, -0.5, 5.0, -2.0]], np.float32)
+    c_host = np.array([[np.inf, np.nan, np.nan, -0.0], [np.nan, -np.inf, np.inf, np.nan]],
+                      np.float32)
+    c = gg.tensor(c_host, device=device)
+
+    def f(x):
+        (F.relu(x) * c).sum().backward()
+
+    cf = gg.compile(f)
+    grads = []
+    for fn in (f, cf, cf):  # eager, the trace, a replay
+        x = gg.tensor(x_host, device=device, requires_grad=True)
+        fn(x)
+        grads.append(x.grad.numpy().view(np.int32))  # the bits: -0.0 and NaN payloads too
+    np.testing.assert_array_equal(grads[0], grads[1])
+    np.testing.assert_array_equal(grads[0], grads[2])
+    if device == "cpu":
+        assert any(s.lowered is not None and s.label == "ReLU" and s.kind == "backward"
+                   for s in cf.program.steps)
