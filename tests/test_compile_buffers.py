@@ -312,18 +312,49 @@ def test_float16_and_buffers_off_replay_the_generic_calls(device, monkeypatch):
     assert _lowered(compiled[2]) == 0 and not compiled[2].program.buffers
 
 
-def test_a_parameter_changing_dtype_after_the_trace_raises():
+def test_a_parameter_changing_dtype_after_the_trace_retraces(device):
+    """The buffers have the traced layout: a replay finding a parameter of another dtype
+    returns before running any step, and the function is traced again (no silent cast)."""
     gg.manual_seed(0)
-    model = nn.Linear(4, 3)
+    model = nn.Linear(4, 3, device=device)
 
     @gg.compile
     def f(x):
         return model(x)
 
-    x = gg.tensor(np.ones((2, 4), np.float32))
+    x = gg.tensor(np.ones((2, 4), np.float32), device=device)
     f(x)
-    model.weight.data = model.weight.data.astype(np.float64)
-    with pytest.raises(gg.CompileError, match=r"changed from shape \(3, 4\) float32"):
+    f(x)
+    model.to(dtype=np.float64)  # float32 x times a float64 weight: a float64 result
+    expect = model(x).numpy()
+    out = f(x)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out.numpy(), expect)
+    np.testing.assert_array_equal(f(x).numpy(), expect)  # the new program replays
+    # (on CUDA nothing is lowered: the generic calls follow the new dtype without a trace)
+    assert f.traces == (2 if device == "cpu" else 1)
+
+
+def test_a_generic_result_changing_layout_mid_replay_raises():
+    """A lowered step's operand made by a generic step is checked where it is used."""
+    gg.manual_seed(0)
+    w = gg.tensor(np.ones((3, 3), np.float32), requires_grad=True)
+    cast = {"dtype": np.float32}
+
+    def widen(t):  # an update recorded as one call: its result's dtype is read at each call
+        return t.astype(cast["dtype"])
+
+    @gg.compile
+    def f(x):
+        from gpugrad.autograd import traced_call
+
+        h = traced_call(widen, x)
+        return h @ w
+
+    x = gg.tensor(np.ones((2, 3), np.float32))
+    f(x)
+    cast["dtype"] = np.float64
+    with pytest.raises(gg.CompileError, match=r"changed from shape \(2, 3\) float32"):
         f(x)
 
 

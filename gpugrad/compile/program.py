@@ -18,6 +18,7 @@ gets a new buffer, so an array a caller kept is never overwritten.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,6 +182,14 @@ class Program:
         frees = self._frees()
         self._assign()
         checked = set(self.inputs)  # the signature fixes the arguments' layout
+        # a read (of a parameter, a buffer) before any update could change it is checked at the
+        # replay's start; the others where they are used
+        first_update = next((i for i, step in enumerate(self.steps)
+                             if step.kind in ("call", "write")), len(self.steps))
+        early_reads = {step.targets[0]: step.code[:-len(".data")]
+                       for step in self.steps[:first_update]
+                       if step.kind == "read" and _PLAIN_READ.match(step.code)}
+        entry_checks: list[str] = []
         escaping = [b for b in range(len(self.buffers)) if self.buffers[b].escapes]
         args = ", ".join(f"a{i}" for i in range(len(self.inputs)))
         lines = [f"def replay({args}):"]
@@ -192,7 +201,10 @@ class Program:
             if step.lowered is not None:
                 for u in step.uses:
                     if u not in checked and self.slots[u].buffer is None:
-                        lines.append(self._layout_check(u))
+                        if u in early_reads:
+                            entry_checks.append(self._layout_check(u, early_reads[u]))
+                        else:
+                            lines.append(self._layout_check(u))
                         checked.add(u)
                 lines += self._lowered_lines(step)
             elif step.targets:
@@ -206,12 +218,14 @@ class Program:
                 lines.append(f"    del {', '.join(dead)}")
         outs = ", ".join(self.slots[s].name for s in self.outputs)
         lines.append(f"    return ({outs}{',' if self.outputs else ''})")
+        at = 2 if escaping else 1  # after ``def`` and ``global``: before any step runs
+        lines[at:at] = entry_checks
         self.source = "\n".join(lines) + "\n"
         for b, buf in enumerate(self.buffers):
             self.namespace[f"B{b}"] = np.empty(buf.shape, buf.dtype)
         if self.buffers:
             self.namespace.update(UFUNCS, refs=sys.getrefcount, fresh=np.empty_like,
-                                  stale=_stale)
+                                  stale=_stale, STALE=STALE)
         code = compile(self.source, f"<gg.compile {self.name}>", "exec")
         exec(code, self.namespace)  # noqa: S102 -- our own generated source
         self.replay = self.namespace["replay"]
@@ -265,12 +279,18 @@ class Program:
                              f"{slot.name} = B{b} = fresh({slot.name})")
         return lines + ["    " + line.format_map(names) for line in step.lowered.lines]
 
-    def _layout_check(self, s: int) -> str:
-        """A replay line: stop if operand ``s`` of a lowered step (a parameter read, a generic
-        step's result) no longer has the traced shape and dtype -- after ``model.double()``,
-        say: the step would write its result into a buffer of the old layout."""
+    def _layout_check(self, s: int, tensor: str | None = None) -> str:
+        """A replay line: ``s``, an operand of a lowered step, must still have its traced shape
+        and dtype, or the step would write into a buffer of the old layout. A parameter or
+        buffer (``tensor``, read at the replay's start, before any step has run) that changed
+        -- after ``model.double()``, say -- makes the replay return ``STALE``, and the caller
+        traces again; a change found mid-replay (a generic step's result) raises."""
         slot = self.slots[s]
         dt = self.const(np.dtype(slot.dtype), "dt")
+        if tensor is not None:
+            arr = f"{tensor}.data"
+            return (f"    if {arr}.shape != {slot.shape!r} or {arr}.dtype != {dt}: "
+                    "return STALE")
         return (f"    if {slot.name}.shape != {slot.shape!r} or {slot.name}.dtype != {dt}: "
                 f"stale({self.name!r}, {slot.name}, {slot.shape!r}, {dt})")
 
@@ -356,6 +376,10 @@ class Program:
                 ".grads, outputs), written again only when nothing outside the program holds "
                 "them, else replaced by a new array")
         return "\n".join(lines + self.notes)
+
+
+STALE = object()  # what a replay returns when its parameters' layout is no longer the traced one
+_PLAIN_READ = re.compile(r"^[at]\d+\.data$")  # an argument's or a captured tensor's array
 
 
 def _stale(name: str, array: Any, shape: tuple, dtype: Any) -> None:
