@@ -126,12 +126,14 @@ def test_table_ops_forward_and_backward_bitwise(device):
     """Every elementwise, reduction and matmul entry of the lowering table, in float64."""
     rng = np.random.default_rng(0)
     w = gg.tensor(rng.uniform(0.5, 1.5, (5, 5)), device=device, requires_grad=True)
+    k = gg.tensor(rng.uniform(-1.0, 1.0, (5, 5)), device=device)
 
     def f(x):
         a = x @ w  # MatMul
         b = (a * x + a / (x + 2.0) - 0.5 * x) * 1.5  # Mul, Div, Add, Sub with arrays and scalars
         c = b.exp().log1p() + b.tanh() * b.sin() - b.cos() + (-b).abs().sqrt()
         d = c.square() + (a + 3.0).log() + (b * 0.01).expm1()
+        d = d + k * x + k / (x + 1.0)  # one side needing no gradient (Div: a scratch buffer)
         loss = d.sum() + d.sum(axis=0).sum()  # Sum, full and along an axis
         loss.backward()
         return loss
@@ -151,6 +153,7 @@ def test_table_ops_forward_and_backward_bitwise(device):
         labels = {s.label for s in cf.program.steps if s.lowered is not None}
         assert {"MatMul", "Mul", "Div", "Add", "Sub", "Exp", "Log1p", "Tanh", "Sin", "Cos",
                 "Neg", "Abs", "Sqrt", "Square", "Log", "Expm1", "Sum"} <= labels
+        assert any(s.scratch for s in cf.program.steps)  # k / (x + 1): g / b into scratch
 
 
 def _view_chain(x, w1, w2):

@@ -128,7 +128,7 @@ class Program:
         """A slot for a lowered step's scratch buffer (dead when the step ends)."""
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        self.slots.append(Slot(f"t{len(self.slots)}", tuple(shape), dtype, nbytes))
+        self.slots.append(Slot(f"scr{len(self.slots)}", tuple(shape), dtype, nbytes))
         return len(self.slots) - 1
 
     def const(self, value: Any, prefix: str = "k") -> str:
