@@ -300,9 +300,7 @@ class Program:
         buffers count whole for the whole replay (allocated once, held by the program); other
         slots count from the step producing them to their last use, or to the end when they
         escape (into a .grad, an output, an update's arguments: something else may hold them)."""
-        scratch = {s for step in self.steps for s in step.scratch}
-        return self._peak(True), sum(s.nbytes for i, s in enumerate(self.slots)
-                                     if i not in scratch)
+        return self._peak(True), sum(s.nbytes for s in self.slots)
 
     def unbuffered_peak(self) -> int:
         """The peak bytes alive if every step allocated its result afresh (as eager ops do)."""
