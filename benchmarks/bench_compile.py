@@ -9,7 +9,9 @@ step costs above the hand-written script (which does the same math in fewer, fus
 "replay/step" is the replay machinery alone -- the generated function run with every op call
 replaced by a stub returning that op's recorded result -- per step; "peak KiB" is the largest
 amount of host memory allocated during one step (tracemalloc: NumPy reports its buffers), eager
-vs compiled.
+vs compiled; "lowered" counts the program's steps written as array calls into its buffers
+(``out=``) and "buffers" the buffers they share (the JSON adds their bytes and the listing's
+memory-plan peaks).
 """
 
 from __future__ import annotations
@@ -75,7 +77,9 @@ def peak_bytes(step: Any) -> int:
 
 def replay_machinery_s(program: Any, *args: Any) -> float:
     """Seconds per replay of ``program`` with every call stubbed (returning what the real call
-    returned): the cost of the generated code itself -- locals, calls, unpacking, ``del``."""
+    returned): the cost of the generated code itself -- locals, calls, unpacking, ``del``. The
+    buffer plan's own checks (``refs``, ``fresh``, ``stale``) stay real, and so do the array
+    methods lowered lines call on buffers (``.sum(out=)``, ``.view``, ``.T``)."""
     results: dict[str, Any] = {}
     real = dict(program.namespace)
 
@@ -89,8 +93,8 @@ def replay_machinery_s(program: Any, *args: Any) -> float:
         value = results[name]
         return lambda *a, **k: value
 
-    callables = [n for n, v in real.items() if callable(v) and n != "replay"
-                 and not isinstance(v, type)]
+    callables = [n for n, v in real.items() if callable(v) and not isinstance(v, type)
+                 and n not in ("replay", "refs", "fresh", "stale")]
     ns = {**real, **{n: recorder(n, real[n]) for n in callables}}
     exec(program.source, ns)  # noqa: S102 -- the program's own source
     ns["replay"](*args)
@@ -119,7 +123,12 @@ def bench_config(sizes: tuple[int, ...], batch: int, repeats: int, warmup: int) 
     n_steps = len(cfn.program.steps)
     machinery = replay_machinery_s(cfn.program, *cfn.bench_args)
     peaks = {k: peak_bytes(impls[k]) for k in ("eager", "compiled")}
-    return {"replay_machinery_per_step_us": machinery / n_steps * 1e6,
+    prog = cfn.program
+    plan = {"buffers": len(prog.buffers), "buffer_bytes": sum(b.nbytes for b in prog.buffers),
+            "lowered_steps": sum(s.lowered is not None for s in prog.steps),
+            "plan_peak_bytes": prog.memory_plan()[0],
+            "unbuffered_peak_bytes": prog.unbuffered_peak()}
+    return {"replay_machinery_per_step_us": machinery / n_steps * 1e6, "memory_plan": plan,
             "peak_bytes": peaks, "sizes": list(sizes), "batch": batch, "results": res,
             "program_steps": n_steps,
             "eager_over_numpy": med["eager"] / med["numpy"],
@@ -147,19 +156,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# machine: {machine_info(['cpu'])['cpu']['summary']}")
     print(f"{'config':<22} {'numpy':>9} {'eager':>9} {'compiled':>9} {'eager/np':>9} "
           f"{'comp/np':>8} {'steps':>6} {'over np/step':>12} {'replay/step':>11} "
-          f"{'peak KiB eager/compiled':>24}")
+          f"{'peak KiB eager/compiled':>24} {'lowered':>8} {'buffers':>8}")
     runs = []
     for name in args.sizes.split(","):
         sizes, batch = bench_mlp.CONFIGS[name]
         r = bench_config(sizes, batch, args.repeats, args.warmup)
         runs.append(r)
         med = {k: v["median_s"] * 1e3 for k, v in r["results"].items()}
+        peak, plan = r["peak_bytes"], r["memory_plan"]
         label = "-".join(map(str, sizes)) + f" b{batch}"
         print(f"{label:<22} {med['numpy']:7.3f}ms {med['eager']:7.3f}ms "
               f"{med['compiled']:7.3f}ms {r['eager_over_numpy']:8.2f}x "
               f"{r['compiled_over_numpy']:7.2f}x {r['program_steps']:6d} "
               f"{r['overhead_per_step_us']:10.2f}us {r['replay_machinery_per_step_us']:9.3f}us "
-              f"{r['peak_bytes']['eager'] / 1024:12.0f} / {r['peak_bytes']['compiled'] / 1024:.0f}",
+              f"{peak['eager'] / 1024:12.0f} / {peak['compiled'] / 1024:<9.0f}"
+              f"{plan['lowered_steps']:8d} {plan['buffers']:8d}",
               flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"benchmark": "static vs dynamic MLP step",

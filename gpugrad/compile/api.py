@@ -16,7 +16,7 @@ from ..autograd import _grad_mode, _tracing
 from ..backend import fp_errors
 from ..tensor import Tensor
 from .graphed import GraphedReplay, graphs_enabled
-from .program import Program
+from .program import STALE, Program
 from .tracer import CompileError, Tracer
 
 _ARG_SCALARS = (int, float, bool, str, type(None))
@@ -49,7 +49,7 @@ class _Entry:
                             else self.graphed(tensors))
         finally:
             fp_errors.restore(token)
-        return self.rebuild(outs)
+        return outs if outs is STALE else self.rebuild(outs)
 
 
 class Compiled:
@@ -99,7 +99,11 @@ class Compiled:
             return self._trace(args, kwargs, tensors)
         self._cache.move_to_end(key)
         self._last = entry
-        return entry.run(tensors)
+        result = entry.run(tensors)
+        if result is STALE:  # a parameter changed dtype or shape since the trace: trace again
+            del self._cache[key]
+            return self._trace(args, kwargs, tensors)
+        return result
 
     def _signature(self, args: tuple, kwargs: dict, tensors: list[Tensor],
                    pins: list) -> tuple:

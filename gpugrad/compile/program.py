@@ -5,14 +5,31 @@ Each step is a line of Python that calls a prebound callable (a Function's ``for
 and constants. A slot is deleted right after its last use (the liveness-based memory plan), so a
 replay holds no more intermediates than it needs. Generating the code, rather than looping over a
 list of callables, makes a replayed op cost one Python call: locals, no dispatch, no Tensors.
+
+Lowered steps (``lower.py``, CPU only) instead write into buffers the program owns (``out=``),
+allocated once by ``finish`` and shared by slots of one shape and dtype whose lives do not
+overlap (the buffer plan). A slot's life is that of every slot aliasing its memory (a view a
+later step returns, a gradient handed on as it is), found at trace time from the arrays' bases.
+A buffer whose value escapes -- a ``.grad``, a returned tensor, an argument of a recorded update,
+a rebound ``.data`` -- is never shared, and a replay writes into it only when nothing outside the
+program holds it any more (its reference count, checked before the write); otherwise the step
+gets a new buffer, so an array a caller kept is never overwritten.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .lower import UFUNCS, Lowered
+
+
+class CompileError(RuntimeError):
+    """A compiled function did something a static program cannot replay."""
 
 
 @dataclass
@@ -24,6 +41,22 @@ class Slot:
     dtype: Any = None
     nbytes: int = 0
     escapes: bool = False  # stored where the step's caller can see it (a .grad, an output)
+    root: int | None = None  # the slot whose memory this one's array shares (itself: None)
+    buffer: int | None = None  # the program buffer a lowered step writes it into
+
+
+@dataclass
+class Buffer:
+    """A preallocated array of the buffer plan and the slots that live in it, in turn."""
+
+    shape: tuple
+    dtype: Any
+    escapes: bool
+    slots: list[int] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
 
 @dataclass
@@ -36,6 +69,8 @@ class Step:
     uses: list[int] = field(default_factory=list)  # slot ids read
     targets: list[int | None] = field(default_factory=list)  # slot ids written (None: ignored)
     unpack: bool = False  # the call returns a sequence, one item per target
+    lowered: Lowered | None = None  # array calls into buffers replacing ``code`` (lower.py)
+    scratch: list[int] = field(default_factory=list)  # slots of the lowered lines' {tK}
 
 
 def describe(value: Any) -> tuple[tuple | None, Any, int]:
@@ -54,6 +89,8 @@ class Program:
         self.slots: list[Slot] = []
         self.steps: list[Step] = []
         self.namespace: dict[str, Any] = {"np": np}
+        self.buffers: list[Buffer] = []
+        self._owners: dict[int, tuple[int, Any]] = {}  # id(owning array) -> (root slot, array)
         self._const_ids: dict[int, str] = {}
         self.inputs: list[int] = []  # slot ids of the tensor arguments' arrays
         self.outputs: list[int] = []  # slot ids returned
@@ -66,6 +103,32 @@ class Program:
     def new_slot(self, value: Any, prefix: str = "s") -> int:
         shape, dtype, nbytes = describe(value)
         self.slots.append(Slot(f"{prefix}{len(self.slots)}", shape, dtype, nbytes))
+        slot = len(self.slots) - 1
+        if value.__class__ is np.ndarray:
+            self.slots[slot].root = self._alias_root(value, slot)
+        return slot
+
+    def _alias_root(self, value: np.ndarray, slot: int) -> int | None:
+        """The earlier slot whose memory ``value`` shares (None: its own), by following
+        ``.base`` to the owning array (NumPy collapses view chains); a base that is not an
+        array (``as_strided``'s) falls back to comparing memory bounds with every owner."""
+        owner = value
+        while owner.base.__class__ is np.ndarray:
+            owner = owner.base
+        found = self._owners.get(id(owner))
+        if found is None and owner.base is not None:
+            found = next(((r, a) for r, a in self._owners.values()
+                          if np.may_share_memory(value, a)), None)
+        if found is not None:
+            return found[0] if found[0] != slot else None
+        self._owners[id(owner)] = (slot, owner)  # the array stays alive: ids are not reused
+        return None
+
+    def new_scratch(self, shape: tuple, dtype: Any) -> int:
+        """A slot for a lowered step's scratch buffer (dead when the step ends)."""
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        self.slots.append(Slot(f"scr{len(self.slots)}", tuple(shape), dtype, nbytes))
         return len(self.slots) - 1
 
     def const(self, value: Any, prefix: str = "k") -> str:
@@ -79,10 +142,19 @@ class Program:
         return name
 
     def add(self, kind: str, label: str, code: str, uses: list[int],
-            targets: list[int | None], unpack: bool = False) -> Step:
+            targets: list[int | None], unpack: bool = False,
+            lowered: Lowered | None = None) -> Step:
         step = Step(kind, label, code, list(uses), list(targets), unpack)
+        if lowered is not None and self._lowerable(step):
+            step.lowered = lowered
+            step.scratch = [self.new_scratch(shape, dt) for shape, dt in lowered.scratch]
         self.steps.append(step)
         return step
+
+    def _lowerable(self, step: Step) -> bool:
+        """Every kept output is a fresh array of its own (not a view of another slot)."""
+        return all(self.slots[t].root is None and self.slots[t].shape is not None
+                   for t in step.targets if t is not None)
 
     # -- liveness and code -----------------------------------------------------------------------
     def _last_uses(self) -> dict[int, int]:
@@ -105,42 +177,151 @@ class Program:
         return frees
 
     def finish(self) -> None:
-        """Generate and compile the replay function."""
+        """Plan the buffers, then generate and compile the replay function."""
+        self._owners.clear()  # trace-time only: the traced arrays may be released
         frees = self._frees()
+        self._assign()
+        checked = set(self.inputs)  # the signature fixes the arguments' layout
+        # a read (of a parameter, a buffer) before any update could change it is checked at the
+        # replay's start; the others where they are used
+        first_update = next((i for i, step in enumerate(self.steps)
+                             if step.kind in ("call", "write")), len(self.steps))
+        early_reads = {step.targets[0]: step.code[:-len(".data")]
+                       for step in self.steps[:first_update]
+                       if step.kind == "read" and _PLAIN_READ.match(step.code)}
+        entry_checks: list[str] = []
+        escaping = [b for b in range(len(self.buffers)) if self.buffers[b].escapes]
         args = ", ".join(f"a{i}" for i in range(len(self.inputs)))
         lines = [f"def replay({args}):"]
+        if escaping:
+            lines.append(f"    global {', '.join(f'B{b}' for b in escaping)}")
         for i, s in enumerate(self.inputs):
             lines.append(f"    {self.slots[s].name} = a{i}.data")
         for step, free in zip(self.steps, frees):
-            if step.targets:
+            if step.lowered is not None:
+                for u in step.uses:
+                    if u not in checked and self.slots[u].buffer is None:
+                        if u in early_reads:
+                            entry_checks.append(self._layout_check(u, early_reads[u]))
+                        else:
+                            lines.append(self._layout_check(u))
+                        checked.add(u)
+                lines += self._lowered_lines(step)
+            elif step.targets:
                 names = [self.slots[t].name if t is not None else "_" for t in step.targets]
                 lhs = "(" + ", ".join(names) + ",)" if step.unpack else names[0]
                 lines.append(f"    {lhs} = {step.code}")
             else:
                 lines.append(f"    {step.code}")
-            dead = [self.slots[s].name for s in free]
+            dead = [self.slots[s].name for s in free + step.scratch]
             if dead:
                 lines.append(f"    del {', '.join(dead)}")
         outs = ", ".join(self.slots[s].name for s in self.outputs)
         lines.append(f"    return ({outs}{',' if self.outputs else ''})")
+        at = 2 if escaping else 1  # after ``def`` and ``global``: before any step runs
+        lines[at:at] = entry_checks
         self.source = "\n".join(lines) + "\n"
+        for b, buf in enumerate(self.buffers):
+            self.namespace[f"B{b}"] = np.empty(buf.shape, buf.dtype)
+        if self.buffers:
+            self.namespace.update(UFUNCS, refs=sys.getrefcount, fresh=np.empty_like,
+                                  stale=_stale, STALE=STALE)
         code = compile(self.source, f"<gg.compile {self.name}>", "exec")
         exec(code, self.namespace)  # noqa: S102 -- our own generated source
         self.replay = self.namespace["replay"]
 
+    def _assign(self) -> None:
+        """The buffer plan: each slot a lowered step writes gets a buffer -- a free one of its
+        shape and dtype, or a new one. A buffer is free again after the last use of every slot
+        aliasing the slot it holds; one that escapes is never shared. A step's outputs get
+        their buffers before its operands' are released, so no step writes into an operand."""
+        last = self._last_uses()
+        end: dict[int, int] = {}  # root slot -> last use of it or of any slot aliasing it
+        escapes: set[int] = set()
+        for s, slot in enumerate(self.slots):
+            r = s if slot.root is None else slot.root
+            end[r] = max(end.get(r, -1), last.get(s, -1))
+            if slot.escapes or s in self.outputs:
+                escapes.add(r)
+        free: dict[tuple, list[int]] = {}
+        release_at: dict[int, list[int]] = {}  # step -> buffers free after it
+        self.buffers = []
+        for i, step in enumerate(self.steps):
+            if step.lowered is not None:
+                for s in [t for t in step.targets if t is not None] + step.scratch:
+                    slot = self.slots[s]
+                    pool = free.get((slot.shape, slot.dtype.str))
+                    if s in escapes or not pool:
+                        slot.buffer = len(self.buffers)
+                        self.buffers.append(Buffer(slot.shape, slot.dtype, s in escapes))
+                    else:
+                        slot.buffer = pool.pop()
+                    self.buffers[slot.buffer].slots.append(s)
+                    if s not in escapes:
+                        done = i if s in step.scratch else max(end.get(s, i), i)
+                        release_at.setdefault(done, []).append(slot.buffer)
+            for b in release_at.pop(i, ()):
+                buf = self.buffers[b]
+                free.setdefault((buf.shape, buf.dtype.str), []).append(b)
+
+    def _lowered_lines(self, step: Step) -> list[str]:
+        names = {f"a{k}": e for k, e in enumerate(step.lowered.operands)}
+        names.update({f"t{k}": self.slots[s].name for k, s in enumerate(step.scratch)})
+        lines = []
+        for k, t in enumerate(step.targets):
+            if t is not None:
+                names[f"o{k}"] = self.slots[t].name
+        for s in [t for t in step.targets if t is not None] + step.scratch:
+            slot, b = self.slots[s], self.slots[s].buffer
+            lines.append(f"    {slot.name} = B{b}")
+            if self.buffers[b].escapes:  # never write into an array someone else holds
+                lines.append(f"    if refs({slot.name}) > {_SOLE_REFS}: "
+                             f"{slot.name} = B{b} = fresh({slot.name})")
+        return lines + ["    " + line.format_map(names) for line in step.lowered.lines]
+
+    def _layout_check(self, s: int, tensor: str | None = None) -> str:
+        """A replay line: ``s``, an operand of a lowered step, must still have its traced shape
+        and dtype, or the step would write into a buffer of the old layout. A parameter or
+        buffer (``tensor``, read at the replay's start, before any step has run) that changed
+        -- after ``model.double()``, say -- makes the replay return ``STALE``, and the caller
+        traces again; a change found mid-replay (a generic step's result) raises."""
+        slot = self.slots[s]
+        dt = self.const(np.dtype(slot.dtype), "dt")
+        if tensor is not None:
+            arr = f"{tensor}.data"
+            return (f"    if {arr}.shape != {slot.shape!r} or {arr}.dtype != {dt}: "
+                    "return STALE")
+        return (f"    if {slot.name}.shape != {slot.shape!r} or {slot.name}.dtype != {dt}: "
+                f"stale({self.name!r}, {slot.name}, {slot.shape!r}, {dt})")
+
     # -- the listing -----------------------------------------------------------------------------
     def memory_plan(self) -> tuple[int, int]:
-        """(peak bytes alive with slots freed after their last use, bytes of all slots). A slot
-        that escapes (into a .grad, an output, an update's arguments) counts as alive to the
-        end, since something else may still hold it."""
+        """(peak bytes of intermediates alive during a replay, bytes of all slots). The plan's
+        buffers count whole for the whole replay (allocated once, held by the program); other
+        slots count from the step producing them to their last use, or to the end when they
+        escape (into a .grad, an output, an update's arguments: something else may hold them)."""
+        return self._peak(True), sum(s.nbytes for s in self.slots)
+
+    def unbuffered_peak(self) -> int:
+        """The peak bytes alive if every step allocated its result afresh (as eager ops do)."""
+        return self._peak(False)
+
+    def _peak(self, buffered: bool) -> int:
         frees = self._frees()
+        own = (lambda s: self.slots[s].buffer is None) if buffered else (lambda s: True)
         live = sum(self.slots[s].nbytes for s in self.inputs)
+        if buffered:
+            live += sum(b.nbytes for b in self.buffers)
         peak = live
         for step, free in zip(self.steps, frees):
-            live += sum(self.slots[t].nbytes for t in step.targets if t is not None)
+            made = [t for t in step.targets if t is not None]
+            if not buffered:
+                made += step.scratch
+            live += sum(self.slots[t].nbytes for t in made if own(t))
             peak = max(peak, live)
-            live -= sum(self.slots[s].nbytes for s in free if not self.slots[s].escapes)
-        return peak, sum(s.nbytes for s in self.slots)
+            live -= sum(self.slots[s].nbytes for s in free + (step.scratch if not buffered else [])
+                        if own(s) and not self.slots[s].escapes)
+        return peak
 
     def __str__(self) -> str:
         return self.listing()
@@ -156,25 +337,65 @@ class Program:
                 return slot.name
             dt = np.dtype(slot.dtype).name if slot.dtype is not None else "?"
             mark = "*" if slot.escapes else ""
-            return f"{slot.name}{mark}[{'x'.join(map(str, slot.shape)) or '()'} {dt}]"
+            at = "" if slot.buffer is None else f"@B{slot.buffer}"
+            return f"{slot.name}{mark}[{'x'.join(map(str, slot.shape)) or '()'} {dt}]{at}"
 
         peak, total = self.memory_plan()
-        head = (f"gg.compile program {self.name} on {self.device}: {len(self.steps)} steps, "
-                f"{len(self.slots)} slots")
+        lowered = sum(step.lowered is not None for step in self.steps)
+        head = (f"gg.compile program {self.name} on {self.device}: {len(self.steps)} steps "
+                f"({lowered} written as array calls into buffers, out=), {len(self.slots)} slots")
         lines = [head, "inputs: " + (", ".join(show(s) for s in self.inputs) or "none")]
         for i, (step, free) in enumerate(zip(self.steps, frees)):
-            outs = ", ".join(show(t) for t in step.targets if t is not None) or "-"
+            outs = ", ".join(show(t) for t in step.targets + step.scratch if t is not None) or "-"
             ins = ", ".join(self.slots[s].name for s in step.uses) or "-"
             size = sum(self.slots[t].nbytes for t in step.targets if t is not None)
             row = f"{i:4d} {step.kind:<9} {step.label:<22} {ins:<24} -> {outs} ({_bytes(size)})"
             if free:
                 row += "  free " + ", ".join(self.slots[s].name for s in free)
+            if step.lowered is not None:
+                row += "  out="
             lines.append(row)
         lines.append("outputs: " + (", ".join(show(s) for s in self.outputs) or "none"))
-        lines.append(f"memory plan: peak {_bytes(peak)} of intermediates alive (each slot freed "
-                     f"after its last use; * = kept by something else: a .grad, an output); "
-                     f"{_bytes(total)} if every slot were kept to the end")
+        lines.append(
+            f"memory plan: peak {_bytes(peak)} of intermediates alive during a replay (the "
+            f"buffers below held throughout, between calls too), against "
+            f"{_bytes(self.unbuffered_peak())} with a fresh array per op, each alive from the op "
+            f"to its last use; {_bytes(total)} if every slot were kept to the end. * = kept by "
+            "something else (a .grad, an output)")
+        if self.buffers:
+            shared = [b for b in self.buffers if not b.escapes]
+            own = [b for b in self.buffers if b.escapes]
+            held = sum(self.slots[s].nbytes for b in shared for s in b.slots)
+            lines.append(
+                f"buffers (@Bn, allocated once): {len(shared)} shared, "
+                f"{_bytes(sum(b.nbytes for b in shared))} for {sum(len(b.slots) for b in shared)} "
+                f"slots of {_bytes(held)}, each reused once the slot it held and every view of "
+                f"it are dead; {len(own)} escaping ({_bytes(sum(b.nbytes for b in own))}: "
+                ".grads, outputs), written again only when nothing outside the program holds "
+                "them, else replaced by a new array")
         return "\n".join(lines + self.notes)
+
+
+STALE = object()  # what a replay returns when its parameters' layout is no longer the traced one
+_PLAIN_READ = re.compile(r"^[at]\d+\.data$")  # an argument's or a captured tensor's array
+
+
+def _stale(name: str, array: Any, shape: tuple, dtype: Any) -> None:
+    raise CompileError(
+        f"gg.compile({name}): a tensor the program reads changed from shape {shape} {dtype} "
+        f"(when traced) to {tuple(array.shape)} {array.dtype}; its steps write into buffers of "
+        "the traced layout. Compile the function again after changing a model's dtype or shapes")
+
+
+def _probe_refs() -> int:
+    """What ``refs(local)`` gives for a buffer held only by the namespace and that local (how
+    many references a call adds differs between Python versions), measured as a replay does."""
+    ns: dict[str, Any] = {"refs": sys.getrefcount, "B": np.empty(1)}
+    exec("def probe():\n    b = B\n    return refs(b)\n", ns)  # noqa: S102
+    return ns["probe"]()
+
+
+_SOLE_REFS = _probe_refs()
 
 
 def _bytes(n: int) -> str:

@@ -23,13 +23,11 @@ import numpy as np
 
 from ..autograd import _tracing
 from ..tensor import Tensor
-from .program import Program
+from .lower import lower_forward
+from .program import CompileError, Program
 
 _LITERALS = (int, float, bool)
-
-
-class CompileError(RuntimeError):
-    """A compiled function did something a static program cannot replay."""
+__all__ = ["CompileError", "Tracer"]
 
 
 def _filled(cell: Any) -> bool:
@@ -227,7 +225,10 @@ class Tracer:
             code = f"{self.program.const(_fix_scalar, 'fix')}({code})"
         uses = [s for _, u in args for s in u] + [s for _, (_, u) in kw for s in u]
         out = self.produce(result.data)
-        self.program.add("forward", op, code, uses, [out])
+        lowered = lower_forward(fn, list(arrays), result.data)
+        if lowered is not None:
+            lowered.operands = [e for e, _ in args]
+        self.program.add("forward", op, code, uses, [out], lowered=lowered)
         self.born[id(result)] = op
         self._keep.append(result)
         self.forwards[fn] = (args, out)

@@ -12,6 +12,7 @@ import numpy as np
 from .. import autograd
 from ..autograd import FREED, Function
 from ..tensor import Tensor
+from .lower import lower_backward
 
 
 def leaf_grad(t: Tensor, gi: Any, must_copy: bool) -> Any:
@@ -140,8 +141,13 @@ def _walk(tracer, tensor: Tensor, seed: Any, g0: int, retain_graph: bool) -> Non
             targets.append(prog.new_slot(gi, "g") if keep else None)
         call = ", ".join([prog.const(fn.device.ops, "ops"), prog.slots[gslot].name]
                          + [e for e, _ in refs])
+        kept = [None if t is None else gi for gi, t in zip(in_grads, targets)]
+        lowered = lower_backward(fn, g, saved, kept)
+        if lowered is not None:
+            lowered.operands = [prog.slots[gslot].name] + [e for e, _ in refs]
         prog.add("backward", type(fn).__name__, f"{prog.const(fn.backward, 'bwd')}({call})",
-                 [gslot] + [s for _, u in refs for s in u], targets, unpack=True)
+                 [gslot] + [s for _, u in refs for s in u], targets, unpack=True,
+                 lowered=lowered)
         for edge, gi, slot in zip(fn.edges, in_grads, targets):
             if slot is None:
                 continue
