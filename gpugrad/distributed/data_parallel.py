@@ -29,6 +29,7 @@ import numpy as np
 from ..autograd import register_backward_done_callback, register_post_accumulate_grad_hook
 from ..nn import Module
 from ..tensor import Tensor
+from . import shm
 from .collectives import start_all_reduce, start_broadcast
 from .runtime import DistributedError, World, world
 
@@ -36,7 +37,7 @@ _SIG_MOD = 1 << 20  # signatures and step counters stay small: their squares sum
 
 
 class _Bucket:
-    __slots__ = ("device", "dtype", "positions", "offsets", "flat", "finish", "dirty")
+    __slots__ = ("device", "dtype", "positions", "offsets", "flat", "finish", "dirty", "shm")
 
     def __init__(self, device: Any, dtype: np.dtype) -> None:
         self.device, self.dtype = device, dtype
@@ -44,6 +45,7 @@ class _Bucket:
         self.offsets: list[int] = [0]
         self.flat = None
         self.finish = None
+        self.shm: shm.SharedReduce | None = None  # host buckets when every rank is on one node
         self.dirty = 0
 
     @property
@@ -80,6 +82,13 @@ class DataParallel(Module):
         _check_same_everywhere(w, description)
         self._signature = zlib.crc32(
             (description + repr([b.numel for b in self._buckets])).encode()) % _SIG_MOD
+        if w.node is not None and shm.enabled():
+            for i, b in enumerate(self._buckets):
+                if b.device.type == "cpu":  # packed straight into this rank's shared slot
+                    b.shm = shm.SharedReduce(w, b.numel, b.dtype, f"DataParallel: gradient "
+                                             f"bucket {i} (shared memory)")
+                    b.flat = b.shm.slot
+        self._shared = [b.shm for b in self._buckets if b.shm is not None]
         self._broadcast_state(module)
         self._index = {id(p): i for i, p in enumerate(self._params)}
         self._bucket_of = [0] * len(self._params)
@@ -100,6 +109,16 @@ class DataParallel(Module):
             if dp is not None:
                 dp._finish_step()
 
+        def compile_step(written: set[int]) -> Any:
+            """Under gg.compile the walk fires no hooks: the program records the whole average
+            as one step after the walk, reading the .grads it wrote."""
+            dp = ref()
+            if dp is None or not any(id(p) in written for p in dp._params):
+                return None
+            return dp._average_gradients
+
+        on_grad.replayed_by_callback = True  # type: ignore[attr-defined]
+        on_done.compile_step = compile_step  # type: ignore[attr-defined]
         handles = [register_post_accumulate_grad_hook(p, on_grad) for p in self._params]
         handles.append(register_backward_done_callback(on_done))
         weakref.finalize(self, lambda hs=tuple(handles): [h.remove() for h in hs])
@@ -199,11 +218,21 @@ class DataParallel(Module):
     def _start(self, bi: int) -> None:
         b = self._buckets[bi]
         self._pack(b, lambda p: None if p.grad is None else p.grad.data)
+        self.comm_stats["calls"] += 1
+        self.comm_stats["bytes"] += b.flat.nbytes
+        if b.shm is not None:
+            b.finish = b.shm.start(divide_by=self._world.size)
+            return
         b.finish = start_all_reduce(self._world, b.device, b.flat, "sum",
                                     f"DataParallel: gradient bucket {bi} of backward "
                                     f"#{self._step}")
-        self.comm_stats["calls"] += 1
-        self.comm_stats["bytes"] += b.flat.nbytes
+
+    def _average_gradients(self) -> None:
+        """Average every bucket from the current ``.grad`` values at once (no overlap with the
+        walk): the recorded step of a compiled backward."""
+        if self._sync:
+            self._active = True
+            self._finish_step()
 
     def _finish_step(self) -> None:
         if not self._active:
@@ -221,13 +250,18 @@ class DataParallel(Module):
             self.comm_stats["bytes"] += meta.nbytes
             for b in self._buckets:
                 b.finish()
+            what = f"DataParallel: backward #{self._step}"
+            shm.sync(self._shared, what)
             w.wait([req], f"DataParallel: step check of backward #{self._step}")
             self.comm_stats["wait_seconds"] += time.perf_counter() - t0
             self._check_step(meta)
-            for bi, b in enumerate(self._buckets):
-                if b.dirty:  # a gradient grew after its bucket left: send the complete one
-                    self._start(bi)
-                    b.finish()
+            resent = [bi for bi, b in enumerate(self._buckets) if b.dirty]
+            for bi in resent:  # a gradient grew after its bucket left: the complete one again
+                self._start(bi)
+                self._buckets[bi].finish()
+            resent = [self._buckets[bi] for bi in resent]
+            shm.sync([b.shm for b in resent if b.shm is not None], what)
+            for b in self._buckets:
                 self._write_back(b, w.size)
         finally:
             self._reset_step()
@@ -249,10 +283,14 @@ class DataParallel(Module):
 
     def _write_back(self, b: _Bucket, n: int) -> None:
         with b.device.activate():
-            b.flat /= n  # the sum of per-rank means -> the mean over the global batch
+            if b.shm is not None:
+                mean = b.shm.result  # divided by each rank, a slice each
+            else:
+                mean = b.flat
+                mean /= n  # the sum of per-rank means -> the mean over the global batch
             for pos, lo, hi in zip(b.positions, b.offsets, b.offsets[1:]):
                 p = self._params[pos]
-                avg = b.flat[lo:hi].reshape(p.shape)
+                avg = mean[lo:hi].reshape(p.shape)
                 if p.grad is None:
                     p.grad = Tensor._wrap(avg.copy(), p.device)
                 else:
