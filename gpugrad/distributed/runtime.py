@@ -25,8 +25,9 @@ import numpy as np
 # Variables set by the common launchers (MPICH/Hydra and Intel MPI, Open MPI, PMIx, MVAPICH).
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
 _DEFAULT_TIMEOUT = 300.0
-_YIELD_SECONDS = 2e-3  # how long a wait polls between sched_yield calls before it sleeps
-_FIRST_NAP, _LONGEST_NAP = 5e-5, 1e-3
+_YIELD_SECONDS = 2e-4  # how long a wait polls between sched_yield calls before it naps
+_PATIENT_SECONDS = 2e-2  # after this long, the naps grow ...
+_FIRST_NAP, _LONGEST_NAP = 5e-5, 1e-3  # ... from 50 us to 1 ms
 _SHM_ALIGN, _SHM_CHUNK = 64, 4 << 20  # cache-line aligned pieces of 4 MB windows
 
 
@@ -75,24 +76,26 @@ class World:
         """Poll ``ready()`` (an MPI test, a CUDA event) for at most ``timeout`` seconds.
 
         MPICH advances a non-blocking collective only inside MPI calls, so the wait keeps
-        polling; between polls it gives the core away: ``sched_yield`` while the wait is young
-        (another rank is usually a fraction of a millisecond behind), then sleeps of 50 us
-        growing to 1 ms, so a rank kept waiting long does not burn a core another process needs.
+        polling, but between polls it gives the core away (two ranks may share one physical
+        core's execution units, and other processes need the CPU too): ``sched_yield`` for the
+        first 0.2 ms (the other rank is often microseconds away), then naps of 50 us (about
+        as long as the kernel takes to wake a sleeper), growing to 1 ms once the wait has
+        lasted 20 ms (a rank loading data or failing, not one a bucket behind).
         """
         if ready():
             return
         start = time.monotonic()
-        yield_until, deadline = start + _YIELD_SECONDS, start + self.timeout
         nap = _FIRST_NAP
         while not ready():
-            now = time.monotonic()
-            if now < yield_until:
+            waited = time.monotonic() - start
+            if waited < _YIELD_SECONDS:
                 os.sched_yield()
                 continue
-            if now > deadline:
+            if waited > self.timeout:
                 raise DistributedTimeout(self._timeout_message(what))
             time.sleep(nap)
-            nap = min(nap * 1.25, _LONGEST_NAP)
+            if waited > _PATIENT_SECONDS:
+                nap = min(nap * 1.25, _LONGEST_NAP)
 
     # -- shared memory (one node) --------------------------------------------------------
     def shared_alloc(self, nbytes: int) -> tuple[Any, np.ndarray]:
