@@ -19,6 +19,8 @@ row above it -- on a VM whose two vCPUs share one core's execution units it is f
     PYTHONPATH=. python benchmarks/bench_distributed.py [--ranks 1,2] [--steps 40] [--json out.json]
     PYTHONPATH=. python benchmarks/bench_distributed.py --steps 3 --warmup 1   # a quick check
 
+With ``--compile`` each rank's step is one ``gg.compile`` replay (``walk`` is then the whole
+step but the reduction). ``--bind`` pins each rank to a core (``mpiexec -bind-to core``).
 ``--device cuda`` puts rank r on ``cuda:<local_rank>`` (NCCL). ``GPUGRAD_DIST_SHM=0`` makes
 host buckets go through MPI's all-reduce instead of the shared-memory window. The target on a
 2-core CPU is >= 1.7x one rank's throughput with 2 ranks.
@@ -65,7 +67,7 @@ def worker(args: argparse.Namespace) -> None:
     device = gg.device(dev)
     phases = np.zeros(4)  # fwd, backward (walk + reduce), opt, reduce (from comm_stats)
 
-    def step(timed: bool) -> None:
+    def eager_step(timed: bool) -> None:
         t0 = time.perf_counter()
         opt.zero_grad()
         loss = F.cross_entropy(net(x), y)
@@ -75,6 +77,20 @@ def worker(args: argparse.Namespace) -> None:
         opt.step()
         if timed:
             phases[:3] += (t1 - t0, t2 - t1, time.perf_counter() - t2)
+
+    @gg.compile
+    def program(xb, yb):
+        opt.zero_grad()
+        F.cross_entropy(net(xb), yb).backward()
+        opt.step()
+
+    def compiled_step(timed: bool) -> None:  # one replay: only the reduction is timed apart
+        t0 = time.perf_counter()
+        program(x, y)
+        if timed:
+            phases[1] += time.perf_counter() - t0
+
+    step = compiled_step if args.compile else eager_step
 
     for _ in range(args.warmup):
         step(False)
@@ -95,9 +111,11 @@ def worker(args: argparse.Namespace) -> None:
     every = dist.all_gather(mine).numpy()  # one row per rank
     slowest = every[:, 0].max()  # the slowest rank sets the pace
     fwd, walk, opt_s, red = (every[:, 2:].mean(axis=0) * 1e3).tolist()
+    if args.compile:  # the replay's forward, walk and optimizer are one call
+        fwd = opt_s = None
     steps = max(1, stats.get("steps", 0))
     result = {
-        "ranks": w.size, "device": dev, "per_rank_batch": per_rank,
+        "ranks": w.size, "device": dev, "per_rank_batch": per_rank, "compiled": args.compile,
         "mode": "alone" if w.size == 1 else "dp" if dp is not None else "no-reduce",
         "step_seconds": slowest / args.steps,
         "samples_per_second": GLOBAL_BATCH * args.steps / slowest,
@@ -123,6 +141,10 @@ def _transport(dp, dev: str) -> str:
     return "shared memory" if all(b.shm is not None for b in dp._buckets) else "MPI"
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def mpiexec() -> str:
     here = Path(sys.executable).parent / "mpiexec"
     if here.exists():
@@ -142,6 +164,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--bucket-cap-mb", type=float, default=4.0)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--compile", action="store_true",
+                    help="run each rank's step under gg.compile (the average is a program step)")
+    ap.add_argument("--bind", action="store_true",
+                    help="pin each rank to its own core (mpiexec -bind-to core)")
     ap.add_argument("--no-reduce-row", action=argparse.BooleanOptionalAction, default=True,
                     help="also run the multi-rank counts without DataParallel (the ceiling)")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
@@ -159,9 +185,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i, (n, reduce) in enumerate(runs):
             out = Path(tmp) / f"{i}.json"
-            cmd = [mpiexec(), "-n", str(n), sys.executable, __file__, "--worker", "--out",
-                   str(out), "--steps", str(args.steps), "--warmup", str(args.warmup),
+            cmd = [mpiexec(), *(["-bind-to", "core"] if args.bind else []), "-n", str(n),
+                   sys.executable, __file__, "--worker", "--out", str(out), "--steps",
+                   str(args.steps), "--warmup", str(args.warmup),
                    "--bucket-cap-mb", str(args.bucket_cap_mb), "--device", args.device]
+            if args.compile:
+                cmd.append("--compile")
             if not reduce:
                 cmd.append("--no-reduce")
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -169,7 +198,8 @@ def main() -> None:
             rows.append(json.loads(out.read_text()))
     base = rows[0]["samples_per_second"] * 1.0 / rows[0]["ranks"]
     print(f"MLP {'-'.join(map(str, SIZES))}, global batch {GLOBAL_BATCH}, one thread per rank, "
-          f"{args.steps} timed steps on {args.device}; phases in ms per step, mean over ranks")
+          f"{args.steps} timed steps on {args.device}{' (gg.compile)' if args.compile else ''}"
+          "; phases in ms per step, mean over ranks")
     print(f"{'ranks':>5} {'mode':>9} {'samples/s':>10} {'speed-up':>8} {'effic.':>6} "
           f"{'fwd':>6} {'walk':>6} {'reduce':>6} {'opt':>5} {'cpu%':>5} {'all-red.':>8} "
           f"{'calls/step':>10} {'MB/step':>7} {'grad MB':>7}  transport")
@@ -179,8 +209,8 @@ def main() -> None:
         r["efficiency"] = r["samples_per_second"] / (base * r["ranks"])
         ph = r["phase_ms"]
         print(f"{r['ranks']:>5} {r['mode']:>9} {r['samples_per_second']:>10.0f} {speedup:>7.2f}x "
-              f"{r['efficiency']:>6.0%} {ph['fwd']:>6.2f} {ph['walk']:>6.2f} "
-              f"{ph['reduce']:>6.2f} {ph['opt']:>5.2f} {r['min_cpu_share']:>5.0%} "
+              f"{r['efficiency']:>6.0%} {_ms(ph['fwd']):>6} {_ms(ph['walk']):>6} "
+              f"{_ms(ph['reduce']):>6} {_ms(ph['opt']):>5} {r['min_cpu_share']:>5.0%} "
               f"{r['allreduce_share']:>8.1%} {r['calls_per_step']:>10.1f} "
               f"{r['bytes_per_step'] / 2**20:>7.2f} {r['gradient_bytes'] / 2**20:>7.2f}  "
               f"{r['transport']}")
