@@ -125,6 +125,8 @@ def checks(out: Path) -> None:
     # -- mismatched models ------------------------------------------------------------------
     other = gg.nn.MLP([N_FEATURES, 16 + r, N_CLASSES])
     res["model_mismatch"] = _raises(lambda: dist.DataParallel(other))
+    res["bucket_mismatch"] = _raises(  # would allocate different shared windows: no hang
+        lambda: dist.DataParallel(_model(np.float64), bucket_cap_mb=1.0 if r else 0.001))
     # -- a rank that skips a backward -------------------------------------------------------
     m = _model(np.float64)
     dp = dist.DataParallel(m)

@@ -75,6 +75,7 @@ def test_mismatched_models_raise_on_every_rank(ranks):
     for r in ranks:
         assert "DataParallel: the ranks' models differ" in r["model_mismatch"]
         assert "[16, 6]" in r["model_mismatch"] and "[17, 6]" in r["model_mismatch"]
+        assert "bucket sizes" in r["bucket_mismatch"]
 
 
 def test_skipped_backward_is_detected_on_every_rank(ranks):

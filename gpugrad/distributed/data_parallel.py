@@ -78,11 +78,15 @@ class DataParallel(Module):
         self._buckets = self._make_buckets(int(bucket_cap_mb * 2**20))
         if w.size == 1:
             return
-        description = _describe(named, list(module.named_buffers()))
+        # the bucket layout and the shared-memory choice too: the windows are allocated
+        # collectively, so ranks that disagree must fail here rather than hang in MPI
+        use_shm = w.node is not None and shm.enabled()
+        description = _describe(named, list(module.named_buffers()), [
+            ["bucket sizes", [b.numel for b in self._buckets]],
+            ["shared memory (GPUGRAD_DIST_SHM)", use_shm]])
         _check_same_everywhere(w, description)
-        self._signature = zlib.crc32(
-            (description + repr([b.numel for b in self._buckets])).encode()) % _SIG_MOD
-        if w.node is not None and shm.enabled():
+        self._signature = zlib.crc32(description.encode()) % _SIG_MOD
+        if use_shm:
             for i, b in enumerate(self._buckets):
                 if b.device.type == "cpu":  # packed straight into this rank's shared slot
                     b.shm = shm.SharedReduce(w, b.numel, b.dtype, f"DataParallel: gradient "
@@ -297,11 +301,11 @@ class DataParallel(Module):
                     p.grad.data[...] = avg
 
 
-def _describe(named_params: list, named_buffers: list) -> str:
+def _describe(named_params: list, named_buffers: list, settings: list) -> str:
     entries = [["param", n, list(p.shape), str(p.dtype), p.device.type] for n, p in named_params]
     entries += [["buffer", n, list(t.shape), str(t.dtype), t.device.type]
                 for n, t in named_buffers]
-    return json.dumps(entries)
+    return json.dumps(entries + settings)
 
 
 def _check_same_everywhere(w: World, description: str) -> None:
@@ -324,4 +328,5 @@ def _check_same_everywhere(w: World, description: str) -> None:
             diff = f"{len(models[0])} tensors on rank 0 but {len(model)} on rank {r}"
         raise DistributedError(
             f"DataParallel: the ranks' models differ ({diff}); every rank must build the same "
-            "model (names, shapes, dtypes, device type) before wrapping it")
+            "model (names, shapes, dtypes, device type) and wrap it alike (bucket_cap_mb, "
+            "GPUGRAD_DIST_SHM)")
