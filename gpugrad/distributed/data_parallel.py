@@ -12,6 +12,12 @@ ends, the remaining buckets start (a parameter without a gradient counts as zero
 host all-reduce compares the ranks' step counters and model signatures, which catches a rank that
 skipped or added a backward. The sums are divided by the world size and written back into each
 ``.grad``, so any optimizer, clipping or scaler that runs afterwards sees the average.
+
+When every rank is on one node, host buckets live in an MPI-3 shared-memory window instead
+(``shm.py``): a bucket is packed into this rank's slot, and "starting" it means entering a
+barrier; after the walk each rank sums its slice of all slots. Under ``gg.compile`` the walk
+fires no hooks: the program records ``_average_gradients`` (every bucket, after the walk) as
+one step instead.
 """
 
 from __future__ import annotations

@@ -69,7 +69,6 @@ class SharedReduce:
         return finish
 
 
-
 def sync(reducers: list[SharedReduce], what: str) -> None:
     """Wait until every rank has summed its slices of ``reducers``: their results are complete
     (one barrier for all of them, with memory fences on each window)."""
