@@ -186,6 +186,7 @@ def checks(out: Path) -> None:
     # -- a weight used twice (its bucket is re-sent) and an unused parameter ------------------
     res["shared_and_unused"] = _shared_and_unused(r, n)
     res["no_sync"] = _accumulation(r, n)
+    res["no_sync_compiled"] = _accumulation(r, n, compiled=True)
     if gg.cuda.device_count() >= n:
         res["cuda"] = _cuda_checks(r, n)
     (out / f"rank{r}.json").write_text(json.dumps(res), encoding="utf-8")
@@ -218,20 +219,27 @@ def _cuda_checks(r: int, n: int) -> dict:
     return out
 
 
-def _accumulation(r: int, n: int) -> dict:
-    """Two micro-batches per rank, the first under no_sync: one average, of the sum."""
+def _accumulation(r: int, n: int, compiled: bool = False) -> dict:
+    """Two micro-batches per rank, the first under no_sync: one average, of the sum.
+    ``compiled``: one gg.compile program for both, traced under no_sync (read per replay)."""
     x, y = _data(np.float64)
     ref = _model(np.float64)
     F.cross_entropy(ref(gg.tensor(x[:16])), gg.tensor(y[:16])).backward()
     model = _model(np.float64)
     dp = dist.DataParallel(model)
+
+    def micro(xb, yb):
+        (F.cross_entropy(dp(xb), yb) / 2).backward()
+
+    run = gg.compile(micro) if compiled else micro
     mine = slice(r * 16 // n, (r + 1) * 16 // n)
     xs, ys = np.array_split(x[mine], 2), np.array_split(y[mine], 2)
     with dp.no_sync():
-        (F.cross_entropy(dp(gg.tensor(xs[0])), gg.tensor(ys[0])) / 2).backward()
+        run(gg.tensor(xs[0]), gg.tensor(ys[0]))
     calls_after_first = dp.comm_stats["calls"]
-    (F.cross_entropy(dp(gg.tensor(xs[1])), gg.tensor(ys[1])) / 2).backward()
+    run(gg.tensor(xs[1]), gg.tensor(ys[1]))
     return {"calls_after_first": calls_after_first, "steps": dp.comm_stats["steps"],
+            "traces": getattr(run, "traces", None),
             "grad_rel": max(_rel(a.grad.numpy(), b.grad.numpy())
                             for a, b in zip(model.parameters(), ref.parameters()))}
 

@@ -133,10 +133,13 @@ def test_shared_weight_and_unused_parameter(ranks):
         assert r["shared_and_unused"]["unused_grad"] == [0.0, 0.0, 0.0]
 
 
-def test_no_sync_accumulates_then_averages_once(ranks):
+@pytest.mark.parametrize("key", ["no_sync", "no_sync_compiled"])
+def test_no_sync_accumulates_then_averages_once(ranks, key):
     for r in ranks:
-        assert r["no_sync"]["calls_after_first"] == 0 and r["no_sync"]["steps"] == 1
-        assert r["no_sync"]["grad_rel"] <= 1e-12
+        assert r[key]["calls_after_first"] == 0 and r[key]["steps"] == 1
+        assert r[key]["grad_rel"] <= 1e-12
+    if key == "no_sync_compiled":  # one program: no_sync is read when it replays
+        assert ranks[0][key]["traces"] == 1
 
 
 def test_cuda_ranks(ranks):
