@@ -7,11 +7,23 @@ finishing the gradient all-reduces after backward, the all-reduce calls per step
 all-reduced per step against the gradient's size (bucketing works when that is one or a few
 calls moving about the gradient's size).
 
+Where the time goes, per step (mean over ranks, milliseconds of wall time): ``fwd``
+(zero_grad, forward, loss), ``walk`` (the backward walk, with the hooks that pack buckets),
+``reduce`` (finishing the all-reduces after the walk: waiting for the slower rank, summing,
+writing the averages back), ``opt`` (the optimizer step); ``cpu%`` is the smallest share of its
+wall time a rank spent on the CPU (below 100 %: it waited or was descheduled). The
+``no-reduce`` row runs the same ranks without DataParallel (each its own half batch, nothing
+exchanged): the speed-up the machine allows before any communication, the ceiling for the
+row above it -- on a VM whose two vCPUs share one core's execution units it is far from 2x.
+
     PYTHONPATH=. python benchmarks/bench_distributed.py [--ranks 1,2] [--steps 40] [--json out.json]
     PYTHONPATH=. python benchmarks/bench_distributed.py --steps 3 --warmup 1   # a quick check
 
-``--device cuda`` puts rank r on ``cuda:<local_rank>`` (NCCL). The target on a 2-core CPU is
->= 1.7x one rank's throughput with 2 ranks.
+With ``--compile`` each rank's step is one ``gg.compile`` replay (``walk`` is then the whole
+step but the reduction). ``--bind`` pins each rank to a core (``mpiexec -bind-to core``).
+``--device cuda`` puts rank r on ``cuda:<local_rank>`` (NCCL). ``GPUGRAD_DIST_SHM=0`` makes
+host buckets go through MPI's all-reduce instead of the shared-memory window. The target on a
+2-core CPU is >= 1.7x one rank's throughput with 2 ranks.
 """
 
 from __future__ import annotations
@@ -49,41 +61,88 @@ def worker(args: argparse.Namespace) -> None:
     y = gg.tensor(rng.integers(0, SIZES[-1], per_rank), device=dev)
     gg.manual_seed(0)
     model = gg.nn.MLP(list(SIZES)).to(dev)
-    dp = dist.DataParallel(model, bucket_cap_mb=args.bucket_cap_mb)
+    dp = dist.DataParallel(model, bucket_cap_mb=args.bucket_cap_mb) if args.reduce else None
+    net = model if dp is None else dp
     opt = gg.optim.SGD(list(model.parameters()), lr=0.01)
     device = gg.device(dev)
+    phases = np.zeros(4)  # fwd, backward (walk + reduce), opt, reduce (from comm_stats)
 
-    def step() -> None:
+    def eager_step(timed: bool) -> None:
+        t0 = time.perf_counter()
         opt.zero_grad()
-        F.cross_entropy(dp(x), y).backward()
+        loss = F.cross_entropy(net(x), y)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        if timed:
+            phases[:3] += (t1 - t0, t2 - t1, time.perf_counter() - t2)
+
+    @gg.compile
+    def program(xb, yb):
+        opt.zero_grad()
+        F.cross_entropy(net(xb), yb).backward()
         opt.step()
 
+    def compiled_step(timed: bool) -> None:  # one replay: only the reduction is timed apart
+        t0 = time.perf_counter()
+        program(x, y)
+        if timed:
+            phases[1] += time.perf_counter() - t0
+
+    step = compiled_step if args.compile else eager_step
+
     for _ in range(args.warmup):
-        step()
+        step(False)
     device.synchronize()
     dist.barrier()
-    stats0 = dict(dp.comm_stats)
-    t0 = time.perf_counter()
+    stats0 = dict(dp.comm_stats) if dp is not None else None
+    cpu0, t0 = time.process_time(), time.perf_counter()
     for _ in range(args.steps):
-        step()
+        step(True)
     device.synchronize()
     elapsed = time.perf_counter() - t0
-    # The slowest rank sets the pace.
-    slowest = dist.all_reduce(gg.tensor([elapsed], dtype="float64"), "max").item()
-    steps = max(1, dp.comm_stats["steps"] - stats0["steps"])
+    cpu_share = (time.process_time() - cpu0) / elapsed
+    stats = {k: dp.comm_stats[k] - stats0[k] for k in stats0} if dp is not None else {}
+    reduce_s = stats.get("wait_seconds", 0.0)
+    phases[3] = reduce_s
+    phases[1] -= reduce_s  # the walk alone
+    mine = gg.tensor([elapsed, cpu_share, *(phases / args.steps)], dtype="float64")
+    every = dist.all_gather(mine).numpy()  # one row per rank
+    slowest = every[:, 0].max()  # the slowest rank sets the pace
+    fwd, walk, opt_s, red = (every[:, 2:].mean(axis=0) * 1e3).tolist()
+    if args.compile:  # the replay's forward, walk and optimizer are one call
+        fwd = opt_s = None
+    steps = max(1, stats.get("steps", 0))
     result = {
-        "ranks": w.size, "device": dev, "per_rank_batch": per_rank,
+        "ranks": w.size, "device": dev, "per_rank_batch": per_rank, "compiled": args.compile,
+        "mode": "alone" if w.size == 1 else "dp" if dp is not None else "no-reduce",
         "step_seconds": slowest / args.steps,
         "samples_per_second": GLOBAL_BATCH * args.steps / slowest,
-        "allreduce_share": (dp.comm_stats["wait_seconds"] - stats0["wait_seconds"]) / elapsed,
-        "calls_per_step": (dp.comm_stats["calls"] - stats0["calls"]) / steps if w.size > 1 else 0,
-        "bytes_per_step": (dp.comm_stats["bytes"] - stats0["bytes"]) / steps if w.size > 1 else 0,
+        "allreduce_share": red / 1e3 / (slowest / args.steps),
+        "phase_ms": {"fwd": fwd, "walk": walk, "reduce": red, "opt": opt_s},
+        "min_cpu_share": float(every[:, 1].min()),
+        "per_rank": every.tolist(),
+        "calls_per_step": stats.get("calls", 0) / steps if w.size > 1 else 0,
+        "bytes_per_step": stats.get("bytes", 0) / steps if w.size > 1 else 0,
         "gradient_bytes": sum(p.size * p.dtype.itemsize for p in model.parameters()),
-        "buckets": len(dp._buckets),
-        "transport": (dist.gpu_transport() if dev != "cpu" else "MPI") if w.size > 1 else "-",
+        "buckets": len(dp._buckets) if dp is not None else 0,
+        "transport": _transport(dp, dev) if dp is not None and w.size > 1 else "-",
     }
     if w.rank == 0:
         Path(args.out).write_text(json.dumps(result), encoding="utf-8")
+
+
+def _transport(dp, dev: str) -> str:
+    from gpugrad import distributed as dist
+
+    if dev != "cpu":
+        return dist.gpu_transport()
+    return "shared memory" if all(b.shm is not None for b in dp._buckets) else "MPI"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def mpiexec() -> str:
@@ -105,7 +164,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--bucket-cap-mb", type=float, default=4.0)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--compile", action="store_true",
+                    help="run each rank's step under gg.compile (the average is a program step)")
+    ap.add_argument("--bind", action="store_true",
+                    help="pin each rank to its own core (mpiexec -bind-to core)")
+    ap.add_argument("--no-reduce-row", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run the multi-rank counts without DataParallel (the ceiling)")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    ap.add_argument("--no-reduce", dest="reduce", action="store_false", help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -113,28 +179,41 @@ def main() -> None:
         worker(args)
         return
     rows = []
+    runs = [(int(n), True) for n in args.ranks.split(",")]
+    if args.no_reduce_row:
+        runs += [(n, False) for n, _ in runs if n > 1]
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (int(s) for s in args.ranks.split(",")):
-            out = Path(tmp) / f"{n}.json"
-            cmd = [mpiexec(), "-n", str(n), sys.executable, __file__, "--worker", "--out",
-                   str(out), "--steps", str(args.steps), "--warmup", str(args.warmup),
+        for i, (n, reduce) in enumerate(runs):
+            out = Path(tmp) / f"{i}.json"
+            cmd = [mpiexec(), *(["-bind-to", "core"] if args.bind else []), "-n", str(n),
+                   sys.executable, __file__, "--worker", "--out", str(out), "--steps",
+                   str(args.steps), "--warmup", str(args.warmup),
                    "--bucket-cap-mb", str(args.bucket_cap_mb), "--device", args.device]
+            if args.compile:
+                cmd.append("--compile")
+            if not reduce:
+                cmd.append("--no-reduce")
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             subprocess.run(cmd, check=True, env=env, timeout=600)
             rows.append(json.loads(out.read_text()))
     base = rows[0]["samples_per_second"] * 1.0 / rows[0]["ranks"]
     print(f"MLP {'-'.join(map(str, SIZES))}, global batch {GLOBAL_BATCH}, one thread per rank, "
-          f"{args.steps} timed steps on {args.device}")
-    print(f"{'ranks':>5} {'samples/s':>10} {'speed-up':>8} {'efficiency':>10} {'all-reduce':>10} "
-          f"{'calls/step':>10} {'MB/step':>8} {'grad MB':>8}  transport")
+          f"{args.steps} timed steps on {args.device}{' (gg.compile)' if args.compile else ''}"
+          "; phases in ms per step, mean over ranks")
+    print(f"{'ranks':>5} {'mode':>9} {'samples/s':>10} {'speed-up':>8} {'effic.':>6} "
+          f"{'fwd':>6} {'walk':>6} {'reduce':>6} {'opt':>5} {'cpu%':>5} {'all-red.':>8} "
+          f"{'calls/step':>10} {'MB/step':>7} {'grad MB':>7}  transport")
     for r in rows:
         speedup = r["samples_per_second"] / rows[0]["samples_per_second"]
         r["speedup"] = speedup
         r["efficiency"] = r["samples_per_second"] / (base * r["ranks"])
-        print(f"{r['ranks']:>5} {r['samples_per_second']:>10.0f} {speedup:>7.2f}x "
-              f"{r['efficiency']:>10.0%} {r['allreduce_share']:>10.1%} "
-              f"{r['calls_per_step']:>10.1f} {r['bytes_per_step'] / 2**20:>8.2f} "
-              f"{r['gradient_bytes'] / 2**20:>8.2f}  {r['transport']}")
+        ph = r["phase_ms"]
+        print(f"{r['ranks']:>5} {r['mode']:>9} {r['samples_per_second']:>10.0f} {speedup:>7.2f}x "
+              f"{r['efficiency']:>6.0%} {_ms(ph['fwd']):>6} {_ms(ph['walk']):>6} "
+              f"{_ms(ph['reduce']):>6} {_ms(ph['opt']):>5} {r['min_cpu_share']:>5.0%} "
+              f"{r['allreduce_share']:>8.1%} {r['calls_per_step']:>10.1f} "
+              f"{r['bytes_per_step'] / 2**20:>7.2f} {r['gradient_bytes'] / 2**20:>7.2f}  "
+              f"{r['transport']}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 

@@ -40,28 +40,38 @@ def _optimizer(name, params):
     return gg.optim.Adam(params, lr=1e-2)
 
 
-def train(dtype, opt_name, world_size, rank, wrap, clip=None, model_seed=0, bucket_cap_mb=4.0):
-    """``STEPS`` steps at global batch ``GLOBAL_BATCH``; returns (losses, final weights)."""
+def train(dtype, opt_name, world_size, rank, wrap, clip=None, model_seed=0, bucket_cap_mb=4.0,
+          compiled=False, programs=None):
+    """``STEPS`` steps at global batch ``GLOBAL_BATCH``; returns (losses, final weights).
+    ``compiled``: the step runs under gg.compile (its programs' listings go to ``programs``)."""
     x, y = _data(dtype)
     model = _model(dtype, model_seed)
     net = dist.DataParallel(model, bucket_cap_mb=bucket_cap_mb) if wrap else model
     opt = _optimizer(opt_name, list(model.parameters()))
     loader = DataLoader(x, y, batch_size=GLOBAL_BATCH // world_size, seed=7, rank=rank,
                         world_size=world_size)
+
+    def step(xb, yb):
+        opt.zero_grad()
+        loss = F.cross_entropy(net(xb), yb)
+        loss.backward()
+        if clip is not None:
+            gg.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        return loss
+
+    run = gg.compile(step) if compiled else step
     losses = []
     while len(losses) < STEPS:
         for xb, yb in loader:
-            opt.zero_grad()
-            loss = F.cross_entropy(net(xb), yb)
-            loss.backward()
-            if clip is not None:
-                gg.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
+            loss = run(xb, yb)
             if wrap:
                 loss = dist.all_reduce(loss.detach(), op="mean")
             losses.append(float(loss.item()))
             if len(losses) == STEPS:
                 break
+    if compiled and programs is not None:
+        programs += [(run.traces, p.listing()) for p in run.programs]
     return losses, [p.numpy() for p in model.parameters()]
 
 
@@ -115,6 +125,8 @@ def checks(out: Path) -> None:
     # -- mismatched models ------------------------------------------------------------------
     other = gg.nn.MLP([N_FEATURES, 16 + r, N_CLASSES])
     res["model_mismatch"] = _raises(lambda: dist.DataParallel(other))
+    res["bucket_mismatch"] = _raises(  # would allocate different shared windows: no hang
+        lambda: dist.DataParallel(_model(np.float64), bucket_cap_mb=1.0 if r else 0.001))
     # -- a rank that skips a backward -------------------------------------------------------
     m = _model(np.float64)
     dp = dist.DataParallel(m)
@@ -138,6 +150,32 @@ def checks(out: Path) -> None:
                 "weights_sum": float(sum(a.astype(np.float64).sum() for a in w)),
                 "loss_moved": ref_losses[-1] < ref_losses[0],
             }
+    # the shared-memory reduction (the default on one node) against MPI's all-reduce
+    shm_runs = {}
+    for mode in ("1", "0"):
+        os.environ["GPUGRAD_DIST_SHM"] = mode
+        shm_runs[mode] = train("float64", "adam", n, r, wrap=True, bucket_cap_mb=0.001)
+        probe = dist.DataParallel(_model(np.float64), bucket_cap_mb=0.001)
+        shm_runs[mode] += (sum(b.shm is not None for b in probe._buckets), len(probe._buckets))
+    del os.environ["GPUGRAD_DIST_SHM"]
+    (l1, w1, used1, nb), (l0, w0, used0, _) = shm_runs["1"], shm_runs["0"]
+    res["shm_vs_mpi"] = {"buckets": nb, "shm_buckets": used1, "shm_buckets_when_off": used0,
+                         "bitwise": l1 == l0 and all(np.array_equal(a, b) for a, b in zip(w1, w0))}
+    # gg.compile: the bucketed average is a step of the program
+    ref_losses, ref_w = train("float64", "sgd", 1, 0, wrap=False, clip=0.5)
+    eager = train("float64", "sgd", n, r, wrap=True, clip=0.5, bucket_cap_mb=0.001)
+    programs: list = []
+    comp = train("float64", "sgd", n, r, wrap=True, clip=0.5, bucket_cap_mb=0.001,
+                 compiled=True, programs=programs)
+    res["compiled"] = {
+        "bitwise_vs_eager": comp[0] == eager[0]
+        and all(np.array_equal(a, b) for a, b in zip(comp[1], eager[1])),
+        "loss_rel": _rel(comp[0], ref_losses),
+        "weight_rel": max(_rel(a, b) for a, b in zip(comp[1], ref_w)),
+        "traces": [t for t, _ in programs],
+        "average_steps": [listing.count("DataParallel.average_gradients")
+                          for _, listing in programs],
+    }
     # clipping after the average; one bucket for everything vs many small ones
     ref_losses, ref_w = train("float64", "sgd", 1, 0, wrap=False, clip=0.5)
     losses, w = train("float64", "sgd", n, r, wrap=True, clip=0.5)
@@ -148,6 +186,7 @@ def checks(out: Path) -> None:
     # -- a weight used twice (its bucket is re-sent) and an unused parameter ------------------
     res["shared_and_unused"] = _shared_and_unused(r, n)
     res["no_sync"] = _accumulation(r, n)
+    res["no_sync_compiled"] = _accumulation(r, n, compiled=True)
     if gg.cuda.device_count() >= n:
         res["cuda"] = _cuda_checks(r, n)
     (out / f"rank{r}.json").write_text(json.dumps(res), encoding="utf-8")
@@ -180,20 +219,27 @@ def _cuda_checks(r: int, n: int) -> dict:
     return out
 
 
-def _accumulation(r: int, n: int) -> dict:
-    """Two micro-batches per rank, the first under no_sync: one average, of the sum."""
+def _accumulation(r: int, n: int, compiled: bool = False) -> dict:
+    """Two micro-batches per rank, the first under no_sync: one average, of the sum.
+    ``compiled``: one gg.compile program for both, traced under no_sync (read per replay)."""
     x, y = _data(np.float64)
     ref = _model(np.float64)
     F.cross_entropy(ref(gg.tensor(x[:16])), gg.tensor(y[:16])).backward()
     model = _model(np.float64)
     dp = dist.DataParallel(model)
+
+    def micro(xb, yb):
+        (F.cross_entropy(dp(xb), yb) / 2).backward()
+
+    run = gg.compile(micro) if compiled else micro
     mine = slice(r * 16 // n, (r + 1) * 16 // n)
     xs, ys = np.array_split(x[mine], 2), np.array_split(y[mine], 2)
     with dp.no_sync():
-        (F.cross_entropy(dp(gg.tensor(xs[0])), gg.tensor(ys[0])) / 2).backward()
+        run(gg.tensor(xs[0]), gg.tensor(ys[0]))
     calls_after_first = dp.comm_stats["calls"]
-    (F.cross_entropy(dp(gg.tensor(xs[1])), gg.tensor(ys[1])) / 2).backward()
+    run(gg.tensor(xs[1]), gg.tensor(ys[1]))
     return {"calls_after_first": calls_after_first, "steps": dp.comm_stats["steps"],
+            "traces": getattr(run, "traces", None),
             "grad_rel": max(_rel(a.grad.numpy(), b.grad.numpy())
                             for a, b in zip(model.parameters(), ref.parameters()))}
 
@@ -221,6 +267,44 @@ def _shared_and_unused(r: int, n: int) -> dict:
                     gg.tensor(y[r * half:(r + 1) * half])).backward()
     return {"w_rel": _rel(model.w.grad.numpy(), ref.w.grad.numpy()),
             "unused_grad": None if model.unused.grad is None else model.unused.grad.tolist()}
+
+
+def three(out: Path) -> None:
+    """Three ranks, 4 samples each: the shared-memory and MPI averages against one process
+    at 12 (sums of three are rounded in different orders: equal within 1e-12, not bitwise)."""
+    r, n = dist.rank(), dist.world_size()
+    x, y = _data(np.float64)
+    ref = _model(np.float64)
+    F.cross_entropy(ref(gg.tensor(x[:12])), gg.tensor(y[:12])).backward()
+    res = {"world_size": n}
+    for mode in ("1", "0"):
+        os.environ["GPUGRAD_DIST_SHM"] = mode
+        model = _model(np.float64)
+        dp = dist.DataParallel(model, bucket_cap_mb=0.001)
+        F.cross_entropy(dp(gg.tensor(x[4 * r:4 * r + 4])), gg.tensor(y[4 * r:4 * r + 4])).backward()
+        res[mode] = {"shm_buckets": sum(b.shm is not None for b in dp._buckets),
+                     "grad_rel": max(_rel(a.grad.numpy(), b.grad.numpy())
+                                     for a, b in zip(model.parameters(), ref.parameters())),
+                     "grad_sum": float(sum(p.grad.numpy().sum() for p in model.parameters()))}
+    (out / f"rank{r}.json").write_text(json.dumps(res), encoding="utf-8")
+
+
+def raising_in_shm(out: Path) -> None:
+    """Rank 1 fails inside the shared-memory reduction, after its slot is in: rank 0 waits at
+    the next barrier of the window until the abort ends the job."""
+    from gpugrad.distributed import shm
+
+    dist.init()
+    model = _model(np.float64)
+    dp = dist.DataParallel(model)
+    if dist.rank() == 1:
+        def broken(reducers, what):
+            raise RuntimeError("deliberate failure inside the shared-memory reduction")
+        shm.sync = broken
+    xb, yb = gg.tensor(np.ones((4, N_FEATURES))), gg.tensor(np.zeros(4, dtype=np.int64))
+    F.cross_entropy(dp(xb), yb).backward()
+    dist.barrier()
+    (out / "rank0_passed_barrier").write_text("bad", encoding="utf-8")
 
 
 def raising(out: Path) -> None:
@@ -251,4 +335,5 @@ def silent(out: Path) -> None:
 
 if __name__ == "__main__":
     scenario, outdir = sys.argv[1], Path(sys.argv[2])
-    {"checks": checks, "raising": raising, "killed": killed, "silent": silent}[scenario](outdir)
+    {"checks": checks, "raising": raising, "killed": killed, "silent": silent, "three": three,
+     "raising_in_shm": raising_in_shm}[scenario](outdir)

@@ -75,6 +75,7 @@ def test_mismatched_models_raise_on_every_rank(ranks):
     for r in ranks:
         assert "DataParallel: the ranks' models differ" in r["model_mismatch"]
         assert "[16, 6]" in r["model_mismatch"] and "[17, 6]" in r["model_mismatch"]
+        assert "bucket sizes" in r["bucket_mismatch"]
 
 
 def test_skipped_backward_is_detected_on_every_rank(ranks):
@@ -92,6 +93,25 @@ def test_two_ranks_match_one_process_at_the_global_batch(ranks, case):
         assert c["weight_rel"] <= c["rtol"], c
         assert c["rerun_bitwise"]
     assert ranks[0][case]["weights_sum"] == ranks[1][case]["weights_sum"]  # replicas agree
+
+
+def test_shared_memory_reduction_equals_mpi(ranks):
+    """One node: host buckets go through the shared window, bitwise as MPI's all-reduce."""
+    for r in ranks:
+        c = r["shm_vs_mpi"]
+        assert c["buckets"] > 1 and c["shm_buckets"] == c["buckets"]
+        assert c["shm_buckets_when_off"] == 0  # GPUGRAD_DIST_SHM=0: MPI
+        assert c["bitwise"]
+
+
+def test_compiled_step_averages_like_eager(ranks):
+    """gg.compile over a DataParallel model: the average is one recorded step after the walk;
+    50 steps replay bitwise as eager and match one process at the global batch."""
+    for r in ranks:
+        c = r["compiled"]
+        assert c["traces"] == [1] and c["average_steps"] == [1]
+        assert c["bitwise_vs_eager"]
+        assert c["loss_rel"] <= 1e-12 and c["weight_rel"] <= 1e-12
 
 
 def test_clipping_after_the_average(ranks):
@@ -113,10 +133,13 @@ def test_shared_weight_and_unused_parameter(ranks):
         assert r["shared_and_unused"]["unused_grad"] == [0.0, 0.0, 0.0]
 
 
-def test_no_sync_accumulates_then_averages_once(ranks):
+@pytest.mark.parametrize("key", ["no_sync", "no_sync_compiled"])
+def test_no_sync_accumulates_then_averages_once(ranks, key):
     for r in ranks:
-        assert r["no_sync"]["calls_after_first"] == 0 and r["no_sync"]["steps"] == 1
-        assert r["no_sync"]["grad_rel"] <= 1e-12
+        assert r[key]["calls_after_first"] == 0 and r[key]["steps"] == 1
+        assert r[key]["grad_rel"] <= 1e-12
+    if key == "no_sync_compiled":  # one program: no_sync is read when it replays
+        assert ranks[0][key]["traces"] == 1
 
 
 def test_cuda_ranks(ranks):
@@ -129,8 +152,20 @@ def test_cuda_ranks(ranks):
         assert c["grad_rel"] <= 1e-12
 
 
+def test_three_ranks_shared_memory_and_mpi(tmp_path):
+    result, _ = launch([WORKER, "three", str(tmp_path)], n=3)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
+    for r in ranks:
+        assert r["world_size"] == 3
+        assert r["1"]["shm_buckets"] > 1 and r["0"]["shm_buckets"] == 0
+        assert r["1"]["grad_rel"] <= 1e-12 and r["0"]["grad_rel"] <= 1e-12
+    for mode in ("1", "0"):  # every rank holds the same average, whichever way it was summed
+        assert len({r[mode]["grad_sum"] for r in ranks}) == 1
+
+
 # -- failures end the job, quickly ----------------------------------------------------------
-@pytest.mark.parametrize("scenario", ["raising", "killed", "silent"])
+@pytest.mark.parametrize("scenario", ["raising", "killed", "silent", "raising_in_shm"])
 def test_a_failing_rank_ends_the_job(tmp_path, scenario):
     """A rank that raises (excepthook -> Abort), is killed, or never joins a collective (the
     other rank times out after GPUGRAD_DIST_TIMEOUT=3 s, then aborts): mpiexec fails fast."""
@@ -139,9 +174,9 @@ def test_a_failing_rank_ends_the_job(tmp_path, scenario):
     assert result.returncode != 0
     assert seconds < 60
     assert not (tmp_path / "rank0_passed_barrier").exists()
-    if scenario == "raising":
+    if scenario.startswith("raising"):
         assert "[gpugrad rank 1 of 2] failed" in result.stderr
-        assert "deliberate failure on rank 1" in result.stderr
+        assert "deliberate failure" in result.stderr
     if scenario == "silent":
         assert "DistributedTimeout" in result.stderr and "rank 0 of 2 waited 3 s" in \
             result.stderr

@@ -55,9 +55,9 @@ def record_backward(tracer, tensor: Tensor, gradient: Any, retain_graph: bool,
     why = None
     if create_graph:
         why = "a differentiable backward (create_graph=True) builds a graph at run time"
-    elif autograd._grad_hooks or autograd._backward_done:
-        why = ("post-accumulate-grad hooks or backward-done callbacks are registered (e.g. by "
-               "DataParallel); they run Python code during the walk that a replay would skip")
+    elif (autograd._grad_hooks or autograd._backward_done) and _after_walk() is None:
+        why = ("post-accumulate-grad hooks or backward-done callbacks are registered; they run "
+               "Python code during the walk that a replay would skip")
     elif gradient is not None and gradient.__class__ is not Tensor:
         why = "its gradient= is not a Tensor (pass a tensor)"
     else:
@@ -91,13 +91,32 @@ def record_backward(tracer, tensor: Tensor, gradient: Any, retain_graph: bool,
     autograd._grad_mode.enabled = False
     try:
         with tracer.suspended(), dev.activate():
-            _walk(tracer, tensor, seed, g0, retain_graph)
+            written = _walk(tracer, tensor, seed, g0, retain_graph)
     finally:
         autograd._grad_mode.enabled = prev_mode
     tracer.forget_volatile()
+    for make in _after_walk() or ():
+        update = make(written)
+        if update is not None:
+            tracer.call(update, ())  # run now, and by every replay after this walk's steps
 
 
-def _walk(tracer, tensor: Tensor, seed: Any, g0: int, retain_graph: bool) -> None:
+def _after_walk() -> list | None:
+    """The recorded form of the registered hooks, or None if some cannot be recorded.
+
+    A hook may do its work in a backward-done callback that says how to record it (as
+    DataParallel's gradient average does): the hook carries ``replayed_by_callback = True``
+    and the callback ``compile_step``, a function of the ids of the leaves whose ``.grad`` the
+    walk wrote that returns the update to record (or None)."""
+    for _, hooks in autograd._grad_hooks.values():
+        if not all(getattr(h, "replayed_by_callback", False) for h in hooks):
+            return None
+    makers = [getattr(cb, "compile_step", None) for cb in autograd._backward_done]
+    return None if None in makers else makers
+
+
+def _walk(tracer, tensor: Tensor, seed: Any, g0: int, retain_graph: bool) -> set[int]:
+    """Run and record the walk; returns the ids of the leaves whose ``.grad`` it wrote."""
     prog = tracer.program
     leaf_fn = prog.const(leaf_grad, "leaf")
 
@@ -107,6 +126,7 @@ def _walk(tracer, tensor: Tensor, seed: Any, g0: int, retain_graph: bool) -> Non
                  f"{prog.slots[slot].name}, {must_copy})", [slot], [])
         prog.slots[slot].escapes = True
         handed.add(id(leaf_grad(edge, gi, must_copy)))
+        written.add(id(edge))
         tracer.born[id(edge.grad)] = "a backward walk"
         tracer.grad_owner[id(edge.grad)] = edge
         tracer._keep.append(edge.grad)
@@ -115,10 +135,11 @@ def _walk(tracer, tensor: Tensor, seed: Any, g0: int, retain_graph: bool) -> Non
             tracer._volatile.add(gslot)
 
     handed: set[int] = set()
+    written: set[int] = set()
     fn0 = tensor._ctx
     if fn0 is None:
         write_leaf(tensor, seed, g0, handed)
-        return
+        return written
     grads: dict[Function, tuple[Any, int]] = {fn0: (seed, g0)}
     heap = [(-fn0.seq, fn0)]
     while heap:
@@ -166,3 +187,4 @@ def _walk(tracer, tensor: Tensor, seed: Any, g0: int, retain_graph: bool) -> Non
                 write_leaf(edge, gi, slot, handed)
         if saved and not retain_graph:
             fn.saved = FREED
+    return written

@@ -12,6 +12,12 @@ ends, the remaining buckets start (a parameter without a gradient counts as zero
 host all-reduce compares the ranks' step counters and model signatures, which catches a rank that
 skipped or added a backward. The sums are divided by the world size and written back into each
 ``.grad``, so any optimizer, clipping or scaler that runs afterwards sees the average.
+
+When every rank is on one node, host buckets live in an MPI-3 shared-memory window instead
+(``shm.py``): a bucket is packed into this rank's slot, and "starting" it means entering a
+barrier; after the walk each rank sums its slice of all slots. Under ``gg.compile`` the walk
+fires no hooks: the program records ``_average_gradients`` (every bucket, after the walk) as
+one step instead.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import numpy as np
 from ..autograd import register_backward_done_callback, register_post_accumulate_grad_hook
 from ..nn import Module
 from ..tensor import Tensor
+from . import shm
 from .collectives import start_all_reduce, start_broadcast
 from .runtime import DistributedError, World, world
 
@@ -36,7 +43,7 @@ _SIG_MOD = 1 << 20  # signatures and step counters stay small: their squares sum
 
 
 class _Bucket:
-    __slots__ = ("device", "dtype", "positions", "offsets", "flat", "finish", "dirty")
+    __slots__ = ("device", "dtype", "positions", "offsets", "flat", "finish", "dirty", "shm")
 
     def __init__(self, device: Any, dtype: np.dtype) -> None:
         self.device, self.dtype = device, dtype
@@ -44,6 +51,7 @@ class _Bucket:
         self.offsets: list[int] = [0]
         self.flat = None
         self.finish = None
+        self.shm: shm.SharedReduce | None = None  # host buckets when every rank is on one node
         self.dirty = 0
 
     @property
@@ -76,10 +84,21 @@ class DataParallel(Module):
         self._buckets = self._make_buckets(int(bucket_cap_mb * 2**20))
         if w.size == 1:
             return
-        description = _describe(named, list(module.named_buffers()))
+        # the bucket layout and the shared-memory choice too: the windows are allocated
+        # collectively, so ranks that disagree must fail here rather than hang in MPI
+        use_shm = w.node is not None and shm.enabled()
+        description = _describe(named, list(module.named_buffers()), [
+            ["bucket sizes", [b.numel for b in self._buckets]],
+            ["shared memory (GPUGRAD_DIST_SHM)", use_shm]])
         _check_same_everywhere(w, description)
-        self._signature = zlib.crc32(
-            (description + repr([b.numel for b in self._buckets])).encode()) % _SIG_MOD
+        self._signature = zlib.crc32(description.encode()) % _SIG_MOD
+        if use_shm:
+            for i, b in enumerate(self._buckets):
+                if b.device.type == "cpu":  # packed straight into this rank's shared slot
+                    b.shm = shm.SharedReduce(w, b.numel, b.dtype, f"DataParallel: gradient "
+                                             f"bucket {i} (shared memory)")
+                    b.flat = b.shm.slot
+        self._shared = [b.shm for b in self._buckets if b.shm is not None]
         self._broadcast_state(module)
         self._index = {id(p): i for i, p in enumerate(self._params)}
         self._bucket_of = [0] * len(self._params)
@@ -100,6 +119,16 @@ class DataParallel(Module):
             if dp is not None:
                 dp._finish_step()
 
+        def compile_step(written: set[int]) -> Any:
+            """Under gg.compile the walk fires no hooks: the program records the whole average
+            as one step after the walk, reading the .grads it wrote."""
+            dp = ref()
+            if dp is None or not any(id(p) in written for p in dp._params):
+                return None
+            return dp._average_gradients
+
+        on_grad.replayed_by_callback = True  # type: ignore[attr-defined]
+        on_done.compile_step = compile_step  # type: ignore[attr-defined]
         handles = [register_post_accumulate_grad_hook(p, on_grad) for p in self._params]
         handles.append(register_backward_done_callback(on_done))
         weakref.finalize(self, lambda hs=tuple(handles): [h.remove() for h in hs])
@@ -199,11 +228,21 @@ class DataParallel(Module):
     def _start(self, bi: int) -> None:
         b = self._buckets[bi]
         self._pack(b, lambda p: None if p.grad is None else p.grad.data)
+        self.comm_stats["calls"] += 1
+        self.comm_stats["bytes"] += b.flat.nbytes
+        if b.shm is not None:
+            b.finish = b.shm.start(divide_by=self._world.size)
+            return
         b.finish = start_all_reduce(self._world, b.device, b.flat, "sum",
                                     f"DataParallel: gradient bucket {bi} of backward "
                                     f"#{self._step}")
-        self.comm_stats["calls"] += 1
-        self.comm_stats["bytes"] += b.flat.nbytes
+
+    def _average_gradients(self) -> None:
+        """Average every bucket from the current ``.grad`` values at once (no overlap with the
+        walk): the recorded step of a compiled backward."""
+        if self._sync:
+            self._active = True
+            self._finish_step()
 
     def _finish_step(self) -> None:
         if not self._active:
@@ -221,13 +260,18 @@ class DataParallel(Module):
             self.comm_stats["bytes"] += meta.nbytes
             for b in self._buckets:
                 b.finish()
+            what = f"DataParallel: backward #{self._step}"
+            shm.sync(self._shared, what)
             w.wait([req], f"DataParallel: step check of backward #{self._step}")
             self.comm_stats["wait_seconds"] += time.perf_counter() - t0
             self._check_step(meta)
-            for bi, b in enumerate(self._buckets):
-                if b.dirty:  # a gradient grew after its bucket left: send the complete one
-                    self._start(bi)
-                    b.finish()
+            resent = [bi for bi, b in enumerate(self._buckets) if b.dirty]
+            for bi in resent:  # a gradient grew after its bucket left: the complete one again
+                self._start(bi)
+                self._buckets[bi].finish()
+            resent = [self._buckets[bi] for bi in resent]
+            shm.sync([b.shm for b in resent if b.shm is not None], what)
+            for b in self._buckets:
                 self._write_back(b, w.size)
         finally:
             self._reset_step()
@@ -249,21 +293,25 @@ class DataParallel(Module):
 
     def _write_back(self, b: _Bucket, n: int) -> None:
         with b.device.activate():
-            b.flat /= n  # the sum of per-rank means -> the mean over the global batch
+            if b.shm is not None:
+                mean = b.shm.result  # divided by each rank, a slice each
+            else:
+                mean = b.flat
+                mean /= n  # the sum of per-rank means -> the mean over the global batch
             for pos, lo, hi in zip(b.positions, b.offsets, b.offsets[1:]):
                 p = self._params[pos]
-                avg = b.flat[lo:hi].reshape(p.shape)
+                avg = mean[lo:hi].reshape(p.shape)
                 if p.grad is None:
                     p.grad = Tensor._wrap(avg.copy(), p.device)
                 else:
                     p.grad.data[...] = avg
 
 
-def _describe(named_params: list, named_buffers: list) -> str:
+def _describe(named_params: list, named_buffers: list, settings: list) -> str:
     entries = [["param", n, list(p.shape), str(p.dtype), p.device.type] for n, p in named_params]
     entries += [["buffer", n, list(t.shape), str(t.dtype), t.device.type]
                 for n, t in named_buffers]
-    return json.dumps(entries)
+    return json.dumps(entries + settings)
 
 
 def _check_same_everywhere(w: World, description: str) -> None:
@@ -286,4 +334,5 @@ def _check_same_everywhere(w: World, description: str) -> None:
             diff = f"{len(models[0])} tensors on rank 0 but {len(model)} on rank {r}"
         raise DistributedError(
             f"DataParallel: the ranks' models differ ({diff}); every rank must build the same "
-            "model (names, shapes, dtypes, device type) before wrapping it")
+            "model (names, shapes, dtypes, device type) and wrap it alike (bucket_cap_mb, "
+            "GPUGRAD_DIST_SHM)")

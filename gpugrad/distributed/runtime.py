@@ -25,6 +25,10 @@ import numpy as np
 # Variables set by the common launchers (MPICH/Hydra and Intel MPI, Open MPI, PMIx, MVAPICH).
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
 _DEFAULT_TIMEOUT = 300.0
+_YIELD_SECONDS = 2e-4  # how long a wait polls between sched_yield calls before it naps
+_PATIENT_SECONDS = 2e-2  # after this long, the naps grow ...
+_FIRST_NAP, _LONGEST_NAP = 5e-5, 1e-3  # ... from 50 us to 1 ms
+_SHM_ALIGN, _SHM_CHUNK = 64, 4 << 20  # cache-line aligned pieces of 4 MB windows
 
 
 class DistributedTimeout(RuntimeError):
@@ -47,12 +51,17 @@ class World:
         self.local_rank = 0
         self.local_size = 1
         self.nccl: dict[int, Any] = {}  # device index -> backend.nccl.Communicator
+        self.node = None  # the communicator of the ranks on this node, when that is all of them
+        self._arenas: list[list] = []  # [window, its memory, bytes handed out], newest last
         if comm is not None and self.size > 1:
             # Ranks sharing a node's memory: ChainerMN gathered processor names for this; MPI-3
             # splits by shared memory directly.
             local = comm.Split_type(mpi.COMM_TYPE_SHARED, key=self.rank)
             self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
-            local.Free()
+            if self.local_size == self.size:
+                self.node = local  # one node: host buckets can be reduced in shared memory
+            else:
+                local.Free()
 
     # -- bounded waiting -----------------------------------------------------------------
     def wait(self, requests: list, what: str) -> None:
@@ -60,27 +69,64 @@ class World:
         if not requests:
             return
         test = self.MPI.Request.Testall
-        if test(requests):
-            return
-        deadline = time.monotonic() + self.timeout
-        spins = 0
-        while not test(requests):
-            spins += 1
-            if spins > 200:  # a busy wait first (microsecond collectives), then yield the core
-                time.sleep(min(1e-3, 1e-6 * spins))
-                if time.monotonic() > deadline:
-                    raise DistributedTimeout(self._timeout_message(what))
+        if not test(requests):
+            self.wait_until(lambda: test(requests), what)
 
     def wait_until(self, ready, what: str) -> None:
-        """Poll ``ready()`` (e.g. a CUDA event) for at most ``timeout`` seconds."""
-        deadline = time.monotonic() + self.timeout
-        spins = 0
+        """Poll ``ready()`` (an MPI test, a CUDA event) for at most ``timeout`` seconds.
+
+        MPICH advances a non-blocking collective only inside MPI calls, so the wait keeps
+        polling, but between polls it gives the core away (two ranks may share one physical
+        core's execution units, and other processes need the CPU too): ``sched_yield`` for the
+        first 0.2 ms (the other rank is often microseconds away), then naps of 50 us (about
+        as long as the kernel takes to wake a sleeper), growing to 1 ms once the wait has
+        lasted 20 ms (a rank loading data or failing, not one a bucket behind).
+        """
+        if ready():
+            return
+        start = time.monotonic()
+        nap = _FIRST_NAP
         while not ready():
-            spins += 1
-            if spins > 200:
-                time.sleep(min(1e-3, 1e-6 * spins))
-                if time.monotonic() > deadline:
-                    raise DistributedTimeout(self._timeout_message(what))
+            waited = time.monotonic() - start
+            if waited < _YIELD_SECONDS:
+                os.sched_yield()
+                continue
+            if waited > self.timeout:
+                raise DistributedTimeout(self._timeout_message(what))
+            time.sleep(nap)
+            if waited > _PATIENT_SECONDS:
+                nap = min(nap * 1.25, _LONGEST_NAP)
+
+    # -- shared memory (one node) --------------------------------------------------------
+    def shared_alloc(self, nbytes: int) -> tuple[Any, np.ndarray]:
+        """``nbytes`` of memory shared by every rank (the same bytes on each): its MPI window
+        and a uint8 array on it. Collective over the node: every rank asks for the same sizes
+        in the same order. Windows are carved in chunks of at least 4 MB and never freed
+        (``Win.Free`` is collective, which a garbage collector cannot promise); the operating
+        system releases them at exit."""
+        if self.node is None:
+            raise DistributedError("shared memory needs every rank on one node")
+        nbytes = -(-int(nbytes) // _SHM_ALIGN) * _SHM_ALIGN
+        if not self._arenas or self._arenas[-1][2] + nbytes > self._arenas[-1][1].size:
+            size = max(nbytes, _SHM_CHUNK)
+            win = self.MPI.Win.Allocate_shared(size if self.rank == 0 else 0, 1, comm=self.node)
+            buf, _ = win.Shared_query(0)
+            win.Lock_all(self.MPI.MODE_NOCHECK)  # a passive epoch, for Win.Sync's memory fence
+            self._arenas.append([win, np.frombuffer(buf, dtype=np.uint8, count=size), 0])
+        entry = self._arenas[-1]
+        win, arena, used = entry
+        entry[2] = used + nbytes
+        return win, arena[used:used + nbytes]
+
+    def shared_barrier_start(self, win: Any) -> Any:
+        """Publish this rank's writes to ``win``'s memory and start meeting the other ranks."""
+        win.Sync()
+        return self.node.Ibarrier()
+
+    def shared_barrier_wait(self, win: Any, request: Any, what: str) -> None:
+        """Wait until every rank reached ``shared_barrier_start``; their writes are visible."""
+        self.wait([request], what)
+        win.Sync()
 
     def _timeout_message(self, what: str) -> str:
         return (f"{what}: rank {self.rank} of {self.size} waited {self.timeout:g} s for the other "
