@@ -45,7 +45,36 @@ def launch(args: list[str], n: int = 2, timeout: float = 300, env: dict | None =
                                         full_env.get("PATH", "")])
     for var in ("PMI_SIZE", "PMI_RANK", "PMI_FD", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE"):
         full_env.pop(var, None)  # a test run itself launched by mpiexec must not leak its world
+    before = _shm_segments()
     start = time.monotonic()
-    result = subprocess.run([mpiexec(), "-n", str(n), sys.executable, *args], cwd=ROOT,
-                            env=full_env, capture_output=True, text=True, timeout=timeout)
+    try:
+        result = subprocess.run([mpiexec(), "-n", str(n), sys.executable, *args], cwd=ROOT,
+                                env=full_env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        _remove_orphans(_shm_segments() - before)
     return result, time.monotonic() - start
+
+
+_SHM = Path("/dev/shm")
+
+
+def _shm_segments() -> set[Path]:
+    return set(_SHM.glob("mpich_shm_*")) if _SHM.is_dir() else set()
+
+
+def _remove_orphans(new: set[Path]) -> None:
+    """MPICH unlinks its shared-memory segments at a clean exit only; a job that aborts (the
+    failure tests end jobs on purpose) leaves them in /dev/shm. Remove those this launch made
+    that no live process still maps (another job's segments stay)."""
+    if not new:
+        return
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            mapped.update(line.split(None, 5)[-1].strip() for line in maps.read_text().splitlines()
+                          if "mpich_shm_" in line)
+        except OSError:  # the process ended, or is not ours to read
+            continue
+    for seg in new:
+        if str(seg) not in mapped:
+            seg.unlink(missing_ok=True)
