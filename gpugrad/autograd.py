@@ -1,4 +1,4 @@
-"""The reverse-mode tape: grad mode, ``Function``, and the iterative backward walk.
+"""The reverse-mode tape: ``Function``, and the iterative backward walk.
 
 Every differentiable op is a ``Function`` subclass with ``forward`` (arrays in, array out, through
 the device's array module ``self.xp``) and ``backward`` (the vector-Jacobian product). Applying a
@@ -18,37 +18,39 @@ While ``gg.compile`` traces a function, a thread-local tracer (``_tracing.tracer
 ``Function.apply``, every ``backward()`` and every update made through ``traced_call``; it is
 None otherwise, and each hook costs one attribute read (see ``gpugrad/compile``). Nothing here
 imports the compiler: it installs itself as the tracer.
+
+Grad mode (``grad_mode.py``) and the leaf-gradient hook registries (``grad_hooks.py``) live in
+modules of their own; this module re-exports them, so ``gpugrad.autograd`` names the whole engine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import heapq
 import itertools
-import threading
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .backend import DeviceError, fp_errors
+from .grad_hooks import (  # noqa: F401 - RemovableHandle and register_* are re-exported
+    RemovableHandle,
+    _backward_done,
+    _grad_hooks,
+    fire_grad_hooks,
+    register_backward_done_callback,
+    register_post_accumulate_grad_hook,
+)
+from .grad_mode import (  # noqa: F401 - enable_grad, is_grad_enabled, no_grad are re-exported
+    _grad_mode,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+)
 from .tensor import Tensor, _tracing
 
 _next_seq = itertools.count().__next__
-
-
-class _GradMode(threading.local):
-    enabled = True
-
-    def __init__(self) -> None:
-        # The modes to restore, one per open ``with`` block of this thread. Kept per thread, not
-        # per context-manager object, so one object can be entered nested or from several threads.
-        self.saved: list[bool] = []
-
-
-_grad_mode = _GradMode()
 
 
 def traced_call(func, *args: Any) -> Any:
@@ -76,54 +78,6 @@ def untraceable(what: str, why: str) -> None:
     tracer = _tracing.tracer
     if tracer is not None:
         tracer.fail(what, why)
-
-
-def is_grad_enabled() -> bool:
-    return _grad_mode.enabled
-
-
-class _SetGradMode:
-    """Context manager and decorator (``@gg.no_grad()`` or ``@gg.no_grad``) that sets grad mode
-    for the current thread."""
-
-    _mode: bool
-
-    def __new__(cls, func: Callable | None = None):
-        self = super().__new__(cls)
-        return self if func is None else self(func)  # the bare ``@gg.no_grad`` decorator
-
-    def __enter__(self) -> None:
-        _grad_mode.saved.append(_grad_mode.enabled)
-        _grad_mode.enabled = self._mode
-
-    def __exit__(self, *exc: object) -> None:
-        _grad_mode.enabled = _grad_mode.saved.pop()
-
-    def __call__(self, func):
-        mode = self._mode
-
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            prev = _grad_mode.enabled
-            _grad_mode.enabled = mode
-            try:
-                return func(*args, **kwargs)
-            finally:
-                _grad_mode.enabled = prev
-
-        return wrapper
-
-
-class no_grad(_SetGradMode):  # noqa: N801 - named like torch.no_grad
-    """Disable recording: ``with gg.no_grad():``, ``@gg.no_grad()`` or ``@gg.no_grad``."""
-
-    _mode = False
-
-
-class enable_grad(_SetGradMode):  # noqa: N801
-    """Re-enable recording inside a ``no_grad`` region."""
-
-    _mode = True
 
 
 class _Freed:
@@ -264,69 +218,6 @@ class Function:
         return f"<{type(self).__name__} #{getattr(self, 'seq', '?')}>"
 
 
-# -- leaf-gradient hooks ------------------------------------------------------------------------
-# Data-parallel training reduces a parameter's gradient as soon as it is accumulated and finishes
-# when the walk ends. Both registries are empty unless something registers: the walk then tests
-# one local ``None`` per leaf write and one empty list per backward.
-_grad_hooks: dict[int, tuple[weakref.ref, list[Callable]]] = {}
-_backward_done: list[Callable[[], None]] = []
-
-
-class RemovableHandle:
-    """Returned by the hook registrations; ``remove()`` unregisters (idempotent)."""
-
-    def __init__(self, remove: Callable[[], None]) -> None:
-        self._remove = remove
-
-    def remove(self) -> None:
-        remove, self._remove = self._remove, None
-        if remove is not None:
-            remove()
-
-
-def register_post_accumulate_grad_hook(tensor: Tensor, hook: Callable) -> RemovableHandle:
-    """Call ``hook(tensor)`` each time backward accumulates a gradient into leaf ``tensor.grad``.
-
-    Like ``torch.Tensor.register_post_accumulate_grad_hook``: the hook runs after ``.grad`` is
-    written (a leaf reached by several paths fires once per path) and never for ``gg.grad``,
-    which leaves ``.grad`` alone.
-    """
-    if not isinstance(tensor, Tensor) or tensor._ctx is not None or not tensor.requires_grad:
-        raise RuntimeError("register_post_accumulate_grad_hook: the tensor must be a leaf that "
-                           "requires grad (a parameter)")
-    key = id(tensor)
-
-    def forget(ref: weakref.ref) -> None:
-        if _grad_hooks.get(key, (None,))[0] is ref:  # the id may already belong to a new tensor
-            del _grad_hooks[key]
-
-    entry = _grad_hooks.get(key)
-    if entry is None or entry[0]() is not tensor:
-        entry = _grad_hooks[key] = (weakref.ref(tensor, forget), [])
-    entry[1].append(hook)
-
-    def remove() -> None:
-        if hook in entry[1]:
-            entry[1].remove(hook)
-        if not entry[1] and _grad_hooks.get(key) is entry:
-            del _grad_hooks[key]
-
-    return RemovableHandle(remove)
-
-
-def register_backward_done_callback(callback: Callable[[], None]) -> RemovableHandle:
-    """Call ``callback()`` after every successful ``backward()`` that writes ``.grad``."""
-    _backward_done.append(callback)
-    return RemovableHandle(lambda: callback in _backward_done and _backward_done.remove(callback))
-
-
-def _fire_grad_hooks(hooks: dict, leaf: Tensor) -> None:
-    entry = hooks.get(id(leaf))
-    if entry is not None and entry[0]() is leaf:
-        for hook in tuple(entry[1]):
-            hook(leaf)
-
-
 def _accumulate(a, b):
     return b if a is None else a + b
 
@@ -365,7 +256,7 @@ def run_backward(
             elif not collect and out.requires_grad:
                 out._accumulate_grad(g)
                 if hooks is not None:
-                    _fire_grad_hooks(hooks, out)
+                    fire_grad_hooks(hooks, out)
         elif fn in grads:
             with out.device.activate():
                 grads[fn] = grads[fn] + g
@@ -427,11 +318,11 @@ def run_backward(
                         if edge.grad is None and gi.shape == edge.data.shape:
                             edge.grad = Tensor._wrap(gi, edge.device)  # the common first write
                             if hooks is not None:
-                                _fire_grad_hooks(hooks, edge)
+                                fire_grad_hooks(hooks, edge)
                             continue
                     edge._accumulate_grad(gi)
                     if hooks is not None:
-                        _fire_grad_hooks(hooks, edge)
+                        fire_grad_hooks(hooks, edge)
                 elif id(edge) in wanted_leaves:
                     leaf_grads[id(edge)] = _accumulate(leaf_grads.get(id(edge)), gi)
             if saved and not retain_graph:
