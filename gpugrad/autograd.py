@@ -16,8 +16,9 @@ Derivative rules are written once and run in two modes:
 While ``gg.compile`` traces a function, a thread-local tracer (``_tracing.tracer``, kept in
 ``tensor.py`` so that tensors made or read on the host report to it too) is told of every
 ``Function.apply``, every ``backward()`` and every update made through ``traced_call``; it is
-None otherwise, and each hook costs one attribute read (see ``gpugrad/compile``). Nothing here
-imports the compiler: it installs itself as the tracer.
+None otherwise, and while no thread traces each hook costs one plain attribute read (the
+``_tracers.count`` gate, see ``tensor.py``; then the thread-local, see ``gpugrad/compile``).
+Nothing here imports the compiler: it installs itself as the tracer.
 
 Grad mode (``grad_mode.py``) and the leaf-gradient hook registries (``grad_hooks.py``) live in
 modules of their own; this module re-exports them, so ``gpugrad.autograd`` names the whole engine.
@@ -48,36 +49,35 @@ from .grad_mode import (  # noqa: F401 - enable_grad, is_grad_enabled, no_grad a
     is_grad_enabled,
     no_grad,
 )
-from .tensor import Tensor, _tracing
+from .tensor import Tensor, _tracers, _tracing
 
 _next_seq = itertools.count().__next__
+_new_tensor = object.__new__
+_fp_quiet, _fp_restore = fp_errors.quiet, fp_errors.restore
 
 
 def traced_call(func, *args: Any) -> Any:
     """``func(*args)``; under ``gg.compile`` the call is also recorded as one step of the program,
     so that the replay repeats it. For updates made outside Functions (optimizer steps, running
     statistics, gradient clipping): they read and write tensors that outlive the step."""
-    tracer = _tracing.tracer
-    if tracer is None:
+    if not _tracers.count or _tracing.tracer is None:
         return func(*args)
-    return tracer.call(func, args)
+    return _tracing.tracer.call(func, args)
 
 
 def host_constant(array: Any) -> Any:
     """Mark ``array`` (built from host data, e.g. an index list) as a constant for an active
     ``gg.compile`` trace, which otherwise refuses arrays it did not see computed."""
-    tracer = _tracing.tracer
-    if tracer is not None:
-        tracer.constant(array)
+    if _tracers.count and _tracing.tracer is not None:
+        _tracing.tracer.constant(array)
     return array
 
 
 def untraceable(what: str, why: str) -> None:
     """Tell an active ``gg.compile`` trace that ``what`` cannot be replayed (it raises, or
     falls back to eager execution)."""
-    tracer = _tracing.tracer
-    if tracer is not None:
-        tracer.fail(what, why)
+    if _tracers.count and _tracing.tracer is not None:
+        _tracing.tracer.fail(what, why)
 
 
 class _Freed:
@@ -141,8 +141,9 @@ class Function:
                     )
                 arrays.append(t.data)
                 edges.append(t._ctx or t)
-                needs.append(t.requires_grad)
-                if t.requires_grad:
+                need = t.requires_grad
+                needs.append(need)
+                if need:
                     record = True
             else:
                 arrays.append(t)
@@ -150,7 +151,7 @@ class Function:
                 needs.append(False)
         fn = cls.__new__(cls)
         fn.device = dev
-        token = fp_errors.quiet()  # inf/NaN results are answers, not warnings (as in PyTorch)
+        token = _fp_quiet()  # inf/NaN results are answers, not warnings (as in PyTorch)
         try:
             if dev.type == "cpu":
                 out = fn.forward(*arrays, **params)
@@ -158,10 +159,10 @@ class Function:
                 with dev.activate():  # CuPy allocates and launches on the current GPU
                     out = fn.forward(*arrays, **params)
         finally:
-            fp_errors.restore(token)
+            _fp_restore(token)
         if out.__class__ is not np.ndarray and isinstance(out, np.generic):
             out = np.asarray(out)  # NumPy returns scalars from 0-d ufuncs; tensors hold arrays
-        result = Tensor.__new__(Tensor)
+        result = _new_tensor(Tensor)
         result.data = out
         result.device = fn.device  # forward may move it (ToDevice)
         result._grad = None
@@ -184,7 +185,7 @@ class Function:
         else:
             result.requires_grad = False
             result._ctx = None
-        if _tracing.tracer is not None:
+        if _tracers.count and _tracing.tracer is not None:
             _tracing.tracer.on_apply(fn, inputs, arrays, params, result)
         return result
 
@@ -315,8 +316,15 @@ def run_backward(
                         if gi.base is not None or id(gi) in handed:
                             gi = gi.copy()
                         handed.add(id(gi))
-                        if edge.grad is None and gi.shape == edge.data.shape:
-                            edge.grad = Tensor._wrap(gi, edge.device)  # the common first write
+                        if edge._grad is None and gi.shape == edge.data.shape:
+                            # The common first write. Built here, without the .grad setter's and
+                            # _wrap's tracer hooks: a gg.compile trace never runs this walk.
+                            t = _new_tensor(Tensor)
+                            t.data = gi
+                            t.device = edge.device
+                            t.requires_grad = False
+                            t._grad = t._ctx = t._name = None
+                            edge._grad = t
                             if hooks is not None:
                                 fire_grad_hooks(hooks, edge)
                             continue
@@ -407,7 +415,7 @@ def backward(
         )
     if retain_graph is None:
         retain_graph = create_graph
-    if _tracing.tracer is not None:  # gg.compile records the walk
+    if _tracers.count and _tracing.tracer is not None:  # gg.compile records the walk
         _tracing.tracer.backward(tensor, gradient, retain_graph, create_graph)
         return
     seed = _seed_gradient(tensor, gradient, create_graph, "backward")
