@@ -48,6 +48,8 @@ class _Tracing(threading.local):
 
 
 class _TracerCount:
+    """How many threads have a ``gg.compile`` tracer installed (see ``_Tracing``)."""
+
     __slots__ = ("count", "lock")
 
     def __init__(self) -> None:
@@ -358,7 +360,6 @@ class Tensor:
         return arr
 
 
-
 def _set_grad_traced(t: Tensor, value: Tensor | None) -> None:
     t._grad = value
     if _tracing.tracer is not None:  # gg.compile replays the assignment
@@ -371,6 +372,7 @@ _PLAIN_GRAD = Tensor.__dict__["_grad"]
 _TRACED_GRAD = property(_PLAIN_GRAD.__get__, _set_grad_traced,
                         doc="The gradient accumulated by ``backward()`` (None until then).")
 Tensor.grad = _PLAIN_GRAD
+
 
 def _host_read(t: Tensor, what: str) -> None:
     if _tracers.count and _tracing.tracer is not None:
