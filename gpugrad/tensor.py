@@ -28,10 +28,14 @@ class _Tracing(threading.local):
 
     A thread-local read costs several plain ones, and the hot paths (``Function.apply``,
     ``Tensor._wrap``) would pay it on every call, so they test ``_tracers.count`` first: the
-    number of threads with a tracer installed, kept here as ``tracer`` is set. While it is 0,
-    ``Tensor.grad`` is the bare slot (no Python call to read or assign ``.grad``); from the first
-    tracer on it is a property that tells the tracer of assignments. A thread that ended while
-    tracing leaves the count too high, which only costs the plain paths their speed."""
+    number of threads with a tracer installed, kept here as ``tracer`` is set. A thread that
+    ended while tracing leaves the count too high, which only costs those paths their speed.
+
+    ``Tensor.grad`` is the bare slot (no Python call to read or assign ``.grad``) until the first
+    tracer is installed, then a property that tells the tracer of assignments, for good: each
+    change of a class attribute uses up one of the type's version tags, and CPython >= 3.12 stops
+    specializing attribute access on a type after 1000 of them, while a trace installs and
+    removes its tracer many times."""
 
     tracer = None
 
@@ -42,7 +46,8 @@ class _Tracing(threading.local):
             if change:
                 with _tracers.lock:  # += is not atomic across threads
                     _tracers.count += change
-                    Tensor.grad = _TRACED_GRAD if _tracers.count else _PLAIN_GRAD
+                    if Tensor.__dict__["grad"] is not _TRACED_GRAD:
+                        Tensor.grad = _TRACED_GRAD
         else:
             super().__setattr__(name, value)
 
@@ -362,12 +367,12 @@ class Tensor:
 
 def _set_grad_traced(t: Tensor, value: Tensor | None) -> None:
     t._grad = value
-    if _tracing.tracer is not None:  # gg.compile replays the assignment
+    if _tracers.count and _tracing.tracer is not None:  # gg.compile replays the assignment
         _tracing.tracer.on_grad_set(t)
 
 
-# ``Tensor.grad``: the slot ``_grad`` itself while no thread traces, else this property (see
-# ``_Tracing``).
+# ``Tensor.grad``: the slot ``_grad`` itself until a thread first traces, then this property
+# (see ``_Tracing``).
 _PLAIN_GRAD = Tensor.__dict__["_grad"]
 _TRACED_GRAD = property(_PLAIN_GRAD.__get__, _set_grad_traced,
                         doc="The gradient accumulated by ``backward()`` (None until then).")
