@@ -51,6 +51,8 @@ from .grad_mode import (  # noqa: F401 - enable_grad, is_grad_enabled, no_grad a
 )
 from .tensor import Tensor, _tracers, _tracing
 
+# Bound once: the tape's hot paths call them on every op, and a global read is cheaper than a
+# global read plus an attribute lookup.
 _next_seq = itertools.count().__next__
 _new_tensor = object.__new__
 _fp_quiet, _fp_restore = fp_errors.quiet, fp_errors.restore
