@@ -1,4 +1,4 @@
-"""The reverse-mode tape: grad mode, ``Function``, and the iterative backward walk.
+"""The reverse-mode tape: ``Function``, and the iterative backward walk.
 
 Every differentiable op is a ``Function`` subclass with ``forward`` (arrays in, array out, through
 the device's array module ``self.xp``) and ``backward`` (the vector-Jacobian product). Applying a
@@ -16,114 +16,70 @@ Derivative rules are written once and run in two modes:
 While ``gg.compile`` traces a function, a thread-local tracer (``_tracing.tracer``, kept in
 ``tensor.py`` so that tensors made or read on the host report to it too) is told of every
 ``Function.apply``, every ``backward()`` and every update made through ``traced_call``; it is
-None otherwise, and each hook costs one attribute read (see ``gpugrad/compile``). Nothing here
-imports the compiler: it installs itself as the tracer.
+None otherwise, and while no thread traces each hook costs one plain attribute read (the
+``_tracers.count`` gate, see ``tensor.py``; then the thread-local, see ``gpugrad/compile``).
+Nothing here imports the compiler: it installs itself as the tracer.
+
+Grad mode (``grad_mode.py``) and the leaf-gradient hook registries (``grad_hooks.py``) live in
+modules of their own; this module re-exports them, so ``gpugrad.autograd`` names the whole engine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import heapq
 import itertools
-import threading
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .backend import DeviceError, fp_errors
-from .tensor import Tensor, _tracing
+from .grad_hooks import (  # noqa: F401 - RemovableHandle and register_* are re-exported
+    RemovableHandle,
+    _backward_done,
+    _grad_hooks,
+    fire_grad_hooks,
+    register_backward_done_callback,
+    register_post_accumulate_grad_hook,
+)
+from .grad_mode import (  # noqa: F401 - enable_grad, is_grad_enabled, no_grad are re-exported
+    _grad_mode,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+)
+from .tensor import Tensor, _tracers, _tracing
 
+# Bound once: the tape's hot paths call them on every op, and a global read is cheaper than a
+# global read plus an attribute lookup.
 _next_seq = itertools.count().__next__
-
-
-class _GradMode(threading.local):
-    enabled = True
-
-    def __init__(self) -> None:
-        # The modes to restore, one per open ``with`` block of this thread. Kept per thread, not
-        # per context-manager object, so one object can be entered nested or from several threads.
-        self.saved: list[bool] = []
-
-
-_grad_mode = _GradMode()
+_new_tensor = object.__new__
+_fp_quiet, _fp_restore = fp_errors.quiet, fp_errors.restore
 
 
 def traced_call(func, *args: Any) -> Any:
     """``func(*args)``; under ``gg.compile`` the call is also recorded as one step of the program,
     so that the replay repeats it. For updates made outside Functions (optimizer steps, running
     statistics, gradient clipping): they read and write tensors that outlive the step."""
-    tracer = _tracing.tracer
-    if tracer is None:
+    if not _tracers.count or _tracing.tracer is None:
         return func(*args)
-    return tracer.call(func, args)
+    return _tracing.tracer.call(func, args)
 
 
 def host_constant(array: Any) -> Any:
     """Mark ``array`` (built from host data, e.g. an index list) as a constant for an active
     ``gg.compile`` trace, which otherwise refuses arrays it did not see computed."""
-    tracer = _tracing.tracer
-    if tracer is not None:
-        tracer.constant(array)
+    if _tracers.count and _tracing.tracer is not None:
+        _tracing.tracer.constant(array)
     return array
 
 
 def untraceable(what: str, why: str) -> None:
     """Tell an active ``gg.compile`` trace that ``what`` cannot be replayed (it raises, or
     falls back to eager execution)."""
-    tracer = _tracing.tracer
-    if tracer is not None:
-        tracer.fail(what, why)
-
-
-def is_grad_enabled() -> bool:
-    return _grad_mode.enabled
-
-
-class _SetGradMode:
-    """Context manager and decorator (``@gg.no_grad()`` or ``@gg.no_grad``) that sets grad mode
-    for the current thread."""
-
-    _mode: bool
-
-    def __new__(cls, func: Callable | None = None):
-        self = super().__new__(cls)
-        return self if func is None else self(func)  # the bare ``@gg.no_grad`` decorator
-
-    def __enter__(self) -> None:
-        _grad_mode.saved.append(_grad_mode.enabled)
-        _grad_mode.enabled = self._mode
-
-    def __exit__(self, *exc: object) -> None:
-        _grad_mode.enabled = _grad_mode.saved.pop()
-
-    def __call__(self, func):
-        mode = self._mode
-
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            prev = _grad_mode.enabled
-            _grad_mode.enabled = mode
-            try:
-                return func(*args, **kwargs)
-            finally:
-                _grad_mode.enabled = prev
-
-        return wrapper
-
-
-class no_grad(_SetGradMode):  # noqa: N801 - named like torch.no_grad
-    """Disable recording: ``with gg.no_grad():``, ``@gg.no_grad()`` or ``@gg.no_grad``."""
-
-    _mode = False
-
-
-class enable_grad(_SetGradMode):  # noqa: N801
-    """Re-enable recording inside a ``no_grad`` region."""
-
-    _mode = True
+    if _tracers.count and _tracing.tracer is not None:
+        _tracing.tracer.fail(what, why)
 
 
 class _Freed:
@@ -187,8 +143,9 @@ class Function:
                     )
                 arrays.append(t.data)
                 edges.append(t._ctx or t)
-                needs.append(t.requires_grad)
-                if t.requires_grad:
+                need = t.requires_grad
+                needs.append(need)
+                if need:
                     record = True
             else:
                 arrays.append(t)
@@ -196,7 +153,7 @@ class Function:
                 needs.append(False)
         fn = cls.__new__(cls)
         fn.device = dev
-        token = fp_errors.quiet()  # inf/NaN results are answers, not warnings (as in PyTorch)
+        token = _fp_quiet()  # inf/NaN results are answers, not warnings (as in PyTorch)
         try:
             if dev.type == "cpu":
                 out = fn.forward(*arrays, **params)
@@ -204,10 +161,10 @@ class Function:
                 with dev.activate():  # CuPy allocates and launches on the current GPU
                     out = fn.forward(*arrays, **params)
         finally:
-            fp_errors.restore(token)
+            _fp_restore(token)
         if out.__class__ is not np.ndarray and isinstance(out, np.generic):
             out = np.asarray(out)  # NumPy returns scalars from 0-d ufuncs; tensors hold arrays
-        result = Tensor.__new__(Tensor)
+        result = _new_tensor(Tensor)
         result.data = out
         result.device = fn.device  # forward may move it (ToDevice)
         result._grad = None
@@ -230,7 +187,7 @@ class Function:
         else:
             result.requires_grad = False
             result._ctx = None
-        if _tracing.tracer is not None:
+        if _tracers.count and _tracing.tracer is not None:
             _tracing.tracer.on_apply(fn, inputs, arrays, params, result)
         return result
 
@@ -262,69 +219,6 @@ class Function:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} #{getattr(self, 'seq', '?')}>"
-
-
-# -- leaf-gradient hooks ------------------------------------------------------------------------
-# Data-parallel training reduces a parameter's gradient as soon as it is accumulated and finishes
-# when the walk ends. Both registries are empty unless something registers: the walk then tests
-# one local ``None`` per leaf write and one empty list per backward.
-_grad_hooks: dict[int, tuple[weakref.ref, list[Callable]]] = {}
-_backward_done: list[Callable[[], None]] = []
-
-
-class RemovableHandle:
-    """Returned by the hook registrations; ``remove()`` unregisters (idempotent)."""
-
-    def __init__(self, remove: Callable[[], None]) -> None:
-        self._remove = remove
-
-    def remove(self) -> None:
-        remove, self._remove = self._remove, None
-        if remove is not None:
-            remove()
-
-
-def register_post_accumulate_grad_hook(tensor: Tensor, hook: Callable) -> RemovableHandle:
-    """Call ``hook(tensor)`` each time backward accumulates a gradient into leaf ``tensor.grad``.
-
-    Like ``torch.Tensor.register_post_accumulate_grad_hook``: the hook runs after ``.grad`` is
-    written (a leaf reached by several paths fires once per path) and never for ``gg.grad``,
-    which leaves ``.grad`` alone.
-    """
-    if not isinstance(tensor, Tensor) or tensor._ctx is not None or not tensor.requires_grad:
-        raise RuntimeError("register_post_accumulate_grad_hook: the tensor must be a leaf that "
-                           "requires grad (a parameter)")
-    key = id(tensor)
-
-    def forget(ref: weakref.ref) -> None:
-        if _grad_hooks.get(key, (None,))[0] is ref:  # the id may already belong to a new tensor
-            del _grad_hooks[key]
-
-    entry = _grad_hooks.get(key)
-    if entry is None or entry[0]() is not tensor:
-        entry = _grad_hooks[key] = (weakref.ref(tensor, forget), [])
-    entry[1].append(hook)
-
-    def remove() -> None:
-        if hook in entry[1]:
-            entry[1].remove(hook)
-        if not entry[1] and _grad_hooks.get(key) is entry:
-            del _grad_hooks[key]
-
-    return RemovableHandle(remove)
-
-
-def register_backward_done_callback(callback: Callable[[], None]) -> RemovableHandle:
-    """Call ``callback()`` after every successful ``backward()`` that writes ``.grad``."""
-    _backward_done.append(callback)
-    return RemovableHandle(lambda: callback in _backward_done and _backward_done.remove(callback))
-
-
-def _fire_grad_hooks(hooks: dict, leaf: Tensor) -> None:
-    entry = hooks.get(id(leaf))
-    if entry is not None and entry[0]() is leaf:
-        for hook in tuple(entry[1]):
-            hook(leaf)
 
 
 def _accumulate(a, b):
@@ -365,7 +259,7 @@ def run_backward(
             elif not collect and out.requires_grad:
                 out._accumulate_grad(g)
                 if hooks is not None:
-                    _fire_grad_hooks(hooks, out)
+                    fire_grad_hooks(hooks, out)
         elif fn in grads:
             with out.device.activate():
                 grads[fn] = grads[fn] + g
@@ -424,14 +318,21 @@ def run_backward(
                         if gi.base is not None or id(gi) in handed:
                             gi = gi.copy()
                         handed.add(id(gi))
-                        if edge.grad is None and gi.shape == edge.data.shape:
-                            edge.grad = Tensor._wrap(gi, edge.device)  # the common first write
+                        if edge._grad is None and gi.shape == edge.data.shape:
+                            # The common first write. Built here, without the .grad setter's and
+                            # _wrap's tracer hooks: a gg.compile trace never runs this walk.
+                            t = _new_tensor(Tensor)
+                            t.data = gi
+                            t.device = edge.device
+                            t.requires_grad = False
+                            t._grad = t._ctx = t._name = None
+                            edge._grad = t
                             if hooks is not None:
-                                _fire_grad_hooks(hooks, edge)
+                                fire_grad_hooks(hooks, edge)
                             continue
                     edge._accumulate_grad(gi)
                     if hooks is not None:
-                        _fire_grad_hooks(hooks, edge)
+                        fire_grad_hooks(hooks, edge)
                 elif id(edge) in wanted_leaves:
                     leaf_grads[id(edge)] = _accumulate(leaf_grads.get(id(edge)), gi)
             if saved and not retain_graph:
@@ -516,7 +417,7 @@ def backward(
         )
     if retain_graph is None:
         retain_graph = create_graph
-    if _tracing.tracer is not None:  # gg.compile records the walk
+    if _tracers.count and _tracing.tracer is not None:  # gg.compile records the walk
         _tracing.tracer.backward(tensor, gradient, retain_graph, create_graph)
         return
     seed = _seed_gradient(tensor, gradient, create_graph, "backward")

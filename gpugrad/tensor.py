@@ -24,11 +24,45 @@ _FLOAT_KINDS = "fc"
 
 class _Tracing(threading.local):
     """The ``gg.compile`` tracer recording this thread's calls, or None (the usual case). Kept
-    here, in the lowest module that reports to it; ``gpugrad.autograd`` hands it on."""
+    here, in the lowest module that reports to it; ``gpugrad.autograd`` hands it on.
+
+    A thread-local read costs several plain ones, and the hot paths (``Function.apply``,
+    ``Tensor._wrap``) would pay it on every call, so they test ``_tracers.count`` first: the
+    number of threads with a tracer installed, kept here as ``tracer`` is set. A thread that
+    ended while tracing leaves the count too high, which only costs those paths their speed.
+
+    ``Tensor.grad`` is the bare slot (no Python call to read or assign ``.grad``) until the first
+    tracer is installed, then a property that tells the tracer of assignments, for good: each
+    change of a class attribute uses up one of the type's version tags, and CPython >= 3.12 stops
+    specializing attribute access on a type after 1000 of them, while a trace installs and
+    removes its tracer many times."""
 
     tracer = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "tracer":
+            change = (value is not None) - (self.tracer is not None)
+            super().__setattr__(name, value)
+            if change:
+                with _tracers.lock:  # += is not atomic across threads
+                    _tracers.count += change
+                    if Tensor.__dict__["grad"] is not _TRACED_GRAD:
+                        Tensor.grad = _TRACED_GRAD
+        else:
+            super().__setattr__(name, value)
 
+
+class _TracerCount:
+    """How many threads have a ``gg.compile`` tracer installed (see ``_Tracing``)."""
+
+    __slots__ = ("count", "lock")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+
+_tracers = _TracerCount()
 _tracing = _Tracing()
 
 
@@ -135,6 +169,7 @@ class Tensor:
 
     __slots__ = ("data", "device", "requires_grad", "_grad", "_ctx", "_name", "__weakref__")
     __array_ufunc__ = None  # make ndarray <op> Tensor defer to Tensor's reflected operators
+    grad: Tensor | None  # the gradient backward() accumulated (None until then); set below
 
     def __init__(self, data: Any, dtype: Any = None, device: Any = None,
                  requires_grad: bool = False) -> None:
@@ -145,7 +180,7 @@ class Tensor:
         self._ctx = None
         self._name = None
         self.requires_grad = False
-        if _tracing.tracer is not None:  # gg.compile: a copy of traced data?
+        if _tracers.count and _tracing.tracer is not None:  # gg.compile: copies traced data?
             _tracing.tracer.on_new_tensor(self, data)
         if requires_grad:
             self.requires_grad_(True)
@@ -160,22 +195,11 @@ class Tensor:
         t._grad = None
         t._ctx = ctx
         t._name = None
-        if _tracing.tracer is not None:  # gg.compile: made outside the recorded ops
+        if _tracers.count and _tracing.tracer is not None:  # gg.compile: made off the tape
             _tracing.tracer.on_untracked(t)
         return t
 
     # -- properties ------------------------------------------------------------------------
-    @property
-    def grad(self) -> Tensor | None:
-        """The gradient accumulated by ``backward()`` (None until then)."""
-        return self._grad
-
-    @grad.setter
-    def grad(self, value: Tensor | None) -> None:
-        self._grad = value
-        if _tracing.tracer is not None:  # gg.compile replays the assignment
-            _tracing.tracer.on_grad_set(self)
-
     @property
     def shape(self) -> tuple[int, ...]:
         return self.data.shape
@@ -341,8 +365,22 @@ class Tensor:
         return arr
 
 
+def _set_grad_traced(t: Tensor, value: Tensor | None) -> None:
+    t._grad = value
+    if _tracers.count and _tracing.tracer is not None:  # gg.compile replays the assignment
+        _tracing.tracer.on_grad_set(t)
+
+
+# ``Tensor.grad``: the slot ``_grad`` itself until a thread first traces, then this property
+# (see ``_Tracing``).
+_PLAIN_GRAD = Tensor.__dict__["_grad"]
+_TRACED_GRAD = property(_PLAIN_GRAD.__get__, _set_grad_traced,
+                        doc="The gradient accumulated by ``backward()`` (None until then).")
+Tensor.grad = _PLAIN_GRAD
+
+
 def _host_read(t: Tensor, what: str) -> None:
-    if _tracing.tracer is not None:
+    if _tracers.count and _tracing.tracer is not None:
         _tracing.tracer.on_host_read(t, what)
 
 

@@ -24,6 +24,8 @@ LAYERS = [
     ("gpugrad.backend", 0),
     ("gpugrad.tensor", 1),
     ("gpugrad.autograd", 1),
+    ("gpugrad.grad_mode", 1),
+    ("gpugrad.grad_hooks", 1),
     ("gpugrad.ops", 2),
     ("gpugrad.creation", 2),
     ("gpugrad.cuda", 2),
