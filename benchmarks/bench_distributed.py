@@ -16,8 +16,8 @@ wall time a rank spent on the CPU (below 100 %: it waited or was descheduled). T
 exchanged): the speed-up the machine allows before any communication, the ceiling for the
 row above it -- on a VM whose two vCPUs share one core's execution units it is far from 2x.
 
-    PYTHONPATH=. python benchmarks/bench_distributed.py [--ranks 1,2] [--steps 40] [--json out.json]
-    PYTHONPATH=. python benchmarks/bench_distributed.py --steps 3 --warmup 1   # a quick check
+    PYTHONPATH=. python benchmarks/bench_distributed.py [--ranks 1,2] [--steps 40] [--rounds 3]
+    PYTHONPATH=. python benchmarks/bench_distributed.py --steps 3 --warmup 1 --rounds 1  # quick
 
 With ``--compile`` each rank's step is one ``gg.compile`` replay (``walk`` is then the whole
 step but the reduction). ``--bind`` pins each rank to a core (``mpiexec -bind-to core``).
@@ -170,6 +170,9 @@ def main() -> None:
                     help="pin each rank to its own core (mpiexec -bind-to core)")
     ap.add_argument("--no-reduce-row", action=argparse.BooleanOptionalAction, default=True,
                     help="also run the multi-rank counts without DataParallel (the ceiling)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="run the whole set of launches this many times, interleaved; each row "
+                         "is the round with the median throughput (default 3)")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     ap.add_argument("--no-reduce", dest="reduce", action="store_false", help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -182,8 +185,9 @@ def main() -> None:
     runs = [(int(n), True) for n in args.ranks.split(",")]
     if args.no_reduce_row:
         runs += [(n, False) for n, _ in runs if n > 1]
+    rounds: list[list[dict]] = [[] for _ in runs]
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (n, reduce) in enumerate(runs):
+        for i, (n, reduce) in [(i, run) for _ in range(args.rounds) for i, run in enumerate(runs)]:
             out = Path(tmp) / f"{i}.json"
             cmd = [mpiexec(), *(["-bind-to", "core"] if args.bind else []), "-n", str(n),
                    sys.executable, __file__, "--worker", "--out", str(out), "--steps",
@@ -195,11 +199,18 @@ def main() -> None:
                 cmd.append("--no-reduce")
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             subprocess.run(cmd, check=True, env=env, timeout=600)
-            rows.append(json.loads(out.read_text()))
+            rounds[i].append(json.loads(out.read_text()))
+    # The machine's speed drifts between launches; rounds interleave the configurations, and
+    # each row is its median round, with every round's speed-up over the same round's first row.
+    for results in rounds:
+        row = sorted(results, key=lambda r: r["samples_per_second"])[len(results) // 2]
+        row["round_speedups"] = [r["samples_per_second"] / first["samples_per_second"]
+                                 for r, first in zip(results, rounds[0])]
+        rows.append(row)
     base = rows[0]["samples_per_second"] * 1.0 / rows[0]["ranks"]
     print(f"MLP {'-'.join(map(str, SIZES))}, global batch {GLOBAL_BATCH}, one thread per rank, "
           f"{args.steps} timed steps on {args.device}{' (gg.compile)' if args.compile else ''}"
-          "; phases in ms per step, mean over ranks")
+          f"; median of {args.rounds} interleaved rounds; phases in ms per step, mean over ranks")
     print(f"{'ranks':>5} {'mode':>9} {'samples/s':>10} {'speed-up':>8} {'effic.':>6} "
           f"{'fwd':>6} {'walk':>6} {'reduce':>6} {'opt':>5} {'cpu%':>5} {'all-red.':>8} "
           f"{'calls/step':>10} {'MB/step':>7} {'grad MB':>7}  transport")
@@ -214,6 +225,10 @@ def main() -> None:
               f"{r['allreduce_share']:>8.1%} {r['calls_per_step']:>10.1f} "
               f"{r['bytes_per_step'] / 2**20:>7.2f} {r['gradient_bytes'] / 2**20:>7.2f}  "
               f"{r['transport']}")
+    if args.rounds > 1:
+        for r in rows[1:]:
+            print(f"speed-up of {r['ranks']} ranks ({r['mode']}) in each round: "
+                  + ", ".join(f"{x:.2f}x" for x in r["round_speedups"]))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 
