@@ -25,6 +25,7 @@ import numpy as np
 # Variables set by the common launchers (MPICH/Hydra and Intel MPI, Open MPI, PMIx, MVAPICH).
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
 _DEFAULT_TIMEOUT = 300.0
+_ABORT_GRACE_S = 0.5  # time for mpiexec to relay a failing rank's last words before the abort
 _YIELD_SECONDS = 2e-4  # how long a wait polls between sched_yield calls before it naps
 _PATIENT_SECONDS = 2e-2  # after this long, the naps grow ...
 _FIRST_NAP, _LONGEST_NAP = 5e-5, 1e-3  # ... from 50 us to 1 ms
@@ -221,6 +222,9 @@ def _install_excepthook(w: World) -> None:
         sys.stderr.write(f"[gpugrad rank {w.rank} of {w.size}] failed; aborting all ranks:\n"
                          f"{text}")
         sys.stderr.flush()
+        # mpiexec relays each rank's stderr through its proxies, and an abort tears them down
+        # at once: without a pause the message above is often lost, and the job fails silently.
+        time.sleep(_ABORT_GRACE_S)
         for comm in w.nccl.values():  # NCCL kernels waiting for this rank would spin forever
             try:
                 comm.abort()
