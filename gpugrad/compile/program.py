@@ -266,6 +266,8 @@ class Program:
 
     def _lowered_lines(self, step: Step) -> list[str]:
         names = {f"a{k}": e for k, e in enumerate(step.lowered.operands)}
+        names.update({k: self.const(v, "lc") for k, v in step.lowered.consts.items()})
+        names["generic"] = step.code
         names.update({f"t{k}": self.slots[s].name for k, s in enumerate(step.scratch)})
         lines = []
         for k, t in enumerate(step.targets):
