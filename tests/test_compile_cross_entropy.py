@@ -48,7 +48,8 @@ def _compare(device: str, dtype, reduction: str, labels: list[list[int]]) -> obj
     for compiled in (False, True):
         model, step = _setup(device, dtype, reduction)
         fn = gg.compile(step) if compiled else step
-        losses = [fn(x, y).numpy() for x, y in _batches(device, dtype, labels)]
+        kept = [fn(x, y) for x, y in _batches(device, dtype, labels)]  # each call's loss, held
+        losses = [t.numpy() for t in kept]  # read at the end: no later call overwrote one
         results.append((losses, {k: v.numpy() for k, v in model.state_dict().items()}, fn))
     (eager_losses, eager_w, _), (comp_losses, comp_w, fn) = results
     for e, c in zip(eager_losses, comp_losses):

@@ -45,6 +45,7 @@ UFUNCS: dict[str, Any] = {
     "add_reduce": np.add.reduce, "view": np.ndarray.view,
     "max_reduce": np.maximum.reduce, "take": np.ndarray.take, "put": np.ndarray.put,
     "empty_like": np.empty_like, "float64": np.float64, "uint64": np.uint64,
+    "labels_max": np.maximum.reduce,  # the label check's, by a name of its own: a value it uses
 }
 
 
@@ -140,15 +141,16 @@ def _cross_entropy_fwd(fn: Any, xs: list, y: Any) -> Lowered | None:
     n, c = x.shape
     cd = x.dtype
     # scratch: {t0} flat positions of the labels, {t1} row maxima, {t2} x at the labels, {t3}
-    # row sums of exp, {t4} the per-row losses (the output itself for reduction="none")
+    # row sums of exp, {t4} the per-row losses (the output itself for reduction="none"), {t5}
+    # their float64 total
     scratch = [((n,), np.int64), ((n, 1), cd), ((n,), cd), ((n,), cd)]
     loss = "{o0}"
     if fn.reduction != "none":
-        scratch.append(((n,), cd))
+        scratch += [((n,), cd), ((), np.float64)]
         loss = "{t4}"
     lines = [
         # labels_in_range: a negative label, read as unsigned, is above any class count
-        f"if max_reduce(view({{a1}}, uint64)) >= {c}:",
+        f"if labels_max(view({{a1}}, uint64)) >= {c}:",
         "    {o0} = {generic}",
         "else:",
         "    {fn}.labels = {a1}",
@@ -162,10 +164,10 @@ def _cross_entropy_fwd(fn: Any, xs: list, y: Any) -> Lowered | None:
         f"    log({{t3}}, out={loss})",
         f"    subtract({loss}, {{t2}}, out={loss})",
     ]
-    if fn.reduction == "mean":
-        lines.append(f"    {{o0}}[()] = add_reduce({loss}, 0, float64) / {n}")
-    elif fn.reduction == "sum":
-        lines.append(f"    {{o0}}[()] = add_reduce({loss}, 0, float64)")
+    if fn.reduction != "none":  # summed in float64 ({t5}), divided there, then rounded
+        lines.append(f"    add_reduce({loss}, 0, float64, {{t5}})")
+        lines.append(f"    {{o0}}[()] = {{t5}} / {n}" if fn.reduction == "mean"
+                     else "    {o0}[()] = {t5}")
     lines += [
         "    true_divide(d, {t3}[:, None], out=d)",  # softmax
         "    take(d, {t0}, None, {t2})",  # flat[at_label] -= 1
