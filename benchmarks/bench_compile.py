@@ -75,6 +75,16 @@ def peak_bytes(step: Any) -> int:
         tracemalloc.stop()
 
 
+class _GradSink:
+    """A captured tensor's stand-in for the stubbed replay: its array, and a .grad that drops
+    what is assigned to it."""
+
+    def __init__(self, t: Any) -> None:
+        self.data, self.device = t.data, t.device
+
+    grad = property(lambda self: None, lambda self, value: None)
+
+
 def replay_machinery_s(program: Any, *args: Any) -> float:
     """Seconds per replay of ``program`` with every call stubbed (returning what the real call
     returned): the cost of the generated code itself -- locals, calls, unpacking, ``del``. The
@@ -99,6 +109,10 @@ def replay_machinery_s(program: Any, *args: Any) -> float:
     exec(program.source, ns)  # noqa: S102 -- the program's own source
     ns["replay"](*args)
     ns = {**real, **{n: stub(n) for n in callables if n in results}}
+    # the captured tensors, as tensors whose .grad stays None: with the optimizer's zero_grad
+    # stubbed, a .grad set inline by one stubbed replay would otherwise hold its buffer, and
+    # every later replay would allocate new ones (fresh), timing allocations, not the code
+    ns.update({n: _GradSink(v) for n, v in real.items() if isinstance(v, gg.Tensor)})
     exec(program.source, ns)  # noqa: S102
     fn = ns["replay"]
     n = 2000

@@ -383,3 +383,31 @@ def test_relu_backward_masks_inf_and_nan_exactly(device):
     if device == "cpu":
         assert any(s.lowered is not None and s.label == "ReLU" and s.kind == "backward"
                    for s in cf.program.steps)
+
+
+def test_leaf_grads_written_from_buffers_or_accumulated(device):
+    """A leaf's .grad is set to the buffer a lowered backward wrote (when it was None) or has
+    the gradient added into it (when no zero_grad cleared it), as eager's walk does."""
+    results = []
+    for compiled in (False, True):
+        gg.manual_seed(0)
+        model = nn.MLP([6, 8, 3]).to(device)
+
+        def step(x, y, clear, model=model):
+            if clear:
+                model.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        fn = gg.compile(step) if compiled else step
+        grads = []
+        for i, (x, y) in enumerate(_data(6, 5, 6, 3, np.float32, device)):
+            fn(x, y, i % 3 == 0)  # cleared, then accumulated twice
+            grads.append([p.grad.numpy() for p in model.parameters()])
+        results.append(grads)
+    for eager, comp in zip(*results):
+        for e, c in zip(eager, comp):
+            np.testing.assert_array_equal(e, c)
+    if device == "cpu":
+        assert fn.program.source.count(".grad is None and") == 4  # the buffered form

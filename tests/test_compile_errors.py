@@ -252,6 +252,19 @@ def test_cache_is_bounded_lru(device):
     for n in (1, 2, 3, 1):
         f(gg.tensor(np.ones(n), device=device))
     assert f.traces == 4 and len(f.programs) == 2  # n=1 was evicted by n=3
+    for n in (1, 3, 1, 3):  # both cached: replays, whichever ran last
+        np.testing.assert_array_equal(f(gg.tensor(np.ones(n), device=device)).numpy(), [2] * n)
+    assert f.traces == 4
+    f(gg.tensor(np.ones(2), device=device))  # evicts n=1 (n=3 was used last)...
+    f(gg.tensor(np.ones(3), device=device))
+    assert f.traces == 5
+    f(gg.tensor(np.ones(1), device=device))  # ...so n=1 traces again
+    assert f.traces == 6
+
+    f.cache_size = 0  # nothing kept: every new trace is dropped, even for a repeated call
+    for _ in range(2):
+        np.testing.assert_array_equal(f(gg.tensor(np.ones(4), device=device)).numpy(), [2] * 4)
+    assert f.traces == 8 and not f.programs
 
     @gg.compile
     def g(a, b):

@@ -71,6 +71,7 @@ class Compiled:
         self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
         self._modules: list[Any] = []
         self._last: _Entry | None = None
+        self._last_key: tuple | None = None
         self._label = getattr(fn, "__qualname__", getattr(fn, "__name__", "fn"))
 
     @property
@@ -94,14 +95,17 @@ class Compiled:
             return self.fn(*args, **kwargs)  # inside another trace: recorded by that one
         tensors: list[Tensor] = []
         key = self._signature(args, kwargs, tensors, [])
-        entry = self._cache.get(key)
-        if entry is None:
-            return self._trace(args, kwargs, tensors)
-        self._cache.move_to_end(key)
-        self._last = entry
+        entry = self._last
+        if entry is None or key != self._last_key:  # usually the last signature again: no hashing
+            entry = self._cache.get(key)
+            if entry is None:
+                return self._trace(args, kwargs, tensors)
+            self._cache.move_to_end(key)
+            self._last, self._last_key = entry, key
         result = entry.run(tensors)
         if result is STALE:  # a parameter changed dtype or shape since the trace: trace again
-            del self._cache[key]
+            self._cache.pop(key, None)
+            self._last_key = None
             return self._trace(args, kwargs, tensors)
         return result
 
@@ -114,7 +118,7 @@ class Compiled:
         for v in args:  # the common case first: tensors and numbers, flat
             if v.__class__ is Tensor:
                 d = v.data  # device ids: devices are interned (hashing one is Python code)
-                parts.append((d.shape, d.dtype.str, id(v.device), v.requires_grad))
+                parts.append((d.shape, d.dtype, id(v.device), v.requires_grad))
                 tensors.append(v)
             elif v.__class__ in _ARG_SCALARS:
                 parts.append((v.__class__, v))
@@ -131,7 +135,7 @@ class Compiled:
     def _nested(self, v: Any, tensors: list[Tensor], pins: list) -> Any:
         if v.__class__ is Tensor:
             tensors.append(v)
-            return (v.data.shape, v.data.dtype.str, id(v.device), v.requires_grad)
+            return (v.data.shape, v.data.dtype, id(v.device), v.requires_grad)
         if v.__class__ in _ARG_SCALARS:
             return (v.__class__, v)
         if isinstance(v, (tuple, list)):
@@ -190,7 +194,7 @@ class Compiled:
         self._cache[key] = entry
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        self._last = entry
+        self._last, self._last_key = entry, (key if key in self._cache else None)
         return eager_result
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..ops import activations, elementwise, linalg, reductions
+from ..ops.cross_entropy import CrossEntropy
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _SAME_SIZE_INT = {4: "int32", 8: "int64"}  # as numpy_backend.mask_select's bit trick
@@ -42,6 +43,9 @@ UFUNCS: dict[str, Any] = {
     "int32": np.int32, "int64": np.int64,
     # what ndarray.sum and .view call, by name (the same C functions, less a Python wrapper)
     "add_reduce": np.add.reduce, "view": np.ndarray.view,
+    "max_reduce": np.maximum.reduce, "take": np.ndarray.take, "put": np.ndarray.put,
+    "empty_like": np.empty_like, "float64": np.float64, "uint64": np.uint64,
+    "labels_max": np.maximum.reduce,  # the label check's, by a name of its own: a value it uses
 }
 
 
@@ -52,6 +56,9 @@ class Lowered:
     lines: list[str]
     scratch: list[tuple[tuple, Any]] = field(default_factory=list)
     operands: list[str] = field(default_factory=list)  # the {aK} expressions, set when recorded
+    # {name}: objects the lines refer to (bound in the program's namespace); {generic} in a
+    # line is the step's generic call, for a branch the traced case does not cover
+    consts: dict[str, Any] = field(default_factory=dict)
 
 
 def _floats(*values: Any) -> bool:
@@ -118,7 +125,64 @@ def _matmul_fwd(fn: Any, xs: list, y: Any) -> Lowered | None:
     return Lowered(["matmul({a0}, {a1}, out={o0})"])
 
 
+def _cross_entropy_fwd(fn: Any, xs: list, y: Any) -> Lowered | None:
+    """``fused_reference.softmax_cross_entropy`` with its gradient, when every label is a class
+    (``_ce_every_row``): the same calls in the same order into scratch buffers, the gradient in
+    a new array per call, left on ``fn`` for its backward as eager leaves it. Whether every label
+    is a class is checked per call as eager checks it; a batch where one is not (an ignored
+    row, or an out-of-range label, which raises eager's error) takes the generic call."""
+    x, labels = xs
+    if not (_floats(x, y) and x.ndim == 2 and x.shape[0] and x.shape[1]
+            and labels.__class__ is np.ndarray and labels.dtype == np.int64
+            and labels.shape == x.shape[:1] and fn.dlogits is not None
+            and fn.dlogits.__class__ is np.ndarray and fn.dlogits.dtype == x.dtype
+            and not 0 <= fn.ignore_index < x.shape[1] and fn.reduction in ("mean", "sum", "none")):
+        return None
+    n, c = x.shape
+    cd = x.dtype
+    # scratch: {t0} flat positions of the labels, {t1} row maxima, {t2} x at the labels, {t3}
+    # row sums of exp, {t4} the per-row losses (the output itself for reduction="none"), {t5}
+    # their float64 total
+    scratch = [((n,), np.int64), ((n, 1), cd), ((n,), cd), ((n,), cd)]
+    loss = "{o0}"
+    if fn.reduction != "none":
+        scratch += [((n,), cd), ((), np.float64)]
+        loss = "{t4}"
+    lines = [
+        # labels_in_range: a negative label, read as unsigned, is above any class count
+        f"if labels_max(view({{a1}}, uint64)) >= {c}:",
+        "    {o0} = {generic}",
+        "else:",
+        "    {fn}.labels = {a1}",
+        "    add({first_of_row}, {a1}, out={t0})",  # flat positions of the labels
+        "    max_reduce({a0}, 1, None, {t1}, True)",
+        "    {fn}.dlogits = d = empty_like({a0})",
+        "    subtract({a0}, {t1}, out=d)",  # x - max
+        "    take(d, {t0}, None, {t2})",  # x_label - max
+        "    exp(d, out=d)",
+        "    add_reduce(d, 1, None, {t3})",  # sums
+        f"    log({{t3}}, out={loss})",
+        f"    subtract({loss}, {{t2}}, out={loss})",
+    ]
+    if fn.reduction != "none":  # summed in float64 ({t5}), divided there, then rounded
+        lines.append(f"    add_reduce({loss}, 0, float64, {{t5}})")
+        lines.append(f"    {{o0}}[()] = {{t5}} / {n}" if fn.reduction == "mean"
+                     else "    {o0}[()] = {t5}")
+    lines += [
+        "    true_divide(d, {t3}[:, None], out=d)",  # softmax
+        "    take(d, {t0}, None, {t2})",  # flat[at_label] -= 1
+        "    subtract({t2}, 1, out={t2})",
+        "    put(d, {t0}, {t2})",
+    ]
+    if fn.reduction == "mean":
+        lines.append("    multiply(d, {inv_n}, out=d)")
+    lines.append("    del d")
+    return Lowered(lines, scratch, consts={
+        "fn": fn, "first_of_row": np.arange(0, n * c, c), "inv_n": cd.type(1) / cd.type(n)})
+
+
 FORWARD: dict[type, Callable[[Any, list, Any], Lowered | None]] = {
+    CrossEntropy: _cross_entropy_fwd,
     linalg.Linear: _linear_fwd,
     linalg.MatMul: _matmul_fwd,
     activations.ReLU: _relu_fwd,

@@ -71,6 +71,9 @@ class Step:
     unpack: bool = False  # the call returns a sequence, one item per target
     lowered: Lowered | None = None  # array calls into buffers replacing ``code`` (lower.py)
     scratch: list[int] = field(default_factory=list)  # slots of the lowered lines' {tK}
+    # what ``code`` reduces to when the slot it reads is a program buffer (an array of its own,
+    # never a view): statements, replacing the generic call in that case
+    buffered_code: str | None = None
 
 
 def describe(value: Any) -> tuple[tuple | None, Any, int]:
@@ -207,6 +210,8 @@ class Program:
                             lines.append(self._layout_check(u))
                         checked.add(u)
                 lines += self._lowered_lines(step)
+            elif step.buffered_code is not None and self.slots[step.uses[0]].buffer is not None:
+                lines += ["    " + line for line in step.buffered_code.split("\n")]
             elif step.targets:
                 names = [self.slots[t].name if t is not None else "_" for t in step.targets]
                 lhs = "(" + ", ".join(names) + ",)" if step.unpack else names[0]
@@ -266,6 +271,8 @@ class Program:
 
     def _lowered_lines(self, step: Step) -> list[str]:
         names = {f"a{k}": e for k, e in enumerate(step.lowered.operands)}
+        names.update({k: self.const(v, "lc") for k, v in step.lowered.consts.items()})
+        names["generic"] = step.code
         names.update({f"t{k}": self.slots[s].name for k, s in enumerate(step.scratch)})
         lines = []
         for k, t in enumerate(step.targets):

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..autograd import _tracing
 from ..tensor import Tensor
-from .lower import lower_forward
+from .lower import lower_forward, lowering_enabled
 from .program import CompileError, Program
 
 _LITERALS = (int, float, bool)
@@ -246,7 +246,14 @@ class Tracer:
             result = func(*args)
         if self.failure is not None:
             return result
-        code = f"{self.program.const(func, 'call')}({', '.join(e for e, _ in parts)})"
+        replayed = func
+        fast = getattr(owner, "replay_fast_path", None)
+        if fast is not None and self.device is not None and self.device.type == "cpu" \
+                and lowering_enabled():
+            replayed = fast(func) or func
+            if replayed is not func:
+                label += " (specialised)"
+        code = f"{self.program.const(replayed, 'call')}({', '.join(e for e, _ in parts)})"
         uses = [s for _, u in parts for s in u]
         targets: list[int | None] = []
         if result.__class__ is Tensor:

@@ -122,8 +122,14 @@ def _walk(tracer, tensor: Tensor, seed: Any, g0: int, retain_graph: bool) -> set
 
     def write_leaf(edge: Tensor, gi: Any, slot: int, handed: set) -> None:
         must_copy = id(gi) in handed
-        prog.add("leaf-grad", "leaf .grad", f"{leaf_fn}({tracer.obj(edge)}, "
-                 f"{prog.slots[slot].name}, {must_copy})", [slot], [])
+        leaf, name = tracer.obj(edge), prog.slots[slot].name
+        step = prog.add("leaf-grad", "leaf .grad", f"{leaf_fn}({leaf}, {name}, {must_copy})",
+                        [slot], [])
+        if not must_copy:  # leaf_grad's usual case, for a gradient in a buffer (its own memory)
+            wrap = prog.const(Tensor._wrap, "wrap")
+            step.buffered_code = (f"if {leaf}.grad is None and {leaf}.data.shape == "
+                                  f"{tuple(edge.data.shape)!r}: "
+                                  f"{leaf}.grad = {wrap}({name}, {leaf}.device)\nelse: {step.code}")
         prog.slots[slot].escapes = True
         handed.add(id(leaf_grad(edge, gi, must_copy)))
         written.add(id(edge))

@@ -145,6 +145,12 @@ class Optimizer:
         traced_call(self._step_groups)
         return loss
 
+    def replay_fast_path(self, func: Any) -> Any:
+        """A function ``gg.compile``'s CPU replays may call instead of ``func`` (a method of
+        this optimizer just traced): the same updates for the traced parameters, guarding
+        per call that they still apply. None: the replay calls ``func``."""
+        return None
+
     def _step_groups(self) -> None:
         for group in self.param_groups:
             self._step_group(group)

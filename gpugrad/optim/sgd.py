@@ -12,6 +12,7 @@ from ..backend.config import fused_ops
 from ..backend.optim_updates import plain_sgd_update, sgd_update
 from ..tensor import Tensor
 from .optimizer import Optimizer
+from .sgd_replay import plain_cpu_replay
 
 
 class SGD(Optimizer):
@@ -79,6 +80,11 @@ class SGD(Optimizer):
                 bbufs.append(bufs[i])
         for (device, first), (bps, bgs, bbufs) in buckets.items():
             self._launch(device, bps, bgs, bbufs, opts, first, maximize)
+
+    def replay_fast_path(self, func: Any) -> Any:
+        """For ``gg.compile``'s CPU replays: ``_step_groups`` specialised to the traced plain
+        CPU step (``sgd_replay``), or None (the replay calls ``func``)."""
+        return plain_cpu_replay(self) if func == self._step_groups else None
 
     @staticmethod
     def _plain_cpu_step(group: dict[str, Any], lr: float) -> bool:
