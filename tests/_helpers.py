@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gpugrad as gg
+import gpugrad.functional as F
 
 # Small and deterministic by default; GPUGRAD_HYPOTHESIS_EXAMPLES=200 for a deeper local hunt.
 _EXAMPLES = int(os.environ.get("GPUGRAD_HYPOTHESIS_EXAMPLES", "0"))
@@ -97,3 +98,16 @@ def assert_close(t, ref, rtol=1e-6, atol=1e-6, dtype=None) -> None:
     if dtype is not None:
         assert got.dtype == np.dtype(dtype), (got.dtype, dtype)
     np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
+
+
+def compiled_train_step(model, opt):
+    """The README's compiled training step: forward, cross-entropy, zero_grad, backward, step."""
+    @gg.compile
+    def step(x, y):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step

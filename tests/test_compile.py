@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from _helpers import compiled_train_step
 
 import gpugrad as gg
 import gpugrad.functional as F
@@ -176,13 +177,7 @@ def test_replay_sees_state_changed_between_calls(device):
     model = _mlp(None, device)
     opt = optim.SGD(model.parameters(), lr=0.1)
 
-    @gg.compile
-    def step(x, y):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
+    step = compiled_train_step(model, opt)
 
     (x, y), = _batches(1, device=device)
     snapshot = {k: v.numpy() for k, v in model.state_dict().items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _helpers import compiled_train_step
 
 import gpugrad as gg
 import gpugrad.functional as F
@@ -206,13 +207,7 @@ def test_buffers_are_reused_on_a_deep_mlp(device):
     model = nn.MLP([8] + [32] * 6 + [3], device=device)
     opt = optim.SGD(model.parameters(), lr=0.01)
 
-    @gg.compile
-    def step(x, y):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
+    step = compiled_train_step(model, opt)
 
     x, y = _data(1, 16, 8, 3, np.float32, device)[0]
     step(x, y)

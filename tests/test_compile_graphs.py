@@ -5,9 +5,9 @@ capture itself runs in the emulator tier (tests/cuda_emulator/test_simt_compile.
 from __future__ import annotations
 
 import numpy as np
+from _helpers import compiled_train_step
 
 import gpugrad as gg
-import gpugrad.functional as F
 from gpugrad.compile import graphed
 
 
@@ -16,13 +16,7 @@ def _program(dropout: float):
     model = gg.nn.MLP([6, 8, 3], dropout=dropout)
     opt = gg.optim.Adam(model.parameters(), lr=1e-2)
 
-    @gg.compile
-    def step(x, y):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
+    step = compiled_train_step(model, opt)
 
     step(gg.tensor(np.ones((4, 6), np.float32)), gg.tensor(np.arange(4) % 3))
     return step.program

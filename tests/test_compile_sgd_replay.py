@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _helpers import compiled_train_step
 
 import gpugrad as gg
 import gpugrad.functional as F
@@ -85,13 +86,7 @@ def test_not_specialised_with_momentum_or_buffers_off(monkeypatch):
     model = nn.MLP([6, 8, 3])
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
-    @gg.compile
-    def step(x, y):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
+    step = compiled_train_step(model, opt)
 
     x, y = _batches("cpu")[0]
     step(x, y)
