@@ -231,7 +231,7 @@ class DataParallel(Module):
         self.comm_stats["calls"] += 1
         self.comm_stats["bytes"] += b.flat.nbytes
         if b.shm is not None:
-            b.finish = b.shm.start(divide_by=self._world.size)
+            b.finish = b.shm.start()
             return
         b.finish = start_all_reduce(self._world, b.device, b.flat, "sum",
                                     f"DataParallel: gradient bucket {bi} of backward "
@@ -292,19 +292,19 @@ class DataParallel(Module):
             b.dirty = int(total > 0)
 
     def _write_back(self, b: _Bucket, n: int) -> None:
+        """Each ``.grad`` = its part of the summed bucket / ``n``: the sum of per-rank means is
+        the mean over the global batch. Dividing on the way out is the pass that writes the
+        ``.grad`` anyway, so the average costs no pass of its own."""
         with b.device.activate():
-            if b.shm is not None:
-                mean = b.shm.result  # divided by each rank, a slice each
-            else:
-                mean = b.flat
-                mean /= n  # the sum of per-rank means -> the mean over the global batch
+            total = b.flat if b.shm is None else b.shm.result
+            divide = b.device.xp.true_divide
             for pos, lo, hi in zip(b.positions, b.offsets, b.offsets[1:]):
                 p = self._params[pos]
-                avg = mean[lo:hi].reshape(p.shape)
+                part = total[lo:hi].reshape(p.shape)
                 if p.grad is None:
-                    p.grad = Tensor._wrap(avg.copy(), p.device)
+                    p.grad = Tensor._wrap(divide(part, n), p.device)
                 else:
-                    p.grad.data[...] = avg
+                    divide(part, n, out=p.grad.data)
 
 
 def _describe(named_params: list, named_buffers: list, settings: list) -> str:

@@ -29,7 +29,7 @@ def enabled() -> bool:
 
 
 class SharedReduce:
-    """One buffer of ``numel`` elements of ``dtype`` reduced (summed, then divided) over ranks.
+    """One buffer of ``numel`` elements of ``dtype`` summed over ranks.
 
     ``slot`` is this rank's input (write it, then ``start()``); ``result`` holds the reduction
     once every rank's ``finish`` has returned (``sync()`` waits for that), and stays valid until
@@ -50,7 +50,7 @@ class SharedReduce:
         self.slot = self.slots[rank]
         self.lo, self.hi = rank * numel // n, (rank + 1) * numel // n  # this rank's slice
 
-    def start(self, divide_by: int = 1) -> Callable[[], None]:
+    def start(self) -> Callable[[], None]:
         """This rank's slot is written: meet the others, then sum this rank's slice. Returns
         the function that waits for the barrier and sums."""
         arrived = self.world.shared_barrier_start(self.win)
@@ -63,8 +63,6 @@ class SharedReduce:
                 np.add(slots[0][lo:hi], slots[1][lo:hi], out=part)
                 for s in slots[2:]:
                     part += s[lo:hi]
-                if divide_by != 1:
-                    part /= divide_by
 
         return finish
 
