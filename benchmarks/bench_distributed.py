@@ -20,7 +20,9 @@ row above it -- on a VM whose two vCPUs share one core's execution units it is f
     PYTHONPATH=. python benchmarks/bench_distributed.py --steps 3 --warmup 1 --rounds 1  # quick
 
 With ``--compile`` each rank's step is one ``gg.compile`` replay (``walk`` is then the whole
-step but the reduction). ``--bind`` pins each rank to a core (``mpiexec -bind-to core``).
+step but the reduction); add ``--bucket-views`` (``DataParallel(...,
+gradient_as_bucket_view=True)``) and the replayed backward writes the gradients straight into the
+shared buckets. ``--bind`` pins each rank to a core (``mpiexec -bind-to core``).
 ``--device cuda`` puts rank r on ``cuda:<local_rank>`` (NCCL). ``GPUGRAD_DIST_SHM=0`` makes
 host buckets go through MPI's all-reduce instead of the shared-memory window. The target on a
 2-core CPU is >= 1.7x one rank's throughput with 2 ranks.
@@ -61,7 +63,8 @@ def worker(args: argparse.Namespace) -> None:
     y = gg.tensor(rng.integers(0, SIZES[-1], per_rank), device=dev)
     gg.manual_seed(0)
     model = gg.nn.MLP(list(SIZES)).to(dev)
-    dp = dist.DataParallel(model, bucket_cap_mb=args.bucket_cap_mb) if args.reduce else None
+    dp = dist.DataParallel(model, bucket_cap_mb=args.bucket_cap_mb,
+                           gradient_as_bucket_view=args.bucket_views) if args.reduce else None
     net = model if dp is None else dp
     opt = gg.optim.SGD(list(model.parameters()), lr=0.01)
     device = gg.device(dev)
@@ -166,6 +169,9 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--compile", action="store_true",
                     help="run each rank's step under gg.compile (the average is a program step)")
+    ap.add_argument("--bucket-views", action="store_true",
+                    help="DataParallel(gradient_as_bucket_view=True): with --compile, gradients "
+                         "are written straight into the shared buckets")
     ap.add_argument("--bind", action="store_true",
                     help="pin each rank to its own core (mpiexec -bind-to core)")
     ap.add_argument("--no-reduce-row", action=argparse.BooleanOptionalAction, default=True,
@@ -193,8 +199,8 @@ def main() -> None:
                    sys.executable, __file__, "--worker", "--out", str(out), "--steps",
                    str(args.steps), "--warmup", str(args.warmup),
                    "--bucket-cap-mb", str(args.bucket_cap_mb), "--device", args.device]
-            if args.compile:
-                cmd.append("--compile")
+            cmd += [f for f, on in (("--compile", args.compile),
+                                    ("--bucket-views", args.bucket_views)) if on]
             if not reduce:
                 cmd.append("--no-reduce")
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -210,6 +216,7 @@ def main() -> None:
     base = rows[0]["samples_per_second"] * 1.0 / rows[0]["ranks"]
     print(f"MLP {'-'.join(map(str, SIZES))}, global batch {GLOBAL_BATCH}, one thread per rank, "
           f"{args.steps} timed steps on {args.device}{' (gg.compile)' if args.compile else ''}"
+          f"{' (bucket views)' if args.bucket_views else ''}"
           f"; median of {args.rounds} interleaved rounds; phases in ms per step, mean over ranks")
     print(f"{'ranks':>5} {'mode':>9} {'samples/s':>10} {'speed-up':>8} {'effic.':>6} "
           f"{'fwd':>6} {'walk':>6} {'reduce':>6} {'opt':>5} {'cpu%':>5} {'all-red.':>8} "

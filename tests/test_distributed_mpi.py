@@ -114,6 +114,13 @@ def test_compiled_step_averages_like_eager(ranks):
         assert c["loss_rel"] <= 1e-12 and c["weight_rel"] <= 1e-12
 
 
+def test_compiled_backward_writes_into_bucket_views(ranks):
+    for r in ranks:
+        c = r["bucket_views"]
+        assert c["in_slots"] == [True] * 6 and c["listing_says"]
+        assert c["bitwise_vs_eager"]
+
+
 def test_clipping_after_the_average(ranks):
     for r in ranks:
         assert r["clip"]["loss_rel"] <= 1e-12 and r["clip"]["weight_rel"] <= 1e-12

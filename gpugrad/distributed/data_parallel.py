@@ -43,7 +43,8 @@ _SIG_MOD = 1 << 20  # signatures and step counters stay small: their squares sum
 
 
 class _Bucket:
-    __slots__ = ("device", "dtype", "positions", "offsets", "flat", "finish", "dirty", "shm")
+    __slots__ = ("device", "dtype", "positions", "offsets", "flat", "finish", "dirty", "shm",
+                 "homes")
 
     def __init__(self, device: Any, dtype: np.dtype) -> None:
         self.device, self.dtype = device, dtype
@@ -53,6 +54,8 @@ class _Bucket:
         self.finish = None
         self.shm: shm.SharedReduce | None = None  # host buckets when every rank is on one node
         self.dirty = 0
+        # per parameter: a weak reference to the view of ``flat`` offered as its .grad's storage
+        self.homes: list[weakref.ref | None] = []
 
     @property
     def numel(self) -> int:
@@ -67,9 +70,15 @@ class DataParallel(Module):
     all-reduce's size. With one rank it only forwards to ``module``. ``state_dict()`` is the
     module's own. ``comm_stats`` counts the all-reduce calls and bytes, the backward passes
     averaged (``steps``) and the seconds spent finishing them after backward.
+
+    ``gradient_as_bucket_view=True`` (as in torch's DDP) lets a ``.grad`` be a view of this rank's
+    part of a bucket: a ``gg.compile``'d backward then writes each gradient where the ranks sum
+    it (host buckets in shared memory), saving a copy per step. The price is torch's too: a
+    ``.grad`` kept from one step is overwritten by the next step's gradient.
     """
 
-    def __init__(self, module: Module, bucket_cap_mb: float = 4.0) -> None:
+    def __init__(self, module: Module, bucket_cap_mb: float = 4.0,
+                 gradient_as_bucket_view: bool = False) -> None:
         if not isinstance(module, Module):
             raise TypeError(f"DataParallel: expected a gg.nn.Module, got {type(module).__name__}")
         if not bucket_cap_mb > 0:
@@ -78,6 +87,7 @@ class DataParallel(Module):
         self.module = module
         self.comm_stats = {"calls": 0, "bytes": 0, "wait_seconds": 0.0, "steps": 0}
         self._sync = True
+        self._bucket_views = bool(gradient_as_bucket_view)
         w = self._world = world()
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self._params = [p for _, p in named]
@@ -127,7 +137,12 @@ class DataParallel(Module):
                 return None
             return dp._average_gradients
 
+        def grad_buffer(p: Tensor) -> Any:
+            dp = ref()
+            return None if dp is None else dp._grad_buffer(p)
+
         on_grad.replayed_by_callback = True  # type: ignore[attr-defined]
+        on_grad.grad_buffer = grad_buffer  # type: ignore[attr-defined]
         on_done.compile_step = compile_step  # type: ignore[attr-defined]
         handles = [register_post_accumulate_grad_hook(p, on_grad) for p in self._params]
         handles.append(register_backward_done_callback(on_done))
@@ -170,6 +185,7 @@ class DataParallel(Module):
                 buckets.append(b)
             b.positions.append(pos)
             b.offsets.append(b.numel + p.size)
+            b.homes.append(None)
         for b in buckets:
             with b.device.activate():
                 b.flat = b.device.xp.empty(b.numel, dtype=b.dtype)
@@ -191,13 +207,27 @@ class DataParallel(Module):
                 start_broadcast(w, t.device, data, 0, f"DataParallel: broadcast of {name}")()
                 t.data[...] = data
 
+    def _grad_buffer(self, p: Tensor) -> Any:
+        """With ``gradient_as_bucket_view``: ``p``'s part of this rank's shared-memory bucket
+        slot, offered to gg.compile as the storage of ``p.grad``; a compiled backward then writes
+        the gradient where the ranks sum it. Only a weak reference is kept (the program checks
+        that it alone holds the array before writing into it)."""
+        pos = self._index.get(id(p)) if self._bucket_views else None
+        b = None if pos is None else self._buckets[self._bucket_of[pos]]
+        if b is None or b.shm is None:
+            return None
+        k = b.positions.index(pos)
+        view = b.flat[b.offsets[k]:b.offsets[k + 1]].reshape(p.shape)
+        b.homes[k] = weakref.ref(view)
+        return view
+
     def _pack(self, b: _Bucket, get) -> None:
         with b.device.activate():
-            for pos, lo, hi in zip(b.positions, b.offsets, b.offsets[1:]):
+            for pos, lo, hi, home in zip(b.positions, b.offsets, b.offsets[1:], b.homes):
                 value = get(self._params[pos])
                 if value is None:
                     b.flat[lo:hi] = 0  # no gradient on this rank: it adds nothing to the sum
-                else:
+                elif home is None or home() is not value:  # else it is in place already
                     b.flat[lo:hi] = value.reshape(-1)
 
     # -- one step -------------------------------------------------------------------------
