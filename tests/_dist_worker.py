@@ -195,8 +195,20 @@ def checks(out: Path) -> None:
 
 def _bucket_views(r: int, n: int) -> dict:
     """gradient_as_bucket_view under gg.compile: the replayed backward writes each gradient into
-    this rank's slot of its shared bucket; 5 steps stay bitwise equal to eager steps without
-    the option, also after the caller kept a .grad (the program then writes a new array)."""
+    this rank's part of its bucket (a shared-memory slot, or with GPUGRAD_DIST_SHM=0 the buffer
+    MPI reduces in place); 5 steps stay bitwise equal to eager steps without the option, also
+    after the caller kept a .grad (the program then writes a new array)."""
+    out = {}
+    for shm in ("1", "0"):
+        os.environ["GPUGRAD_DIST_SHM"] = shm
+        try:
+            out[f"shm={shm}"] = _bucket_views_run(r, n)
+        finally:
+            del os.environ["GPUGRAD_DIST_SHM"]
+    return out
+
+
+def _bucket_views_run(r: int, n: int) -> dict:
     x, y = _data(np.float64)
     mine = slice(r * 16 // n, (r + 1) * 16 // n)
     xb, yb = gg.tensor(x[mine]), gg.tensor(y[mine])
@@ -219,7 +231,7 @@ def _bucket_views(r: int, n: int) -> dict:
         if compiled:
             out["in_slots"] = [bool(np.shares_memory(
                 p.grad.data, dp._buckets[dp._bucket_of[dp._index[id(p)]]].flat)) for p in params]
-            out["listing_says"] = "shared bucket slots" in run.program.listing()
+            out["listing_says"] = "DataParallel's bucket views" in run.program.listing()
         kept = params[0].grad  # noqa: F841 -- held: the next replay writes a new array instead
         for _ in range(3):
             run(xb, yb)

@@ -393,8 +393,8 @@ class Program:
             if homed:
                 lines.append(f"{len(homed)} of the escaping buffers "
                              f"({_bytes(sum(b.nbytes for b in homed))}) are .grad storage that "
-                             "a hook offered (DataParallel's shared bucket slots): gradients "
-                             "are written there directly, with no copy to send them")
+                             "a hook offered (DataParallel's bucket views): gradients are "
+                             "written there directly, with no copy to send them")
         return "\n".join(lines + self.notes)
 
 

@@ -73,7 +73,7 @@ class DataParallel(Module):
 
     ``gradient_as_bucket_view=True`` (as in torch's DDP) lets a ``.grad`` be a view of this rank's
     part of a bucket: a ``gg.compile``'d backward then writes each gradient where the ranks sum
-    it (host buckets in shared memory), saving a copy per step. The price is torch's too: a
+    it (host buckets), saving a copy per step. The price is torch's too: a
     ``.grad`` kept from one step is overwritten by the next step's gradient.
     """
 
@@ -208,13 +208,14 @@ class DataParallel(Module):
                 t.data[...] = data
 
     def _grad_buffer(self, p: Tensor) -> Any:
-        """With ``gradient_as_bucket_view``: ``p``'s part of this rank's shared-memory bucket
-        slot, offered to gg.compile as the storage of ``p.grad``; a compiled backward then writes
-        the gradient where the ranks sum it. Only a weak reference is kept (the program checks
-        that it alone holds the array before writing into it)."""
+        """With ``gradient_as_bucket_view``: ``p``'s part of this rank's host bucket (its slot of
+        the shared-memory window, or the buffer MPI reduces in place), offered to gg.compile as
+        the storage of ``p.grad``; a compiled backward then writes the gradient where it is
+        summed. Only a weak reference is kept (the program checks that it alone holds the array
+        before writing into it)."""
         pos = self._index.get(id(p)) if self._bucket_views else None
         b = None if pos is None else self._buckets[self._bucket_of[pos]]
-        if b is None or b.shm is None:
+        if b is None or b.device.type != "cpu":  # lowered (out=) steps are the CPU's only
             return None
         k = b.positions.index(pos)
         view = b.flat[b.offsets[k]:b.offsets[k + 1]].reshape(p.shape)
