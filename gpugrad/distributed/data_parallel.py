@@ -262,7 +262,7 @@ class DataParallel(Module):
         self.comm_stats["calls"] += 1
         self.comm_stats["bytes"] += b.flat.nbytes
         if b.shm is not None:
-            b.finish = b.shm.start()
+            b.finish = b.shm.start(divide_by=self._world.size)
             return
         b.finish = start_all_reduce(self._world, b.device, b.flat, "sum",
                                     f"DataParallel: gradient bucket {bi} of backward "
@@ -323,19 +323,23 @@ class DataParallel(Module):
             b.dirty = int(total > 0)
 
     def _write_back(self, b: _Bucket, n: int) -> None:
-        """Each ``.grad`` = its part of the summed bucket / ``n``: the sum of per-rank means is
-        the mean over the global batch. Dividing on the way out is the pass that writes the
-        ``.grad`` anyway, so the average costs no pass of its own."""
+        """Each ``.grad`` = its part of the summed bucket / ``n`` (the sum of per-rank means is
+        the mean over the global batch). A shared-memory bucket comes back averaged, in this
+        rank's slot: a ``.grad`` that is a view of it (``gradient_as_bucket_view``) already
+        holds its average. MPI's sum is divided on its way into the ``.grad``, the pass that
+        writes it anyway."""
         with b.device.activate():
-            total = b.flat if b.shm is None else b.shm.result
-            divide = b.device.xp.true_divide
-            for pos, lo, hi in zip(b.positions, b.offsets, b.offsets[1:]):
+            xp = b.device.xp
+            for pos, lo, hi, home in zip(b.positions, b.offsets, b.offsets[1:], b.homes):
                 p = self._params[pos]
-                part = total[lo:hi].reshape(p.shape)
+                part = b.flat[lo:hi].reshape(p.shape)
                 if p.grad is None:
-                    p.grad = Tensor._wrap(divide(part, n), p.device)
-                else:
-                    divide(part, n, out=p.grad.data)
+                    p.grad = Tensor._wrap(part.copy() if b.shm else xp.true_divide(part, n),
+                                          p.device)
+                elif b.shm is None:
+                    xp.true_divide(part, n, out=p.grad.data)
+                elif home is None or home() is not p.grad.data:
+                    p.grad.data[...] = part
 
 
 def _describe(named_params: list, named_buffers: list, settings: list) -> str:
