@@ -211,7 +211,8 @@ def _bucket_views(r: int, n: int) -> dict:
 def _bucket_views_run(r: int, n: int) -> dict:
     x, y = _data(np.float64)
     mine = slice(r * 16 // n, (r + 1) * 16 // n)
-    xb, yb = gg.tensor(x[mine]), gg.tensor(y[mine])
+    full = gg.tensor(x[mine]), gg.tensor(y[mine])
+    short = gg.tensor(x[mine][:3]), gg.tensor(y[mine][:3])  # a second program (a retrace)
     out: dict = {}
     weights = {}
     for compiled in (False, True):
@@ -226,15 +227,21 @@ def _bucket_views_run(r: int, n: int) -> dict:
 
         run = gg.compile(step) if compiled else step
         params = list(model.parameters())
-        for _ in range(2):
-            run(xb, yb)
+        for batch in (full, full, short, full, short):  # traces, then each program replays
+            run(*batch)
+        before = dp.comm_stats["packed_bytes"]
+        run(*short)
+        run(*full)
         if compiled:
+            out["packed_by_replays"] = dp.comm_stats["packed_bytes"] - before
             out["in_slots"] = [bool(np.shares_memory(
                 p.grad.data, dp._buckets[dp._bucket_of[dp._index[id(p)]]].flat)) for p in params]
             out["listing_says"] = "DataParallel's bucket views" in run.program.listing()
         kept = params[0].grad  # noqa: F841 -- held: the next replay writes a new array instead
         for _ in range(3):
-            run(xb, yb)
+            run(*full)
+        if compiled:
+            out["packed_while_kept"] = dp.comm_stats["packed_bytes"] - before
         weights[compiled] = [p.numpy() for p in params]
     out["bitwise_vs_eager"] = all(np.array_equal(a, b)
                                   for a, b in zip(weights[False], weights[True]))

@@ -118,6 +118,8 @@ def test_compiled_backward_writes_into_bucket_views(ranks):
     for r in ranks:
         for c in r["bucket_views"].values():  # shared memory, then MPI
             assert c["in_slots"] == [True] * 6 and c["listing_says"]
+            assert c["packed_by_replays"] == 0  # both programs write into the buckets
+            assert c["packed_while_kept"] > 0  # a kept .grad: a new array, copied in
             assert c["bitwise_vs_eager"]
 
 

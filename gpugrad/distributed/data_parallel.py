@@ -54,8 +54,9 @@ class _Bucket:
         self.finish = None
         self.shm: shm.SharedReduce | None = None  # host buckets when every rank is on one node
         self.dirty = 0
-        # per parameter: a weak reference to the view of ``flat`` offered as its .grad's storage
-        self.homes: list[weakref.ref | None] = []
+        # per parameter: weak references to the views of ``flat`` offered as its .grad's storage
+        # (one per compiled program: a retrace, for the last short batch, gets its own)
+        self.homes: list[list[weakref.ref]] = []
 
     @property
     def numel(self) -> int:
@@ -68,8 +69,9 @@ class DataParallel(Module):
     Move the model to its device (``cuda:<local_rank>`` on GPUs) before wrapping. Every rank
     must call forward and backward the same number of times; ``bucket_cap_mb`` bounds one
     all-reduce's size. With one rank it only forwards to ``module``. ``state_dict()`` is the
-    module's own. ``comm_stats`` counts the all-reduce calls and bytes, the backward passes
-    averaged (``steps``) and the seconds spent finishing them after backward.
+    module's own. ``comm_stats`` counts the all-reduce calls and bytes, the bytes copied from
+    ``.grad``s into buckets (``packed_bytes``), the backward passes averaged (``steps``) and the
+    seconds spent finishing them after backward.
 
     ``gradient_as_bucket_view=True`` (as in torch's DDP) lets a ``.grad`` be a view of this rank's
     part of a bucket: a ``gg.compile``'d backward then writes each gradient where the ranks sum
@@ -85,7 +87,8 @@ class DataParallel(Module):
             raise ValueError(f"DataParallel: bucket_cap_mb must be positive, got {bucket_cap_mb!r}")
         super().__init__()
         self.module = module
-        self.comm_stats = {"calls": 0, "bytes": 0, "wait_seconds": 0.0, "steps": 0}
+        self.comm_stats = {"calls": 0, "bytes": 0, "packed_bytes": 0, "wait_seconds": 0.0,
+                           "steps": 0}
         self._sync = True
         self._bucket_views = bool(gradient_as_bucket_view)
         w = self._world = world()
@@ -185,7 +188,7 @@ class DataParallel(Module):
                 buckets.append(b)
             b.positions.append(pos)
             b.offsets.append(b.numel + p.size)
-            b.homes.append(None)
+            b.homes.append([])
         for b in buckets:
             with b.device.activate():
                 b.flat = b.device.xp.empty(b.numel, dtype=b.dtype)
@@ -219,17 +222,22 @@ class DataParallel(Module):
             return None
         k = b.positions.index(pos)
         view = b.flat[b.offsets[k]:b.offsets[k + 1]].reshape(p.shape)
-        b.homes[k] = weakref.ref(view)
+        b.homes[k] = [r for r in b.homes[k] if r() is not None] + [weakref.ref(view)]
         return view
 
-    def _pack(self, b: _Bucket, get) -> None:
+    def _pack(self, b: _Bucket, get) -> int:
+        """Copy ``get(param)`` of each of ``b``'s parameters into ``b.flat``; returns the bytes
+        copied."""
+        copied = 0
         with b.device.activate():
             for pos, lo, hi, home in zip(b.positions, b.offsets, b.offsets[1:], b.homes):
                 value = get(self._params[pos])
                 if value is None:
                     b.flat[lo:hi] = 0  # no gradient on this rank: it adds nothing to the sum
-                elif home is None or home() is not value:  # else it is in place already
+                elif not _is_one_of(value, home):  # else it is in place already
                     b.flat[lo:hi] = value.reshape(-1)
+                    copied += value.nbytes
+        return copied
 
     # -- one step -------------------------------------------------------------------------
     def _reset_step(self) -> None:
@@ -258,7 +266,8 @@ class DataParallel(Module):
 
     def _start(self, bi: int) -> None:
         b = self._buckets[bi]
-        self._pack(b, lambda p: None if p.grad is None else p.grad.data)
+        self.comm_stats["packed_bytes"] += self._pack(
+            b, lambda p: None if p.grad is None else p.grad.data)
         self.comm_stats["calls"] += 1
         self.comm_stats["bytes"] += b.flat.nbytes
         if b.shm is not None:
@@ -334,12 +343,16 @@ class DataParallel(Module):
                 p = self._params[pos]
                 part = b.flat[lo:hi].reshape(p.shape)
                 if p.grad is None:
-                    p.grad = Tensor._wrap(part.copy() if b.shm else xp.true_divide(part, n),
-                                          p.device)
+                    avg = part.copy() if b.shm is not None else xp.true_divide(part, n)
+                    p.grad = Tensor._wrap(avg, p.device)
                 elif b.shm is None:
                     xp.true_divide(part, n, out=p.grad.data)
-                elif home is None or home() is not p.grad.data:
+                elif not _is_one_of(p.grad.data, home):
                     p.grad.data[...] = part
+
+
+def _is_one_of(array: Any, refs: list[weakref.ref]) -> bool:
+    return any(r() is array for r in refs)
 
 
 def _describe(named_params: list, named_buffers: list, settings: list) -> str:
