@@ -5,7 +5,8 @@ Each rank is one process with one BLAS thread, launched by ``mpiexec``; with N r
 samples/s, speed-up and scaling efficiency against one rank, the share of the step spent
 finishing the gradient all-reduces after backward, the all-reduce calls per step, and the bytes
 all-reduced per step against the gradient's size (bucketing works when that is one or a few
-calls moving about the gradient's size).
+calls moving about the gradient's size), and the MB per step copied from ``.grad``s into the
+buckets (``packed``: 0 when a compiled backward writes into them, see ``--bucket-views``).
 
 Where the time goes, per step (mean over ranks, milliseconds of wall time): ``fwd``
 (zero_grad, forward, loss), ``walk`` (the backward walk, with the hooks that pack buckets),
@@ -128,6 +129,7 @@ def worker(args: argparse.Namespace) -> None:
         "per_rank": every.tolist(),
         "calls_per_step": stats.get("calls", 0) / steps if w.size > 1 else 0,
         "bytes_per_step": stats.get("bytes", 0) / steps if w.size > 1 else 0,
+        "packed_bytes_per_step": stats.get("packed_bytes", 0) / steps if w.size > 1 else 0,
         "gradient_bytes": sum(p.size * p.dtype.itemsize for p in model.parameters()),
         "buckets": len(dp._buckets) if dp is not None else 0,
         "transport": _transport(dp, dev) if dp is not None and w.size > 1 else "-",
@@ -220,7 +222,7 @@ def main() -> None:
           f"; median of {args.rounds} interleaved rounds; phases in ms per step, mean over ranks")
     print(f"{'ranks':>5} {'mode':>9} {'samples/s':>10} {'speed-up':>8} {'effic.':>6} "
           f"{'fwd':>6} {'walk':>6} {'reduce':>6} {'opt':>5} {'cpu%':>5} {'all-red.':>8} "
-          f"{'calls/step':>10} {'MB/step':>7} {'grad MB':>7}  transport")
+          f"{'calls/step':>10} {'MB/step':>7} {'packed':>6} {'grad MB':>7}  transport")
     for r in rows:
         speedup = r["samples_per_second"] / rows[0]["samples_per_second"]
         r["speedup"] = speedup
@@ -230,7 +232,8 @@ def main() -> None:
               f"{r['efficiency']:>6.0%} {_ms(ph['fwd']):>6} {_ms(ph['walk']):>6} "
               f"{_ms(ph['reduce']):>6} {_ms(ph['opt']):>5} {r['min_cpu_share']:>5.0%} "
               f"{r['allreduce_share']:>8.1%} {r['calls_per_step']:>10.1f} "
-              f"{r['bytes_per_step'] / 2**20:>7.2f} {r['gradient_bytes'] / 2**20:>7.2f}  "
+              f"{r['bytes_per_step'] / 2**20:>7.2f} {r['packed_bytes_per_step'] / 2**20:>6.2f} "
+              f"{r['gradient_bytes'] / 2**20:>7.2f}  "
               f"{r['transport']}")
     if args.rounds > 1:
         for r in rows[1:]:
