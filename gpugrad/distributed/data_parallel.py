@@ -74,9 +74,11 @@ class DataParallel(Module):
     seconds spent finishing them after backward.
 
     ``gradient_as_bucket_view=True`` (as in torch's DDP) lets a ``.grad`` be a view of this rank's
-    part of a bucket: a ``gg.compile``'d backward then writes each gradient where the ranks sum
-    it (host buckets), saving a copy per step. The price is torch's too: a
-    ``.grad`` kept from one step is overwritten by the next step's gradient.
+    part of a host bucket, saving copies: after an eager backward the averaged ``.grad``s are
+    views of the shared-memory slot the average came back in (no copy back), and a
+    ``gg.compile``'d backward writes each gradient straight where it is summed (no copy there
+    either). The price is torch's too: a ``.grad`` kept from one step is overwritten by a later
+    step.
     """
 
     def __init__(self, module: Module, bucket_cap_mb: float = 4.0,
@@ -130,7 +132,7 @@ class DataParallel(Module):
         def on_done() -> None:
             dp = ref()
             if dp is not None:
-                dp._finish_step()
+                dp._finish_step(adopt=dp._bucket_views)
 
         def compile_step(written: set[int]) -> Any:
             """Under gg.compile the walk fires no hooks: the program records the whole average
@@ -284,7 +286,11 @@ class DataParallel(Module):
             self._active = True
             self._finish_step()
 
-    def _finish_step(self) -> None:
+    def _finish_step(self, adopt: bool = False) -> None:
+        """Finish the step's all-reduces and write the averages into the ``.grad``s. ``adopt``
+        (an eager backward with ``gradient_as_bucket_view``): a ``.grad`` whose average comes
+        back in this rank's shared slot becomes a view of it instead of a copy. Not in a
+        compiled step: there the program's ``.grad`` buffers already are those views."""
         if not self._active:
             return  # a backward that reached none of this model's parameters
         w = self._world
@@ -312,7 +318,7 @@ class DataParallel(Module):
             resent = [self._buckets[bi] for bi in resent]
             shm.sync([b.shm for b in resent if b.shm is not None], what)
             for b in self._buckets:
-                self._write_back(b, w.size)
+                self._write_back(b, w.size, adopt)
         finally:
             self._reset_step()
         self._step += 1
@@ -331,24 +337,31 @@ class DataParallel(Module):
         for b, total in zip(self._buckets, meta[5:]):
             b.dirty = int(total > 0)
 
-    def _write_back(self, b: _Bucket, n: int) -> None:
+    def _write_back(self, b: _Bucket, n: int, adopt: bool) -> None:
         """Each ``.grad`` = its part of the summed bucket / ``n`` (the sum of per-rank means is
         the mean over the global batch). A shared-memory bucket comes back averaged, in this
-        rank's slot: a ``.grad`` that is a view of it (``gradient_as_bucket_view``) already
-        holds its average. MPI's sum is divided on its way into the ``.grad``, the pass that
-        writes it anyway."""
+        rank's slot: a ``.grad`` that is a view of it already holds its average, and with
+        ``adopt`` the others become such views. MPI's sum is divided on its way into the
+        ``.grad``, the pass that writes it anyway."""
         with b.device.activate():
             xp = b.device.xp
             for pos, lo, hi, home in zip(b.positions, b.offsets, b.offsets[1:], b.homes):
                 p = self._params[pos]
                 part = b.flat[lo:hi].reshape(p.shape)
-                if p.grad is None:
-                    avg = part.copy() if b.shm is not None else xp.true_divide(part, n)
-                    p.grad = Tensor._wrap(avg, p.device)
-                elif b.shm is None:
-                    xp.true_divide(part, n, out=p.grad.data)
-                elif not _is_one_of(p.grad.data, home):
-                    p.grad.data[...] = part
+                g = p.grad
+                if b.shm is None:
+                    if g is None:
+                        p.grad = Tensor._wrap(xp.true_divide(part, n), p.device)
+                    else:
+                        xp.true_divide(part, n, out=g.data)
+                elif g is None:
+                    p.grad = Tensor._wrap(part if adopt else part.copy(), p.device)
+                elif _is_one_of(g.data, home):
+                    continue
+                elif adopt and g.data.dtype == part.dtype:
+                    g.data = part  # the view: the next step's gradient is copied over it
+                else:
+                    g.data[...] = part
 
 
 def _is_one_of(array: Any, refs: list[weakref.ref]) -> bool:
