@@ -21,9 +21,10 @@ row above it -- on a VM whose two vCPUs share one core's execution units it is f
     PYTHONPATH=. python benchmarks/bench_distributed.py --steps 3 --warmup 1 --rounds 1  # quick
 
 With ``--compile`` each rank's step is one ``gg.compile`` replay (``walk`` is then the whole
-step but the reduction); add ``--bucket-views`` (``DataParallel(...,
-gradient_as_bucket_view=True)``) and the replayed backward writes the gradients straight into the
-shared buckets. ``--bind`` pins each rank to a core (``mpiexec -bind-to core``).
+step but the reduction). ``--bucket-views`` wraps with ``DataParallel(...,
+gradient_as_bucket_view=True)``: the averaged ``.grad``s are views of the shared buckets (no copy
+back), and with ``--compile`` the replayed backward writes the gradients straight into them (no
+copy there either). ``--bind`` pins each rank to a core (``mpiexec -bind-to core``).
 ``--device cuda`` puts rank r on ``cuda:<local_rank>`` (NCCL). ``GPUGRAD_DIST_SHM=0`` makes
 host buckets go through MPI's all-reduce instead of the shared-memory window. The target on a
 2-core CPU is >= 1.7x one rank's throughput with 2 ranks.
@@ -172,8 +173,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true",
                     help="run each rank's step under gg.compile (the average is a program step)")
     ap.add_argument("--bucket-views", action="store_true",
-                    help="DataParallel(gradient_as_bucket_view=True): with --compile, gradients "
-                         "are written straight into the shared buckets")
+                    help="DataParallel(gradient_as_bucket_view=True): .grads are views of the "
+                         "buckets (with --compile, written there by the backward)")
     ap.add_argument("--bind", action="store_true",
                     help="pin each rank to its own core (mpiexec -bind-to core)")
     ap.add_argument("--no-reduce-row", action=argparse.BooleanOptionalAction, default=True,
