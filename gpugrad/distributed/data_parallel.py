@@ -74,11 +74,10 @@ class DataParallel(Module):
     seconds spent finishing them after backward.
 
     ``gradient_as_bucket_view=True`` (as in torch's DDP) lets a ``.grad`` be a view of this rank's
-    part of a host bucket, saving copies: after an eager backward the averaged ``.grad``s are
-    views of the shared-memory slot the average came back in (no copy back), and a
-    ``gg.compile``'d backward writes each gradient straight where it is summed (no copy there
-    either). The price is torch's too: a ``.grad`` kept from one step is overwritten by a later
-    step.
+    part of a bucket, saving copies: after an eager backward the averaged ``.grad``s are views of
+    the bucket the average came back in (no copy back), and a ``gg.compile``'d backward (host
+    buckets) writes each gradient straight where it is summed (no copy there either). The price
+    is torch's too: a ``.grad`` kept from one step is overwritten by a later step.
     """
 
     def __init__(self, module: Module, bucket_cap_mb: float = 4.0,
@@ -288,9 +287,9 @@ class DataParallel(Module):
 
     def _finish_step(self, adopt: bool = False) -> None:
         """Finish the step's all-reduces and write the averages into the ``.grad``s. ``adopt``
-        (an eager backward with ``gradient_as_bucket_view``): a ``.grad`` whose average comes
-        back in this rank's shared slot becomes a view of it instead of a copy. Not in a
-        compiled step: there the program's ``.grad`` buffers already are those views."""
+        (an eager backward with ``gradient_as_bucket_view``): the ``.grad``s become views of
+        the averaged buckets instead of copies. Not in a compiled step: there the program's
+        ``.grad`` buffers already are views of the host buckets, or stay its own."""
         if not self._active:
             return  # a backward that reached none of this model's parameters
         w = self._world
@@ -340,16 +339,21 @@ class DataParallel(Module):
     def _write_back(self, b: _Bucket, n: int, adopt: bool) -> None:
         """Each ``.grad`` = its part of the summed bucket / ``n`` (the sum of per-rank means is
         the mean over the global batch). A shared-memory bucket comes back averaged, in this
-        rank's slot: a ``.grad`` that is a view of it already holds its average, and with
-        ``adopt`` the others become such views. MPI's sum is divided on its way into the
-        ``.grad``, the pass that writes it anyway."""
+        rank's slot; an MPI or NCCL sum is divided on its way into each ``.grad`` (the pass that
+        writes it anyway) or, with ``adopt``, in place, once. With ``adopt`` the ``.grad``s
+        become views of the averaged bucket; one that is a view of it already holds its
+        average."""
         with b.device.activate():
             xp = b.device.xp
+            averaged = b.shm is not None
+            if adopt and not averaged:
+                xp.true_divide(b.flat, n, out=b.flat)
+                averaged = True
             for pos, lo, hi, home in zip(b.positions, b.offsets, b.offsets[1:], b.homes):
                 p = self._params[pos]
                 part = b.flat[lo:hi].reshape(p.shape)
                 g = p.grad
-                if b.shm is None:
+                if not averaged:  # a bucket view (a compiled .grad) is divided in place
                     if g is None:
                         p.grad = Tensor._wrap(xp.true_divide(part, n), p.device)
                     else:
