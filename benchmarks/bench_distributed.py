@@ -5,7 +5,8 @@ Each rank is one process with one BLAS thread, launched by ``mpiexec``; with N r
 samples/s, speed-up and scaling efficiency against one rank, the share of the step spent
 finishing the gradient all-reduces after backward, the all-reduce calls per step, and the bytes
 all-reduced per step against the gradient's size (bucketing works when that is one or a few
-calls moving about the gradient's size).
+calls moving about the gradient's size), and the MB per step copied from ``.grad``s into the
+buckets (``packed``: 0 when a compiled backward writes into them, see ``--bucket-views``).
 
 Where the time goes, per step (mean over ranks, milliseconds of wall time): ``fwd``
 (zero_grad, forward, loss), ``walk`` (the backward walk, with the hooks that pack buckets),
@@ -20,7 +21,10 @@ row above it -- on a VM whose two vCPUs share one core's execution units it is f
     PYTHONPATH=. python benchmarks/bench_distributed.py --steps 3 --warmup 1 --rounds 1  # quick
 
 With ``--compile`` each rank's step is one ``gg.compile`` replay (``walk`` is then the whole
-step but the reduction). ``--bind`` pins each rank to a core (``mpiexec -bind-to core``).
+step but the reduction). ``--bucket-views`` wraps with ``DataParallel(...,
+gradient_as_bucket_view=True)``: the averaged ``.grad``s are views of the shared buckets (no copy
+back), and with ``--compile`` the replayed backward writes the gradients straight into them (no
+copy there either). ``--bind`` pins each rank to a core (``mpiexec -bind-to core``).
 ``--device cuda`` puts rank r on ``cuda:<local_rank>`` (NCCL). ``GPUGRAD_DIST_SHM=0`` makes
 host buckets go through MPI's all-reduce instead of the shared-memory window. The target on a
 2-core CPU is >= 1.7x one rank's throughput with 2 ranks.
@@ -61,7 +65,8 @@ def worker(args: argparse.Namespace) -> None:
     y = gg.tensor(rng.integers(0, SIZES[-1], per_rank), device=dev)
     gg.manual_seed(0)
     model = gg.nn.MLP(list(SIZES)).to(dev)
-    dp = dist.DataParallel(model, bucket_cap_mb=args.bucket_cap_mb) if args.reduce else None
+    dp = dist.DataParallel(model, bucket_cap_mb=args.bucket_cap_mb,
+                           gradient_as_bucket_view=args.bucket_views) if args.reduce else None
     net = model if dp is None else dp
     opt = gg.optim.SGD(list(model.parameters()), lr=0.01)
     device = gg.device(dev)
@@ -125,6 +130,7 @@ def worker(args: argparse.Namespace) -> None:
         "per_rank": every.tolist(),
         "calls_per_step": stats.get("calls", 0) / steps if w.size > 1 else 0,
         "bytes_per_step": stats.get("bytes", 0) / steps if w.size > 1 else 0,
+        "packed_bytes_per_step": stats.get("packed_bytes", 0) / steps if w.size > 1 else 0,
         "gradient_bytes": sum(p.size * p.dtype.itemsize for p in model.parameters()),
         "buckets": len(dp._buckets) if dp is not None else 0,
         "transport": _transport(dp, dev) if dp is not None and w.size > 1 else "-",
@@ -166,6 +172,9 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--compile", action="store_true",
                     help="run each rank's step under gg.compile (the average is a program step)")
+    ap.add_argument("--bucket-views", action="store_true",
+                    help="DataParallel(gradient_as_bucket_view=True): .grads are views of the "
+                         "buckets (with --compile, written there by the backward)")
     ap.add_argument("--bind", action="store_true",
                     help="pin each rank to its own core (mpiexec -bind-to core)")
     ap.add_argument("--no-reduce-row", action=argparse.BooleanOptionalAction, default=True,
@@ -193,8 +202,8 @@ def main() -> None:
                    sys.executable, __file__, "--worker", "--out", str(out), "--steps",
                    str(args.steps), "--warmup", str(args.warmup),
                    "--bucket-cap-mb", str(args.bucket_cap_mb), "--device", args.device]
-            if args.compile:
-                cmd.append("--compile")
+            cmd += [f for f, on in (("--compile", args.compile),
+                                    ("--bucket-views", args.bucket_views)) if on]
             if not reduce:
                 cmd.append("--no-reduce")
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -210,10 +219,11 @@ def main() -> None:
     base = rows[0]["samples_per_second"] * 1.0 / rows[0]["ranks"]
     print(f"MLP {'-'.join(map(str, SIZES))}, global batch {GLOBAL_BATCH}, one thread per rank, "
           f"{args.steps} timed steps on {args.device}{' (gg.compile)' if args.compile else ''}"
+          f"{' (bucket views)' if args.bucket_views else ''}"
           f"; median of {args.rounds} interleaved rounds; phases in ms per step, mean over ranks")
     print(f"{'ranks':>5} {'mode':>9} {'samples/s':>10} {'speed-up':>8} {'effic.':>6} "
           f"{'fwd':>6} {'walk':>6} {'reduce':>6} {'opt':>5} {'cpu%':>5} {'all-red.':>8} "
-          f"{'calls/step':>10} {'MB/step':>7} {'grad MB':>7}  transport")
+          f"{'calls/step':>10} {'MB/step':>7} {'packed':>6} {'grad MB':>7}  transport")
     for r in rows:
         speedup = r["samples_per_second"] / rows[0]["samples_per_second"]
         r["speedup"] = speedup
@@ -223,7 +233,8 @@ def main() -> None:
               f"{r['efficiency']:>6.0%} {_ms(ph['fwd']):>6} {_ms(ph['walk']):>6} "
               f"{_ms(ph['reduce']):>6} {_ms(ph['opt']):>5} {r['min_cpu_share']:>5.0%} "
               f"{r['allreduce_share']:>8.1%} {r['calls_per_step']:>10.1f} "
-              f"{r['bytes_per_step'] / 2**20:>7.2f} {r['gradient_bytes'] / 2**20:>7.2f}  "
+              f"{r['bytes_per_step'] / 2**20:>7.2f} {r['packed_bytes_per_step'] / 2**20:>6.2f} "
+              f"{r['gradient_bytes'] / 2**20:>7.2f}  "
               f"{r['transport']}")
     if args.rounds > 1:
         for r in rows[1:]:

@@ -187,9 +187,73 @@ def checks(out: Path) -> None:
     res["shared_and_unused"] = _shared_and_unused(r, n)
     res["no_sync"] = _accumulation(r, n)
     res["no_sync_compiled"] = _accumulation(r, n, compiled=True)
+    res["no_sync_views"] = _accumulation(r, n, views=True)
+    res["no_sync_compiled_views"] = _accumulation(r, n, compiled=True, views=True)
+    res["shared_and_unused_views"] = _shared_and_unused(r, n, views=True)
+    res["bucket_views"] = _bucket_views(r, n)
     if gg.cuda.device_count() >= n:
         res["cuda"] = _cuda_checks(r, n)
     (out / f"rank{r}.json").write_text(json.dumps(res), encoding="utf-8")
+
+
+def _bucket_views(r: int, n: int) -> dict:
+    """gradient_as_bucket_view under gg.compile: the replayed backward writes each gradient into
+    this rank's part of its bucket (a shared-memory slot, or with GPUGRAD_DIST_SHM=0 the buffer
+    MPI reduces in place); 5 steps stay bitwise equal to eager steps without the option, also
+    after the caller kept a .grad (the program then writes a new array)."""
+    out = {}
+    for shm in ("1", "0"):
+        os.environ["GPUGRAD_DIST_SHM"] = shm
+        try:
+            out[f"shm={shm}"] = _bucket_views_run(r, n)
+        finally:
+            del os.environ["GPUGRAD_DIST_SHM"]
+    return out
+
+
+def _bucket_views_run(r: int, n: int) -> dict:
+    x, y = _data(np.float64)
+    mine = slice(r * 16 // n, (r + 1) * 16 // n)
+    full = gg.tensor(x[mine]), gg.tensor(y[mine])
+    short = gg.tensor(x[mine][:3]), gg.tensor(y[mine][:3])  # a second program (a retrace)
+    out: dict = {}
+    weights = {}
+    for mode in ("reference", "eager", "compiled"):  # reference: without the option
+        model = _model(np.float64)
+        dp = dist.DataParallel(model, bucket_cap_mb=0.001,
+                               gradient_as_bucket_view=mode != "reference")
+        opt = gg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+        def step(xb, yb, dp=dp, opt=opt):
+            opt.zero_grad()
+            F.cross_entropy(dp(xb), yb).backward()
+            opt.step()
+
+        run = gg.compile(step) if mode == "compiled" else step
+        params = list(model.parameters())
+        for batch in (full, full, short, full, short):  # traces, then each program replays
+            run(*batch)
+        before = dp.comm_stats["packed_bytes"]
+        run(*short)
+        run(*full)
+        if mode != "reference":
+            out[mode] = {
+                "packed": dp.comm_stats["packed_bytes"] - before,
+                "grad_bytes": sum(p.data.nbytes for p in params),
+                "in_slots": [bool(np.shares_memory(
+                    p.grad.data, dp._buckets[dp._bucket_of[dp._index[id(p)]]].flat))
+                    for p in params]}
+        if mode == "compiled":
+            out["listing_says"] = "DataParallel's bucket views" in run.program.listing()
+        kept = params[0].grad  # noqa: F841 -- held: the next replay writes a new array instead
+        for _ in range(3):
+            run(*full)
+        if mode == "compiled":
+            out["packed_while_kept"] = dp.comm_stats["packed_bytes"] - before
+        weights[mode] = [p.numpy() for p in params]
+    out["bitwise"] = [all(np.array_equal(a, b) for a, b in zip(weights["reference"], weights[m]))
+                      for m in ("eager", "compiled")]
+    return out
 
 
 def _calls_per_step(cap_mb: float) -> list[int]:
@@ -219,14 +283,15 @@ def _cuda_checks(r: int, n: int) -> dict:
     return out
 
 
-def _accumulation(r: int, n: int, compiled: bool = False) -> dict:
+def _accumulation(r: int, n: int, compiled: bool = False, views: bool = False) -> dict:
     """Two micro-batches per rank, the first under no_sync: one average, of the sum.
-    ``compiled``: one gg.compile program for both, traced under no_sync (read per replay)."""
+    ``compiled``: one gg.compile program for both, traced under no_sync (read per replay);
+    ``views``: gradient_as_bucket_view."""
     x, y = _data(np.float64)
     ref = _model(np.float64)
     F.cross_entropy(ref(gg.tensor(x[:16])), gg.tensor(y[:16])).backward()
     model = _model(np.float64)
-    dp = dist.DataParallel(model)
+    dp = dist.DataParallel(model, gradient_as_bucket_view=views)
 
     def micro(xb, yb):
         (F.cross_entropy(dp(xb), yb) / 2).backward()
@@ -256,12 +321,13 @@ class _Tied(gg.nn.Module):
         return self.head(gg.tanh(gg.tanh(x @ self.w) @ self.w))  # w reached twice
 
 
-def _shared_and_unused(r: int, n: int) -> dict:
+def _shared_and_unused(r: int, n: int, views: bool = False) -> dict:
     x, y = _data(np.float64)
     ref = _Tied(0)
     F.cross_entropy(ref(gg.tensor(x[:8])), gg.tensor(y[:8])).backward()
     model = _Tied(0)
-    dp = dist.DataParallel(model, bucket_cap_mb=0.0001)  # one bucket per parameter
+    # one bucket per parameter
+    dp = dist.DataParallel(model, bucket_cap_mb=0.0001, gradient_as_bucket_view=views)
     half = 8 // n
     F.cross_entropy(dp(gg.tensor(x[r * half:(r + 1) * half])),
                     gg.tensor(y[r * half:(r + 1) * half])).backward()

@@ -70,3 +70,20 @@ def test_two_ranks_train_like_one_process_and_resume_with_one(tmp_path):
     assert main(["train", *TINY[:-3], "--epochs", "3", "--no-progress", "--resume", ck,
                  "--json", m_resumed]) == 0
     assert json.loads(open(m_resumed).read())["epochs_completed"] == 3
+
+
+@requires_mpi
+def test_two_ranks_compiled_train_like_eager(tmp_path):
+    """``--distributed --compile``: each rank replays a program whose backward writes the
+    gradients into DataParallel's buckets (gradient_as_bucket_view); the run is bitwise the
+    eager 2-rank run."""
+    runs = {}
+    for flags in ((), ("--compile",)):
+        path = str(tmp_path / f"m{len(flags)}.json")
+        done, _ = launch(["-m", "gpugrad", "train", *TINY[:-3], "--epochs", "1", "--no-progress",
+                          "--distributed", *flags, "--json", path])
+        assert done.returncode == 0, done.stderr
+        runs[flags] = json.loads(open(path).read())
+    eager, compiled = runs[()], runs[("--compile",)]
+    assert compiled["history"][0]["train_loss"] == eager["history"][0]["train_loss"]
+    assert compiled["test_accuracy"] == eager["test_accuracy"]

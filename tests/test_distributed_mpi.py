@@ -114,6 +114,19 @@ def test_compiled_step_averages_like_eager(ranks):
         assert c["loss_rel"] <= 1e-12 and c["weight_rel"] <= 1e-12
 
 
+def test_gradient_as_bucket_view(ranks):
+    for r in ranks:
+        for c in r["bucket_views"].values():  # shared memory, then MPI
+            # compiled: both programs write the gradients into the buckets; nothing is packed
+            assert c["compiled"]["in_slots"] == [True] * 6 and c["listing_says"]
+            assert c["compiled"]["packed"] == 0
+            assert c["packed_while_kept"] > 0  # a kept .grad: a new array, copied in
+            # eager: every gradient is packed; the averaged buckets are adopted as the .grads
+            assert c["eager"]["in_slots"] == [True] * 6
+            assert c["eager"]["packed"] == 2 * c["eager"]["grad_bytes"]  # two steps
+            assert c["bitwise"] == [True, True]
+
+
 def test_clipping_after_the_average(ranks):
     for r in ranks:
         assert r["clip"]["loss_rel"] <= 1e-12 and r["clip"]["weight_rel"] <= 1e-12
@@ -129,16 +142,18 @@ def test_bucketing(ranks):
 
 def test_shared_weight_and_unused_parameter(ranks):
     for r in ranks:
-        assert r["shared_and_unused"]["w_rel"] <= 1e-12
-        assert r["shared_and_unused"]["unused_grad"] == [0.0, 0.0, 0.0]
+        for key in ("shared_and_unused", "shared_and_unused_views"):
+            assert r[key]["w_rel"] <= 1e-12
+            assert r[key]["unused_grad"] == [0.0, 0.0, 0.0]
 
 
-@pytest.mark.parametrize("key", ["no_sync", "no_sync_compiled"])
+@pytest.mark.parametrize("key", ["no_sync", "no_sync_compiled", "no_sync_views",
+                                 "no_sync_compiled_views"])
 def test_no_sync_accumulates_then_averages_once(ranks, key):
     for r in ranks:
         assert r[key]["calls_after_first"] == 0 and r[key]["steps"] == 1
         assert r[key]["grad_rel"] <= 1e-12
-    if key == "no_sync_compiled":  # one program: no_sync is read when it replays
+    if "compiled" in key:  # one program: no_sync is read when it replays
         assert ranks[0][key]["traces"] == 1
 
 

@@ -77,7 +77,9 @@ def wrap(args: argparse.Namespace, model: Any) -> Any:
         return model
     from gpugrad.distributed import DataParallel
 
-    return DataParallel(model)
+    # the training loop keeps no .grad across steps, so a compiled step may write the gradients
+    # straight into the buckets
+    return DataParallel(model, gradient_as_bucket_view=bool(getattr(args, "compile", False)))
 
 
 def _sum_over_ranks(args: argparse.Namespace, values: list[float]) -> list[float]:

@@ -43,6 +43,8 @@ class Slot:
     escapes: bool = False  # stored where the step's caller can see it (a .grad, an output)
     root: int | None = None  # the slot whose memory this one's array shares (itself: None)
     buffer: int | None = None  # the program buffer a lowered step writes it into
+    # a .grad's storage offered by the leaf's hook (``walk.grad_home``), until buffers exist
+    home: Any = None
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Buffer:
     dtype: Any
     escapes: bool
     slots: list[int] = field(default_factory=list)
+    home: bool = False  # the array is storage a hook offered (a communication bucket's)
 
     @property
     def nbytes(self) -> int:
@@ -226,8 +229,14 @@ class Program:
         at = 2 if escaping else 1  # after ``def`` and ``global``: before any step runs
         lines[at:at] = entry_checks
         self.source = "\n".join(lines) + "\n"
+        homes = {self.slots[s].buffer: self.slots[s].home for s in range(len(self.slots))
+                 if self.slots[s].home is not None and self.slots[s].buffer is not None}
+        for slot in self.slots:
+            slot.home = None  # the namespace alone holds a buffer (see the replay's refs check)
         for b, buf in enumerate(self.buffers):
-            self.namespace[f"B{b}"] = np.empty(buf.shape, buf.dtype)
+            buf.home = b in homes
+            self.namespace[f"B{b}"] = homes.pop(b) if buf.home else np.empty(buf.shape, buf.dtype)
+        homes.clear()
         if self.buffers:
             self.namespace.update(UFUNCS, refs=sys.getrefcount, fresh=np.empty_like,
                                   stale=_stale, STALE=STALE)
@@ -380,6 +389,12 @@ class Program:
                 f"it are dead; {len(own)} escaping ({_bytes(sum(b.nbytes for b in own))}: "
                 ".grads, outputs), written again only when nothing outside the program holds "
                 "them, else replaced by a new array")
+            homed = [b for b in own if b.home]
+            if homed:
+                lines.append(f"{len(homed)} of the escaping buffers "
+                             f"({_bytes(sum(b.nbytes for b in homed))}) are .grad storage that "
+                             "a hook offered (DataParallel's bucket views): gradients are "
+                             "written there directly, with no copy to send them")
         return "\n".join(lines + self.notes)
 
 

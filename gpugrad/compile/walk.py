@@ -31,6 +31,24 @@ def leaf_grad(t: Tensor, gi: Any, must_copy: bool) -> Any:
     return gi
 
 
+def grad_home(t: Tensor, gi: Any) -> Any:
+    """Storage a post-accumulate hook of ``t`` offers for its ``.grad`` (``hook.grad_buffer(t)``,
+    a new array or view per call), if it has ``gi``'s type, shape and dtype and is contiguous:
+    the program's buffer for that ``.grad`` is then this array, and the backward step writes the
+    gradient straight into it. DataParallel offers this rank's slot of a shared-memory bucket,
+    so a replayed backward leaves nothing to copy before the gradients are summed."""
+    entry = autograd._grad_hooks.get(id(t))
+    if entry is None or entry[0]() is not t:
+        return None
+    for hook in entry[1]:
+        offer = getattr(hook, "grad_buffer", None)
+        home = offer(t) if offer is not None else None
+        if (home is not None and home.__class__ is gi.__class__ and home.shape == gi.shape
+                and home.dtype == gi.dtype and home.flags.c_contiguous):
+            return home
+    return None
+
+
 def _unrecorded(tracer, tensor: Tensor) -> str | None:
     """Why the graph behind ``tensor`` cannot be replayed, if it cannot."""
     stack = [tensor._ctx] if tensor._ctx is not None else []
@@ -131,6 +149,8 @@ def _walk(tracer, tensor: Tensor, seed: Any, g0: int, retain_graph: bool) -> set
                                   f"{tuple(edge.data.shape)!r}: "
                                   f"{leaf}.grad = {wrap}({name}, {leaf}.device)\nelse: {step.code}")
         prog.slots[slot].escapes = True
+        if not must_copy:
+            prog.slots[slot].home = grad_home(edge, gi)
         handed.add(id(leaf_grad(edge, gi, must_copy)))
         written.add(id(edge))
         tracer.born[id(edge.grad)] = "a backward walk"

@@ -43,7 +43,8 @@ _SIG_MOD = 1 << 20  # signatures and step counters stay small: their squares sum
 
 
 class _Bucket:
-    __slots__ = ("device", "dtype", "positions", "offsets", "flat", "finish", "dirty", "shm")
+    __slots__ = ("device", "dtype", "positions", "offsets", "flat", "finish", "dirty", "shm",
+                 "homes")
 
     def __init__(self, device: Any, dtype: np.dtype) -> None:
         self.device, self.dtype = device, dtype
@@ -53,6 +54,9 @@ class _Bucket:
         self.finish = None
         self.shm: shm.SharedReduce | None = None  # host buckets when every rank is on one node
         self.dirty = 0
+        # per parameter: weak references to the views of ``flat`` offered as its .grad's storage
+        # (one per compiled program: a retrace, for the last short batch, gets its own)
+        self.homes: list[list[weakref.ref]] = []
 
     @property
     def numel(self) -> int:
@@ -65,19 +69,29 @@ class DataParallel(Module):
     Move the model to its device (``cuda:<local_rank>`` on GPUs) before wrapping. Every rank
     must call forward and backward the same number of times; ``bucket_cap_mb`` bounds one
     all-reduce's size. With one rank it only forwards to ``module``. ``state_dict()`` is the
-    module's own. ``comm_stats`` counts the all-reduce calls and bytes, the backward passes
-    averaged (``steps``) and the seconds spent finishing them after backward.
+    module's own. ``comm_stats`` counts the all-reduce calls and bytes, the bytes copied from
+    ``.grad``s into buckets (``packed_bytes``), the backward passes averaged (``steps``) and the
+    seconds spent finishing them after backward.
+
+    ``gradient_as_bucket_view=True`` (as in torch's DDP) lets a ``.grad`` be a view of this rank's
+    part of a bucket, saving copies: after an eager backward the averaged ``.grad``s are views of
+    the bucket the average came back in (no copy back), and a ``gg.compile``'d backward (host
+    buckets) writes each gradient straight where it is summed (no copy there either). The price
+    is torch's too: a ``.grad`` kept from one step is overwritten by a later step.
     """
 
-    def __init__(self, module: Module, bucket_cap_mb: float = 4.0) -> None:
+    def __init__(self, module: Module, bucket_cap_mb: float = 4.0,
+                 gradient_as_bucket_view: bool = False) -> None:
         if not isinstance(module, Module):
             raise TypeError(f"DataParallel: expected a gg.nn.Module, got {type(module).__name__}")
         if not bucket_cap_mb > 0:
             raise ValueError(f"DataParallel: bucket_cap_mb must be positive, got {bucket_cap_mb!r}")
         super().__init__()
         self.module = module
-        self.comm_stats = {"calls": 0, "bytes": 0, "wait_seconds": 0.0, "steps": 0}
+        self.comm_stats = {"calls": 0, "bytes": 0, "packed_bytes": 0, "wait_seconds": 0.0,
+                           "steps": 0}
         self._sync = True
+        self._bucket_views = bool(gradient_as_bucket_view)
         w = self._world = world()
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self._params = [p for _, p in named]
@@ -117,7 +131,7 @@ class DataParallel(Module):
         def on_done() -> None:
             dp = ref()
             if dp is not None:
-                dp._finish_step()
+                dp._finish_step(adopt=dp._bucket_views)
 
         def compile_step(written: set[int]) -> Any:
             """Under gg.compile the walk fires no hooks: the program records the whole average
@@ -127,7 +141,12 @@ class DataParallel(Module):
                 return None
             return dp._average_gradients
 
+        def grad_buffer(p: Tensor) -> Any:
+            dp = ref()
+            return None if dp is None else dp._grad_buffer(p)
+
         on_grad.replayed_by_callback = True  # type: ignore[attr-defined]
+        on_grad.grad_buffer = grad_buffer  # type: ignore[attr-defined]
         on_done.compile_step = compile_step  # type: ignore[attr-defined]
         handles = [register_post_accumulate_grad_hook(p, on_grad) for p in self._params]
         handles.append(register_backward_done_callback(on_done))
@@ -170,6 +189,7 @@ class DataParallel(Module):
                 buckets.append(b)
             b.positions.append(pos)
             b.offsets.append(b.numel + p.size)
+            b.homes.append([])
         for b in buckets:
             with b.device.activate():
                 b.flat = b.device.xp.empty(b.numel, dtype=b.dtype)
@@ -191,14 +211,34 @@ class DataParallel(Module):
                 start_broadcast(w, t.device, data, 0, f"DataParallel: broadcast of {name}")()
                 t.data[...] = data
 
-    def _pack(self, b: _Bucket, get) -> None:
+    def _grad_buffer(self, p: Tensor) -> Any:
+        """With ``gradient_as_bucket_view``: ``p``'s part of this rank's host bucket (its slot of
+        the shared-memory window, or the buffer MPI reduces in place), offered to gg.compile as
+        the storage of ``p.grad``; a compiled backward then writes the gradient where it is
+        summed. Only a weak reference is kept (the program checks that it alone holds the array
+        before writing into it)."""
+        pos = self._index.get(id(p)) if self._bucket_views else None
+        b = None if pos is None else self._buckets[self._bucket_of[pos]]
+        if b is None or b.device.type != "cpu":  # lowered (out=) steps are the CPU's only
+            return None
+        k = b.positions.index(pos)
+        view = b.flat[b.offsets[k]:b.offsets[k + 1]].reshape(p.shape)
+        b.homes[k] = [r for r in b.homes[k] if r() is not None] + [weakref.ref(view)]
+        return view
+
+    def _pack(self, b: _Bucket, get) -> int:
+        """Copy ``get(param)`` of each of ``b``'s parameters into ``b.flat``; returns the bytes
+        copied."""
+        copied = 0
         with b.device.activate():
-            for pos, lo, hi in zip(b.positions, b.offsets, b.offsets[1:]):
+            for pos, lo, hi, home in zip(b.positions, b.offsets, b.offsets[1:], b.homes):
                 value = get(self._params[pos])
                 if value is None:
                     b.flat[lo:hi] = 0  # no gradient on this rank: it adds nothing to the sum
-                else:
+                elif not _is_one_of(value, home):  # else it is in place already
                     b.flat[lo:hi] = value.reshape(-1)
+                    copied += value.nbytes
+        return copied
 
     # -- one step -------------------------------------------------------------------------
     def _reset_step(self) -> None:
@@ -227,7 +267,8 @@ class DataParallel(Module):
 
     def _start(self, bi: int) -> None:
         b = self._buckets[bi]
-        self._pack(b, lambda p: None if p.grad is None else p.grad.data)
+        self.comm_stats["packed_bytes"] += self._pack(
+            b, lambda p: None if p.grad is None else p.grad.data)
         self.comm_stats["calls"] += 1
         self.comm_stats["bytes"] += b.flat.nbytes
         if b.shm is not None:
@@ -244,7 +285,11 @@ class DataParallel(Module):
             self._active = True
             self._finish_step()
 
-    def _finish_step(self) -> None:
+    def _finish_step(self, adopt: bool = False) -> None:
+        """Finish the step's all-reduces and write the averages into the ``.grad``s. ``adopt``
+        (an eager backward with ``gradient_as_bucket_view``): the ``.grad``s become views of
+        the averaged buckets instead of copies. Not in a compiled step: there the program's
+        ``.grad`` buffers already are views of the host buckets, or stay its own."""
         if not self._active:
             return  # a backward that reached none of this model's parameters
         w = self._world
@@ -272,7 +317,7 @@ class DataParallel(Module):
             resent = [self._buckets[bi] for bi in resent]
             shm.sync([b.shm for b in resent if b.shm is not None], what)
             for b in self._buckets:
-                self._write_back(b, w.size)
+                self._write_back(b, w.size, adopt)
         finally:
             self._reset_step()
         self._step += 1
@@ -291,20 +336,40 @@ class DataParallel(Module):
         for b, total in zip(self._buckets, meta[5:]):
             b.dirty = int(total > 0)
 
-    def _write_back(self, b: _Bucket, n: int) -> None:
+    def _write_back(self, b: _Bucket, n: int, adopt: bool) -> None:
+        """Each ``.grad`` = its part of the summed bucket / ``n`` (the sum of per-rank means is
+        the mean over the global batch). A shared-memory bucket comes back averaged, in this
+        rank's slot; an MPI or NCCL sum is divided on its way into each ``.grad`` (the pass that
+        writes it anyway) or, with ``adopt``, in place, once. With ``adopt`` the ``.grad``s
+        become views of the averaged bucket; one that is a view of it already holds its
+        average."""
         with b.device.activate():
-            if b.shm is not None:
-                mean = b.shm.result  # divided by each rank, a slice each
-            else:
-                mean = b.flat
-                mean /= n  # the sum of per-rank means -> the mean over the global batch
-            for pos, lo, hi in zip(b.positions, b.offsets, b.offsets[1:]):
+            xp = b.device.xp
+            averaged = b.shm is not None
+            if adopt and not averaged:
+                xp.true_divide(b.flat, n, out=b.flat)
+                averaged = True
+            for pos, lo, hi, home in zip(b.positions, b.offsets, b.offsets[1:], b.homes):
                 p = self._params[pos]
-                avg = mean[lo:hi].reshape(p.shape)
-                if p.grad is None:
-                    p.grad = Tensor._wrap(avg.copy(), p.device)
+                part = b.flat[lo:hi].reshape(p.shape)
+                g = p.grad
+                if not averaged:  # a bucket view (a compiled .grad) is divided in place
+                    if g is None:
+                        p.grad = Tensor._wrap(xp.true_divide(part, n), p.device)
+                    else:
+                        xp.true_divide(part, n, out=g.data)
+                elif g is None:
+                    p.grad = Tensor._wrap(part if adopt else part.copy(), p.device)
+                elif _is_one_of(g.data, home):
+                    continue
+                elif adopt and g.data.dtype == part.dtype:
+                    g.data = part  # the view: the next step's gradient is copied over it
                 else:
-                    p.grad.data[...] = avg
+                    g.data[...] = part
+
+
+def _is_one_of(array: Any, refs: list[weakref.ref]) -> bool:
+    return any(r() is array for r in refs)
 
 
 def _describe(named_params: list, named_buffers: list, settings: list) -> str:

@@ -3,11 +3,14 @@
 When every rank runs on one node, MPI's all-reduce of a few MB costs several rounds of message
 passing that only advance inside MPI calls. Here the ranks share one window
 (``MPI.Win.Allocate_shared`` on the ``COMM_TYPE_SHARED`` communicator) instead: each rank writes
-its buffer into its own *slot*, the ranks meet at a barrier, each rank sums a 1/N slice of all
-slots in rank order (``slot0 + slot1 + ...``, so the result is bitwise the same on every rank and,
-for two ranks, the same as MPI's ``a + b``) into a shared *result*, and after a second barrier
-every rank reads the whole result. Only the barriers are MPI calls; the summing is each rank's
-own plain NumPy work on its own core.
+its buffer into its own *slot*, the ranks meet at a barrier, and each rank reduces a 1/N slice:
+it sums that slice of all slots in rank order (``slot0 + slot1 + ...``, so the result is
+bitwise the same on every rank and, for two ranks, the same as MPI's ``a + b``), divides, and
+writes the result into that slice of every slot. After a second barrier each rank's own slot
+holds the whole result -- where a ``gg.compile``'d backward wrote its gradients
+(``DataParallel(gradient_as_bucket_view=True)``), so they are averaged in place. Only the
+barriers are MPI calls; the reducing is each rank's own plain NumPy work on its own core, on a
+slice no other rank touches between the barriers.
 
 Windows are never freed (``MPI_Win_free`` is collective, and a garbage collector would call it
 at a different moment on each rank): ``World.shared_alloc`` carves pieces out of a few windows
@@ -29,42 +32,41 @@ def enabled() -> bool:
 
 
 class SharedReduce:
-    """One buffer of ``numel`` elements of ``dtype`` reduced (summed, then divided) over ranks.
+    """One buffer of ``numel`` elements of ``dtype`` reduced over ranks: summed, then divided.
 
-    ``slot`` is this rank's input (write it, then ``start()``); ``result`` holds the reduction
-    once every rank's ``finish`` has returned (``sync()`` waits for that), and stays valid until
-    this rank's next ``start()``: another rank writes the result only after every rank has
-    written its next slot.
+    ``slot`` is this rank's buffer: write it, ``start()``, and once every rank's ``finish`` has
+    returned (``sync()`` waits for that) it holds the result, until this rank writes it again.
+    No other rank writes it before this rank's next ``start()``.
     """
 
     def __init__(self, world: Any, numel: int, dtype: np.dtype, what: str) -> None:
         self.world, self.what = world, what
         n, rank = world.size, world.rank
         dtype = np.dtype(dtype)
-        # n slots and the result, each on its own cache lines (the window is 64-byte aligned)
+        # n slots, each on its own cache lines (the window is 64-byte aligned)
         slot_bytes = -(-numel * dtype.itemsize // 64) * 64
-        self.win, memory = world.shared_alloc(slot_bytes * (n + 1))  # collective
-        regions = [memory[i * slot_bytes:i * slot_bytes + numel * dtype.itemsize].view(dtype)
-                   for i in range(n + 1)]
-        self.slots, self.result = regions[:n], regions[n]
+        self.win, memory = world.shared_alloc(slot_bytes * n)  # collective
+        self.slots = [memory[i * slot_bytes:i * slot_bytes + numel * dtype.itemsize].view(dtype)
+                      for i in range(n)]
         self.slot = self.slots[rank]
         self.lo, self.hi = rank * numel // n, (rank + 1) * numel // n  # this rank's slice
 
     def start(self, divide_by: int = 1) -> Callable[[], None]:
-        """This rank's slot is written: meet the others, then sum this rank's slice. Returns
-        the function that waits for the barrier and sums."""
+        """This rank's slot is written: meet the others, then reduce this rank's slice. Returns
+        the function that waits for the barrier and reduces."""
         arrived = self.world.shared_barrier_start(self.win)
-        lo, hi, slots, out = self.lo, self.hi, self.slots, self.result
+        lo, hi, slots = self.lo, self.hi, self.slots
 
         def finish() -> None:
             self.world.shared_barrier_wait(self.win, arrived, self.what)
             if hi > lo:
-                part = out[lo:hi]
-                np.add(slots[0][lo:hi], slots[1][lo:hi], out=part)
-                for s in slots[2:]:
-                    part += s[lo:hi]
+                total = slots[0][lo:hi]  # summed in place: this slice is this rank's alone now
+                for s in slots[1:]:
+                    total += s[lo:hi]
                 if divide_by != 1:
-                    part /= divide_by
+                    total /= divide_by
+                for s in slots[1:]:
+                    s[lo:hi] = total
 
         return finish
 
