@@ -147,13 +147,8 @@ class Run:
     grads: list[np.ndarray | None]
 
 
-def run(case: Case, device: str, dtype, layouts: tuple[str, ...], values: list[np.ndarray],
-        weights: list[np.ndarray]) -> Run:
-    """``case.fn`` on ``values`` placed in ``layouts`` (float inputs cast to ``dtype``), then
-    backward of ``Σ weights·outputs`` (each weight placed in the first input's layout, so the
-    upstream gradient is non-contiguous too where the layout allows). Fails if any input's
-    buffer changed."""
-    dev = gg.device(device)
+def _inputs(case: Case, dev, dtype, layouts, values) -> tuple[list, list, list]:
+    """(leaf tensors of ``values`` placed in ``layouts``, their buffers, the buffers' bytes)."""
     tensors, roots, before = [], [], []
     for arg, v, layout in zip(case.args, values, layouts):
         arr, root = place(v.astype(dtype) if arg.is_float else v, layout, dev)
@@ -163,13 +158,36 @@ def run(case: Case, device: str, dtype, layouts: tuple[str, ...], values: list[n
         tensors.append(t)
         roots.append(root)
         before.append(_snapshot(root))
+    return tensors, roots, before
+
+
+def _seed(w: np.ndarray, like: gg.Tensor, layout: str) -> gg.Tensor:
+    """The weight ``w`` as an upstream gradient for ``like``, in ``layout`` where a copy keeps
+    it (gradients are copied in order "K": Fortran order and transposes survive)."""
+    g, _ = place(w.astype(like.dtype), layout if layout != "bcast" else "C", like.device)
+    return gg.Tensor._wrap(g, like.device)
+
+
+def _check_unmodified(case: Case, roots, before, layouts) -> None:
+    for i, (root, snap) in enumerate(zip(roots, before)):
+        assert _snapshot(root) == snap, \
+            f"{case.name}: input {i} ({layouts[i]}) was modified by forward or backward"
+
+
+def run(case: Case, device: str, dtype, layouts: tuple[str, ...], values: list[np.ndarray],
+        weights: list[np.ndarray]) -> Run:
+    """``case.fn`` on ``values`` placed in ``layouts`` (float inputs cast to ``dtype``), then
+    backward of ``Σ weights·outputs`` (each weight placed in the first input's layout, so the
+    upstream gradient is non-contiguous too where the layout allows). Fails if any input's
+    buffer changed."""
+    dev = gg.device(device)
+    tensors, roots, before = _inputs(case, dev, dtype, layouts, values)
     out = case.fn(*tensors)
     outs = list(out) if isinstance(out, tuple) else [out]
     diff = [(o, w) for o, w in zip(outs, weights) if o.requires_grad]
     if len(diff) == 1:
         o, w = diff[0]
-        g, _ = place(w.astype(o.dtype), layouts[0] if layouts[0] != "bcast" else "C", dev)
-        o.backward(gradient=gg.Tensor._wrap(g, dev))
+        o.backward(gradient=_seed(w, o, layouts[0]))
     elif diff:
         total = None
         for o, w in diff:
@@ -186,10 +204,34 @@ def run(case: Case, device: str, dtype, layouts: tuple[str, ...], values: list[n
             f"{case.name}: gradient {t.grad.shape} {t.grad.dtype} for input {t.shape} {t.dtype}"
         grads.append(t.grad.numpy())
     outputs = [o.numpy() for o in outs]
-    for i, (root, snap) in enumerate(zip(roots, before)):
-        assert _snapshot(root) == snap, \
-            f"{case.name}: input {i} ({layouts[i]}) was modified by forward or backward"
+    _check_unmodified(case, roots, before, layouts)
     return Run(outputs, grads)
+
+
+def run_second_order(case: Case, device: str, dtype, layouts: tuple[str, ...],
+                     values: list[np.ndarray], weights: list[np.ndarray]) -> Run:
+    """Like ``run``, through the graph-mode rules: the first-order gradients of
+    ``Σ weights·outputs`` (``gg.grad(create_graph=True)``) as outputs, then backward of
+    ``Σ v·gradient`` (fixed pseudo-random ``v``) for the second-order gradients."""
+    dev = gg.device(device)
+    tensors, roots, before = _inputs(case, dev, dtype, layouts, values)
+    leaves = [t for t in tensors if t.requires_grad]
+    out = case.fn(*tensors)
+    outs = list(out) if isinstance(out, tuple) else [out]
+    diff = [(o, w) for o, w in zip(outs, weights) if o.requires_grad]
+    firsts = gg.grad([o for o, _ in diff], leaves, [_seed(w, o, layouts[0]) for o, w in diff],
+                     create_graph=True)
+    total = None
+    rng = np.random.default_rng(3)
+    for f in firsts:
+        if f is not None and f.requires_grad:
+            term = (f * gg.tensor(rng.uniform(-1, 1, f.shape), dtype=f.dtype, device=device)).sum()
+            total = term if total is None else total + term
+    if total is not None:
+        total.backward()
+    _check_unmodified(case, roots, before, layouts)
+    return Run([f.numpy() if f is not None else None for f in firsts],
+               [t.grad.numpy() if t.grad is not None else None for t in leaves])
 
 
 def fd_grads(case: Case, values: list[np.ndarray], weights: list[np.ndarray],

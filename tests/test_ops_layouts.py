@@ -14,7 +14,16 @@ import zlib
 
 import numpy as np
 import pytest
-from _layouts import LAYOUTS, Arg, Case, broadcast_values, fd_grads, place, run
+from _layouts import (
+    LAYOUTS,
+    Arg,
+    Case,
+    broadcast_values,
+    fd_grads,
+    place,
+    run,
+    run_second_order,
+)
 
 import gpugrad as gg
 import gpugrad.functional as F
@@ -492,6 +501,37 @@ def _one_layout(runs: _Runs, dtype, layouts: tuple[str, ...]) -> None:
     _compare(got.grads, want.grads, case.exact, dtype, what + ": gradients")
     if dtype == np.float64 and case.ref is not None:
         _check_reference(case, got, values, runs.fd(is_bcast), what)
+
+
+SECOND_ORDER = [c for c in CASES if c.ref is not None and c.name != "dropout_train"
+                and any(a.differentiable for a in c.args)]
+
+
+@pytest.mark.parametrize("case", SECOND_ORDER, ids=lambda c: c.name)
+def test_second_order_every_layout_matches_contiguous(case: Case, device: str) -> None:
+    """The graph-mode derivative rules (``create_graph=True``) on every layout: first-order
+    gradients and the gradients of their weighted sum equal the C-contiguous run's."""
+    rng = np.random.default_rng(zlib.crc32(case.name.encode()))
+    plain = [arg.draw(rng) for arg in case.args]
+    values = {False: plain, True: [broadcast_values(v) for v in plain]}
+    weights = {b: _weights(case, device, values[b], 1 + b) for b in values}
+    known = []
+    for dtype in (np.float64, np.float32):
+        want = {b: run_second_order(case, device, dtype, ("C",) * len(plain), values[b],
+                                    weights[b]) for b in values}
+        for layouts in _combos(case):
+            b = "bcast" in layouts
+            got = run_second_order(case, device, dtype, layouts, values[b], weights[b])
+            what = f"{case.name} on {device}, {np.dtype(dtype)}, layouts {layouts}"
+            try:
+                _compare(got.outputs, want[b].outputs, False, dtype, what + ": first order")
+                _compare(got.grads, want[b].grads, False, dtype, what + ": second order")
+            except AssertionError:
+                if layouts[0] not in case.known_layouts:
+                    raise
+                known.append(f"{np.dtype(dtype)} {layouts}")
+    if known:
+        pytest.xfail(f"{case.known_issue}: {', '.join(known)}")
 
 
 def test_layouts_are_what_they_claim(device: str) -> None:
