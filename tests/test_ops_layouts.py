@@ -534,6 +534,27 @@ def test_second_order_every_layout_matches_contiguous(case: Case, device: str) -
         pytest.xfail(f"{case.known_issue}: {', '.join(known)}")
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_tensor_copies_every_layout_in_c_order(device: str, layout: str) -> None:
+    """``gg.tensor`` of an array or tensor in any layout is a C-ordered copy, with a cast or
+    without, from the host or from a tensor: NumPy's and CuPy's casts (and CuPy's host copies)
+    keep a Fortran or strided source's order ("K"), and a tensor that is not C-contiguous is
+    refused by the optimizers. Regression: ``gg.tensor(w.T, dtype="float32")`` of a float64
+    ``w`` was Fortran-ordered, so ``SGD([it])`` raised "not contiguous"."""
+    values = np.arange(12.0).reshape(3, 4)
+    values = broadcast_values(values) if layout == "bcast" else values
+    host, _ = place(values, layout, gg.device("cpu"))
+    dev_arr, _ = place(values, layout, gg.device(device))
+    sources = [host, dev_arr, gg.Tensor._wrap(dev_arr, gg.device(device))]
+    for source in sources:
+        for dtype in (None, "float32", "float64"):
+            t = gg.tensor(source, dtype=dtype, device=device, requires_grad=True)
+            assert t.data.flags.c_contiguous, (type(source).__name__, dtype, t.data.strides)
+            np.testing.assert_array_equal(t.numpy(), values)
+            assert not np.shares_memory(t.numpy(), host)
+            gg.optim.SGD([t], lr=0.5)  # accepted: C-contiguous
+
+
 def test_layouts_are_what_they_claim(device: str) -> None:
     """Each layout really is one (so no test above passes by comparing C with C), holds the
     values, and only the contiguous ones own C-ordered memory."""
