@@ -18,10 +18,11 @@ import numpy as np
 
 import gpugrad as gg
 
-#: C order, Fortran order, a transposed view, every other row, every other column from an offset
-#: (the last axis), all axes reversed (negative strides), and rows broadcast from the first row
-#: (zero stride on axis 0).
-LAYOUTS = ("C", "F", "T", "rows", "cols", "neg", "bcast")
+#: C order, Fortran order, a transposed view, the first two axes swapped (3-D and up: neither C
+#: nor Fortran order, the last axis still contiguous), every other row, every other column from
+#: an offset (the last axis), all axes reversed (negative strides), and rows broadcast from the
+#: first row (zero stride on axis 0).
+LAYOUTS = ("C", "F", "T", "swap", "rows", "cols", "neg", "bcast")
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,10 @@ class Arg:
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         if self.kind == "bool":
-            return rng.random(self.shape) < 0.5
+            return np.asarray(rng.random(self.shape) < 0.5)
         if self.kind == "int":
-            return rng.integers(int(self.low), int(self.high) + 1, size=self.shape)
-        x = rng.uniform(self.low, self.high, size=self.shape)
+            return np.asarray(rng.integers(int(self.low), int(self.high) + 1, size=self.shape))
+        x = np.asarray(rng.uniform(self.low, self.high, size=self.shape))
         for point in self.avoid:  # off the kinks, so finite differences are meaningful there
             near = np.abs(x - point) < self.gap
             x = np.where(near, point + np.where(x >= point, 1, -1) * 2 * self.gap, x)
@@ -115,6 +116,12 @@ def place(values: np.ndarray, layout: str, dev) -> tuple:
             rev = tuple(reversed(range(nd)))
             root = dev.put(np.ascontiguousarray(values.transpose(rev)))
             return root.transpose(rev), root
+        if layout == "swap" and nd >= 3:
+            order = (1, 0) + tuple(range(2, nd))
+            root = dev.put(np.ascontiguousarray(values.transpose(order)))
+            return root.transpose(order), root
+        if layout == "swap":  # (the same as "T" in 2-D)
+            return place(values, "T", dev)
         if layout == "neg":
             flip = (slice(None, None, -1),) * nd
             root = dev.put(np.ascontiguousarray(values[flip]))

@@ -10,6 +10,7 @@ applied to all inputs at once and, for ops of several inputs, to one input at a 
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
 
 import numpy as np
@@ -111,6 +112,17 @@ def _batch_norm(x, w, b):
 def _moment(x, axis, std=False):
     v = x.var(axis=axis, ddof=1)
     return np.sqrt(v) if std else v
+
+
+def _quiet(ref):
+    """``ref`` without NumPy's warnings (the mean of nothing is NaN)."""
+
+    def quiet(*arrays):
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return ref(*arrays)
+
+    return quiet
 
 
 def _unary(name, fn, ref, arg=A34, exact=True, fused=False):
@@ -349,7 +361,8 @@ CASES = [
          lambda x, y: _ce(x, y, "none", smoothing=0.1), (LOGITS, LABELS), exact=False),
     Case("cross_entropy_spatial", lambda x, y: F.cross_entropy(x, y, "sum"),
          lambda x, y: _ce(np.moveaxis(x, 1, -1).reshape(-1, 3), y.reshape(-1), "sum"),
-         (Arg((2, 3, 4)), Arg((2, 4), kind="int", low=0, high=2)), exact=False, fused=True),
+         (Arg((2, 3, 4)), Arg((2, 4), kind="int", low=0, high=2)), exact=False, fused=True,
+         known_issue=CE_ORDER_BUG, known_layouts=("swap",)),  # rows of C: a strided view
     *(Case(f"nll_loss_{r}", lambda x, y, r=r: F.nll_loss(x, y, r), lambda x, y, r=r: _nll(x, y, r),
            (LOGITS, LABELS), exact=False) for r in ("mean", "sum", "none")),
     Case("nll_loss_weight_ignore", lambda x, y, w: F.nll_loss(x, y, ignore_index=-1, weight=w),
@@ -378,6 +391,22 @@ CASES = [
          (Arg((2, 3), kind="int", low=0, high=5), Arg((6, 4))), exact=False),
     Case("nn_dropout_eval", _dropout_eval_layer, lambda x: x, (A34,)),
     Case("dropout_train", _dropout_train, None, (A34,)),
+    # -- 0-d and size-0 operands ------------------------------------------------------------
+    Case("add_0d", lambda a, b: a * b + b, lambda a, b: a * b + b, (A34, Arg(())), exact=False),
+    Case("exp_empty", gg.exp, np.exp, (Arg((0, 4)),)),
+    Case("sum_empty", lambda x: gg.sum(x, axis=0), lambda x: x.sum(axis=0), (Arg((0, 4)),)),
+    Case("mean_empty", lambda x: gg.mean(x, axis=1), _quiet(lambda x: x.mean(axis=1)),
+         (Arg((3, 0)),)),
+    Case("matmul_empty", lambda a, b: a @ b, np.matmul, (Arg((3, 0)), Arg((0, 4)))),
+    Case("softmax_empty", lambda x: F.softmax(x, axis=1), lambda x: x.copy(), (Arg((0, 4)),)),
+    Case("transpose_empty", lambda x: x.T * 2.0, lambda x: x.T * 2.0, (Arg((2, 0, 3)),)),
+    Case("concatenate_empty", lambda a, b: gg.concatenate([a, b], axis=1),
+         lambda a, b: np.concatenate([a, b], axis=1), (A34, Arg((3, 0)))),
+    Case("linear_empty", F.linear, lambda x, w, b: x @ w.T + b,
+         (Arg((0, 4)), Arg((5, 4)), Arg((5,)))),
+    Case("cross_entropy_empty", lambda x, y: F.cross_entropy(x, y, "sum"),
+         lambda x, y: np.asarray(0.0), (Arg((0, 4)), Arg((0,), kind="int", low=0, high=3)),
+         fused=True),
 ]
 
 
@@ -385,7 +414,8 @@ def _combos(case: Case) -> list[tuple[str, ...]]:
     """Every layout on all inputs at once; with several inputs, also each non-contiguous layout
     on one input while the others stay C-contiguous (mixed operands)."""
     n = len(case.args)
-    combos = [(layout,) * n for layout in case.layouts]
+    deep = any(len(a.shape) >= 3 for a in case.args)
+    combos = [(layout,) * n for layout in case.layouts if layout != "swap" or deep]
     if n > 1:
         for layout in ("F", "neg", "rows", "cols"):
             for i in range(n):
@@ -571,4 +601,5 @@ def test_layouts_are_what_they_claim(device: str) -> None:
         assert (arr.strides[0] == 0) == (layout == "bcast"), layout
         assert (min(arr.strides) < 0) == (layout == "neg"), layout
         assert (arr is root) == (layout in ("C", "F")), layout
+        assert (arr.strides[-1] == 8 and 0 < arr.strides[0] < arr.strides[1]) == (layout == "swap")
     assert len({c.name for c in CASES}) == len(CASES)
