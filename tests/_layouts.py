@@ -226,6 +226,8 @@ def run_second_order(case: Case, device: str, dtype, layouts: tuple[str, ...],
     out = case.fn(*tensors)
     outs = list(out) if isinstance(out, tuple) else [out]
     diff = [(o, w) for o, w in zip(outs, weights) if o.requires_grad]
+    if not diff:  # comparisons: nothing to differentiate
+        return Run([], [])
     firsts = gg.grad([o for o, _ in diff], leaves, [_seed(w, o, layouts[0]) for o, w in diff],
                      create_graph=True)
     total = None

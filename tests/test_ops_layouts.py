@@ -174,6 +174,52 @@ def _dropout_eval_layer(x):
     return layer(x) * 1.0  # eval returns its input itself: a node to differentiate through
 
 
+def _setitem(x, v):
+    y = x * 1.0
+    y[1:, ::2] = v
+    return y
+
+
+def _setitem_ref(x, v):
+    y = x.copy()
+    y[1:, ::2] = v
+    return y
+
+
+def _setitem_mask(x, m):
+    y = x * 1.0
+    y[m] = 0.5
+    return y
+
+
+def _inplace(x, b):
+    y = x * 1.0
+    y += b
+    y.mul_(2.0)
+    y.sub_(b, alpha=0.5)
+    y /= 1.5
+    return y
+
+
+def _copy_into(x):
+    y = gg.zeros(x.shape[1], x.shape[0], dtype=x.dtype, device=x.device)
+    y.copy_(x.T)
+    return y
+
+
+def _batch_norm_running(x, m, v):
+    """Training-mode batch norm that moves the given running statistics (updated in place, so
+    returned as outputs; the input arrays themselves must not change)."""
+    y = F.batch_norm(x, m, v, training=True, momentum=0.2)
+    return y, m, v
+
+
+def _batch_norm_running_ref(x, m, v):
+    n = x.shape[0]
+    y = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + 1e-5)
+    return y, 0.8 * m + 0.2 * x.mean(axis=0), 0.8 * v + 0.2 * x.var(axis=0) * n / (n - 1)
+
+
 LABELS = Arg((5,), kind="int", low=0, high=3)
 LABELS_IGNORED = Arg((5,), kind="int", low=-1, high=3)  # -1: ignore_index below
 LOGITS = Arg((5, 4))
@@ -391,6 +437,20 @@ CASES = [
          (Arg((2, 3), kind="int", low=0, high=5), Arg((6, 4))), exact=False),
     Case("nn_dropout_eval", _dropout_eval_layer, lambda x: x, (A34,)),
     Case("dropout_train", _dropout_train, None, (A34,)),
+    # -- in-place updates and writes (a recorded node, the tensor takes the result) ---------
+    Case("setitem", _setitem, _setitem_ref, (A34, Arg((2, 2)))),
+    Case("setitem_mask", _setitem_mask, lambda x, m: np.where(m, 0.5, x) * 1.0,
+         (A34, Arg((3, 4), kind="bool"))),
+    Case("inplace_ops", _inplace, lambda x, b: ((x * 1.0 + b) * 2.0 - 0.5 * b) / 1.5,
+         (A34, Arg((4,)))),
+    Case("copy_", _copy_into, lambda x: x.T * 1.0, (A34,)),
+    Case("compare_more", lambda a: (gg.isfinite(a), a != 0.5, ~(a > 0)),
+         lambda a: (np.isfinite(a), a != 0.5, ~(a > 0)), (A34,)),
+    Case("batch_norm_running", _batch_norm_running, _batch_norm_running_ref,
+         (Arg((4, 3)), Arg((3,), grad=False), Arg((3,), low=0.5, high=2.0, grad=False))),
+    Case("batch_norm_eval", lambda x, m, v: F.batch_norm(x, m, v, training=False),
+         lambda x, m, v: (x - m) / np.sqrt(v + 1e-5),
+         (Arg((4, 3)), Arg((3,), grad=False), Arg((3,), low=0.5, high=2.0, grad=False))),
     # -- 0-d and size-0 operands ------------------------------------------------------------
     Case("add_0d", lambda a, b: a * b + b, lambda a, b: a * b + b, (A34, Arg(())), exact=False),
     Case("exp_empty", gg.exp, np.exp, (Arg((0, 4)),)),
