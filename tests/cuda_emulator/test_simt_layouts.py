@@ -150,3 +150,20 @@ def test_optimizer_steps_take_non_contiguous_grads(emu, layout):
                       weight_decay=0.01, decoupled=True)
         results.append(tuple(host(a).tobytes() for a in (params[0], bufs[0], q, m, v)))
     assert results[0] == results[1], layout
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_scatter_add_takes_non_contiguous_indices_and_values(emu_scatter, layout):
+    """The deterministic segment-sum scatter-add (``x[idx]``'s gradient, Embedding's) with the
+    index array and the values in any layout: the same bytes as from C-contiguous ones."""
+    rng = np.random.default_rng(4)
+    idx = rng.integers(-5, 5, (3, 4))  # repeated and negative rows
+    values = rng.standard_normal((2, 3, 4, 3)).astype(np.float32)
+    if layout == "bcast":
+        idx, values = _bcast_rows(idx), _bcast_rows(values)
+    results = []
+    for i, v in ((_place(idx, layout), _place(values, layout)), (dev(idx), dev(values))):
+        target = cp.zeros((2, 5, 3), np.float32)
+        assert emu_scatter.scatter_add(target, (slice(None), i), v) is True
+        results.append(host(target).tobytes())
+    assert results[0] == results[1], layout
