@@ -1,8 +1,9 @@
 """Helpers of the memory-layout tests (``test_ops_layouts.py``): the same values placed on a
-device as a C-contiguous array, a Fortran-ordered one, a transposed view, strided slices, a view
-with negative strides and a zero-stride broadcast view; one run of an op on such inputs (forward,
-then backward of a weighted sum of its outputs); and a finite-difference gradient of a float64
-NumPy reference.
+device as a C-contiguous array, a Fortran-ordered one, transposed and axis-swapped views,
+strided slices, a view with negative strides and a zero-stride broadcast view; one run of an op
+on such inputs (forward, then backward of a weighted sum of its outputs, or a second-order
+backward through the graph-mode rules); and a finite-difference gradient of a float64 NumPy
+reference.
 
 The gaps of the strided layouts hold poison (NaN, or an out-of-range index), so an op that reads
 memory it should not gives a visibly wrong answer; every input's whole buffer, gaps included, is

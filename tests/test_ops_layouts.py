@@ -1,11 +1,14 @@
-"""Every public op, loss and layer on inputs in every memory layout: C-contiguous, Fortran
-order, transposed views, strided slices (every other row; every other column from an offset),
-negative strides and zero-stride broadcast views, each built from the same values (see
-``_layouts``). Forward results and every input's gradient must equal the C-contiguous run --
-bit for bit where the op is elementwise, within float64 1e-12 / float32 1e-5 where a reduction
-may sum in another memory order -- and in float64 also match a NumPy reference (forward) and
-finite differences of it (gradients). No op may modify its inputs, gaps included. Layouts are
-applied to all inputs at once and, for ops of several inputs, to one input at a time."""
+"""Every public op, loss and layer (``_layout_cases``) on inputs in every memory layout:
+C-contiguous, Fortran order, transposed views, the first two axes swapped, strided slices
+(every other row; every other column from an offset), negative strides and zero-stride
+broadcast views, each built from the same values (see ``_layouts``). Forward results and every
+input's gradient (first order, and second order through the graph-mode rules) must equal the
+C-contiguous run -- bit for bit where the op is elementwise, within float64 1e-12 / float32 1e-5
+where a reduction or scatter-add may sum in another order -- and in float64 also match a NumPy
+reference (forward) and finite differences of it (gradients). No op may modify its inputs, gaps
+included. Layouts are applied to all inputs at once and, for ops of several inputs, to one input
+at a time. Also: ``gg.tensor``, ``gg.gradcheck`` (in test_gradcheck) and optimizer state take
+sources of any layout."""
 
 from __future__ import annotations
 
