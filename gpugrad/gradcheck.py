@@ -42,18 +42,18 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor] | Tensor, eps:
         x = xs[i]
         host = np.asarray(x.device.backend.to_host(x.data))
         a = np.zeros_like(host) if analytic[k] is None else analytic[k].numpy()
-        numeric = np.zeros_like(host)
-        flat = numeric.reshape(-1)
+        # Written by index, not through a flat reshape: that is a copy when the input (and so
+        # ``host``) is Fortran-ordered, transposed or broadcast.
+        numeric = np.zeros(host.shape, dtype=host.dtype)
         # Not under no_grad: ``fn`` may itself differentiate (gradcheck of a gradient function).
-        for j in range(host.size):
-            idx = np.unravel_index(j, host.shape)
+        for idx in np.ndindex(host.shape):
             orig = host[idx]
             _poke(x, idx, orig + eps)
             plus = project(fn(*xs))
             _poke(x, idx, orig - eps)
             minus = project(fn(*xs))
             _poke(x, idx, orig)
-            flat[j] = (plus - minus) / (2 * eps)
+            numeric[idx] = (plus - minus) / (2 * eps)
         bad = np.abs(a - numeric) > atol + rtol * np.abs(numeric)
         if bad.any():
             j = np.unravel_index(int(np.argmax(np.abs(a - numeric) * bad)), host.shape)

@@ -97,12 +97,10 @@ def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
     if isinstance(data, Tensor):
         arr = data.data if data.device is dev else dev.put(data.data)
         arr = arr.astype(dtype) if dtype is not None else arr
-        return arr.copy() if copy and arr is data.data else arr
+        return _own_c_order(arr, data.data) if copy else arr
     if isinstance(data, np.ndarray) or is_device_array(data):
         arr = dev.put(data, dtype=dtype)
-        if copy and (arr is data or _same_memory(arr, data)):
-            arr = arr.copy()  # CuPy wraps other libraries' GPU arrays without copying
-        return arr
+        return _own_c_order(arr, data) if copy else arr
     if isinstance(data, np.generic):
         return dev.put(np.asarray(data, dtype=dtype))
     try:
@@ -124,6 +122,16 @@ def _as_array(data: Any, dtype: Any, dev: Device, copy: bool):
         elif host.dtype.kind in "iu":
             host = host.astype(np.int64)
     return dev.put(host)
+
+
+def _own_c_order(arr: Any, source: Any) -> Any:
+    """``arr`` (made from the array ``source``) as a C-ordered array of its own. Copied when it is
+    ``source`` itself or shares its GPU memory (CuPy wraps other libraries' GPU arrays without
+    copying), and when it is not C-contiguous: casts and CuPy's host-to-device copies keep a
+    Fortran-ordered or strided source's order ("K"), which the optimizers would refuse."""
+    if arr is source or _same_memory(arr, source) or not arr.flags.c_contiguous:
+        return arr.copy()  # order "C" (NumPy's and CuPy's default)
+    return arr
 
 
 def _same_memory(arr: Any, data: Any) -> bool:

@@ -85,3 +85,20 @@ def test_gradcheck_of_a_gradient_function(device):
         return gg.grad((a**3).sum(), a, create_graph=True)[0]
 
     assert gg.gradcheck(first_derivative, [x])
+
+
+@pytest.mark.parametrize("layout", ["F", "T", "swap", "rows", "neg", "bcast"])
+def test_gradcheck_on_inputs_of_any_layout(device, layout):
+    """Fortran-ordered, transposed, strided and broadcast inputs: the numerical gradient is
+    filled in (it was written through a flat reshape of an array in the input's order, a copy
+    for these, so it stayed 0 and every check failed), and a wrong backward is still caught."""
+    from _layouts import broadcast_values, place
+
+    values = rand((2, 3, 4), 0)
+    values = broadcast_values(values) if layout == "bcast" else values
+    arr, _ = place(values, layout, gg.device(device))
+    x = gg.Tensor._wrap(arr, gg.device(device)).requires_grad_()
+    assert gg.gradcheck(lambda a: gg.tanh(a) * a, [x])
+    assert gg.gradcheck(lambda a: RightSquare.apply(a), [x])
+    assert gg.gradcheck(lambda a: WrongSquare.apply(a), [x], raise_exception=False) is False
+    np.testing.assert_array_equal(x.numpy(), values)  # the input is left alone

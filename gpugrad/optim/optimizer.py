@@ -243,8 +243,9 @@ class Optimizer:
             raise ValueError(f"{name}.load_state_dict: state {field!r} of parameter {key} has "
                              f"shape {tuple(arr.shape)}, the parameter has shape {p.shape}")
         # Always a fresh array: state is updated in place and must not alias the checkpoint.
+        # C order whatever the source's (the CUDA kernels update only C-contiguous state).
         with p.device.activate():
-            data = p.device.xp.array(p.device.put(arr), dtype=p.dtype, copy=True)
+            data = p.device.xp.array(p.device.put(arr), dtype=p.dtype, copy=True, order="C")
         return Tensor._wrap(data, p.device)
 
     def __repr__(self) -> str:
