@@ -4,13 +4,14 @@ into preallocated buffers) must give eager's bits.
 Each seed draws a small program from the ops the CPU lowering covers and their neighbours --
 Linear with and without bias, 2-D and 1-D matmul, relu, + - * / on same-shape, broadcast and
 Python-scalar operands (either side), unary math, sum/mean over any axes, reshape/transpose/
-slice views, intermediates read by several ops, returned values also used later, cross-entropy
-(mean/sum/none, ignore_index, label batches with an ignored or out-of-range label) -- in float32
-or float64, under SGD (plain, momentum, Nesterov) or Adam. The program runs for a few calls
-eagerly and compiled from the same state and data; every call's losses, returned values and
-errors, and the parameters, ``.grad``'s and the input's ``.grad`` after it, must match bit for
-bit. Returned tensors and ``.grad``'s held across calls must stay equal too (a replay reuses
-buffers; what a caller holds must not change unless eager changes it as well).
+slice views, arguments in C order, Fortran order or strided, intermediates read by several
+ops, returned values also used later, cross-entropy (mean/sum/none, ignore_index, label batches
+with an ignored or out-of-range label) -- in float32 or float64, under SGD (plain, momentum,
+Nesterov) or Adam. The program runs for a few calls eagerly and compiled from the same state
+and data; every call's losses, returned values and errors, and the parameters, ``.grad``'s and
+the input's ``.grad`` after it, must match bit for bit. Returned tensors and ``.grad``'s held
+across calls must stay equal too (a replay reuses buffers; what a caller holds must not change
+unless eager changes it as well).
 
 ``GPUGRAD_FUZZ_PROGRAMS=5000`` (and ``GPUGRAD_FUZZ_START``, the first seed) runs a longer hunt.
 """
@@ -33,6 +34,7 @@ _UNARY = ("neg", "exp", "log", "sqrt", "abs", "sin", "cos", "tanh", "log1p", "ex
           "relu")
 _NEEDS_POSITIVE = ("log", "sqrt", "log1p")
 _BOUNDED_INPUT = ("exp", "expm1")
+_LAYOUTS = ("C", "F", "strided")  # of the arguments (optimizers take C-ordered parameters)
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
         "/": lambda a, b: a / b}
 
@@ -293,7 +295,8 @@ class FuzzProgram:
                 elif r < 0.25:
                     bad = [self.classes, self.classes + 3, -2] + ([-1] if ignore != -1 else [])
                     labels[int(rng.integers(self.batch))] = bad[int(rng.integers(len(bad)))]
-            self.data.append((x, side, labels))
+            layouts = [str(rng.choice(_LAYOUTS, p=[0.7, 0.15, 0.15])) for _ in range(2)]
+            self.data.append((x, side, labels, layouts))
 
     # -- running ---------------------------------------------------------------------------------
     def build(self, device: str):
@@ -323,10 +326,24 @@ class FuzzProgram:
         return step, params, opt
 
     def arguments(self, call: int, device: str):
-        x, side, labels = self.data[call]
-        return (gg.tensor(x.copy(), device=device, requires_grad=self.x_grad),
-                None if side is None else gg.tensor(side.copy(), device=device),
+        x, side, labels, layouts = self.data[call]
+        xt = _laid_out(x, layouts[0], device)
+        return (xt.requires_grad_() if self.x_grad else xt,
+                None if side is None else _laid_out(side, layouts[1], device),
                 gg.tensor(labels.copy(), device=device))
+
+
+def _laid_out(a: np.ndarray, how: str, device: str):
+    """A new tensor of ``a``'s values in C order, Fortran order, or as a strided view."""
+    if how == "F":
+        a = np.asfortranarray(a)
+    elif how == "strided" and a.ndim:
+        wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+        wide[..., ::2] = a
+        a = wide[..., ::2]
+    else:
+        a = a.copy()
+    return gg.from_numpy(a) if device == "cpu" else gg.tensor(a, device=device)
 
 
 def _execute(ins: tuple, vals: list, params: list, side, labels):
@@ -452,3 +469,17 @@ def test_unary_of_a_transposed_view_keeps_eager_layout(device):
     out 1 ulp off (seed 152). A lowered step now requires eager's result to be C-ordered."""
     x = np.random.default_rng(2).uniform(-2, 2, (2, 3)).astype(np.float32)
     _replays_match(device, lambda x: gg.abs(x.T).mean(), x)
+
+
+def test_argument_in_another_memory_order_traces_again(device):
+    """Traced with a C-ordered argument, called with the same values Fortran-ordered: eager's
+    abs(x) is then Fortran-ordered and mean() sums it in that order, so the replay of the
+    C-ordered trace was 1 ulp off. The memory layout of a tensor argument is now part of the
+    signature (a new trace)."""
+    x = np.random.default_rng(2).uniform(-2, 2, (2, 3)).astype(np.float32)
+    f = gg.compile(lambda x: gg.abs(x).mean())
+    f(gg.tensor(x, device=device))
+    for _ in range(2):
+        fx = np.asfortranarray(x)
+        arg = gg.from_numpy(fx) if device == "cpu" else gg.tensor(fx, device=device)
+        _same("result", gg.abs(arg).mean(), f(arg))
