@@ -132,7 +132,7 @@ def _cross_entropy_fwd(fn: Any, xs: list, y: Any) -> Lowered | None:
     is a class is checked per call as eager checks it; a batch where one is not (an ignored
     row, or an out-of-range label, which raises eager's error) takes the generic call."""
     x, labels = xs
-    if not (_floats(x, y) and x.ndim == 2 and x.shape[0] and x.shape[1]
+    if not (_floats(x, y) and x.ndim == 2 and x.shape[0] and x.shape[1] and x.flags.c_contiguous
             and labels.__class__ is np.ndarray and labels.dtype == np.int64
             and labels.shape == x.shape[:1] and fn.dlogits is not None
             and fn.dlogits.__class__ is np.ndarray and fn.dlogits.dtype == x.dtype
