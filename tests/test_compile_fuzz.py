@@ -302,8 +302,12 @@ class FuzzProgram:
     def _draw_training(self) -> None:
         rng = self.rng
         self.optimizer = str(rng.choice(["sgd", "sgd-momentum", "sgd-nesterov", "adam"]))
-        self.zero = str(rng.choice(["before", "after-forward", "never", "assign-none"],
-                                   p=[0.4, 0.4, 0.1, 0.1]))
+        self.zero = str(rng.choice(["before", "after-forward", "never", "assign-none", "end"],
+                                   p=[0.35, 0.35, 0.1, 0.1, 0.1]))
+        # after the update: some instructions run again (reading the updated parameters)
+        again = [k for k, ins in enumerate(self.code) if ins[0] not in ("ce", "side")]
+        self.after_step = [again[int(k)] for k in rng.integers(len(again), size=int(
+            rng.integers(1, 3)))] if again and rng.random() < 0.2 else []
         self.set_to_none = bool(rng.random() < 0.7)
         self.calls = int(rng.integers(3, 6))
         # after some calls, a forward-only call of the same ops (another compiled function)
@@ -345,7 +349,7 @@ class FuzzProgram:
                             nesterov=self.optimizer == "sgd-nesterov")
         code, returns, grad_returns = self.code, self.returns, self.grad_returns
         zero, set_to_none, loss_at = self.zero, self.set_to_none, self.loss
-        first = self.first_backward
+        first, after_step = self.first_backward, self.after_step
 
         def forward(x, side, labels):
             vals = [x]
@@ -370,7 +374,11 @@ class FuzzProgram:
                 vals[first].backward(retain_graph=True)
             vals[loss_at].backward()
             opt.step()
-            return (tuple(vals[i] for i in returns), tuple(params[p].grad for p in grad_returns))
+            if zero == "end":
+                opt.zero_grad(set_to_none)
+            late = tuple(_execute(code[k], vals, params, side, labels) for k in after_step)
+            return (tuple(vals[i] for i in returns) + late,
+                    tuple(params[p].grad for p in grad_returns))
 
         return step, evaluate, params, opt
 
