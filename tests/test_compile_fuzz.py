@@ -648,3 +648,21 @@ def test_traced_backward_is_as_quiet_as_eager(device):
             got_loss, got_grad = cf(gg.tensor(x, device=device, requires_grad=True))
             _same("loss", loss, got_loss)
             _same("w.grad", grad, got_grad)
+
+
+def test_captured_tensor_in_another_memory_order_traces_again(device):
+    """A tensor the function captures (read when a replay starts) given the same values in
+    Fortran order between calls: eager's abs(k) follows k's layout, so the replay of the
+    C-ordered trace was 1 ulp off; its entry check now compares strides too and traces again."""
+    a = np.random.default_rng(2).uniform(-2, 2, (2, 3)).astype(np.float32)
+    k = gg.tensor(a, device=device)
+
+    def f(x):
+        return gg.abs(k).mean() * x
+
+    cf = gg.compile(f)
+    x = gg.tensor(np.float32(1.0), device=device)
+    cf(x)
+    k.data = k.data.T.copy().T  # the same values, Fortran-ordered
+    for _ in range(2):
+        _same("result", f(x), cf(x))
