@@ -2,16 +2,20 @@
 into preallocated buffers) must give eager's bits.
 
 Each seed draws a small program from the ops the CPU lowering covers and their neighbours --
-Linear with and without bias, 2-D and 1-D matmul, relu, + - * / on same-shape, broadcast and
-Python-scalar operands (either side), unary math, sum/mean over any axes, reshape/transpose/
-slice views, arguments in C order, Fortran order or strided, intermediates read by several
-ops, returned values also used later, cross-entropy (mean/sum/none, ignore_index, label batches
-with an ignored or out-of-range label) -- in float32 or float64, under SGD (plain, momentum,
-Nesterov) or Adam. The program runs for a few calls eagerly and compiled from the same state
-and data; every call's losses, returned values and errors, and the parameters, ``.grad``'s and
-the input's ``.grad`` after it, must match bit for bit. Returned tensors and ``.grad``'s held
-across calls must stay equal too (a replay reuses buffers; what a caller holds must not change
-unless eager changes it as well).
+Linear with and without bias (a layer sometimes applied twice), 2-D and 1-D matmul, relu,
++ - * / and maximum on same-shape, broadcast and Python-scalar operands (either side), unary
+math, sigmoid, softmax, x ** 2, sum/mean/max over any axes, reshape/transpose/slice views,
+intermediates read by several ops, returned values also used later, cross-entropy (mean/sum/
+none, ignore_index, label batches with an ignored or out-of-range label) -- in float32 or
+float64 (a parameter sometimes in the other), with arguments in C order, Fortran order or
+strided, under SGD (plain, momentum, Nesterov) or Adam, gradients cleared in several ways, a
+retained first backward, instructions run again after the update, learning rates and momentum
+changed between calls, forward-only calls (under no_grad or not) of another compiled function,
+and a returned value fed back as the next input. The program runs for a few calls eagerly and
+compiled from the same state and data; every call's losses, returned values and errors, and the
+parameters, ``.grad``'s and the input's ``.grad`` after it, must match bit for bit. Returned
+tensors and ``.grad``'s held across calls must stay equal too (a replay reuses buffers; what a
+caller holds must not change unless eager changes it as well).
 
 The programs are drawn in ``_fuzz_programs.py``. ``GPUGRAD_FUZZ_PROGRAMS=5000`` (and
 ``GPUGRAD_FUZZ_START``, the first seed) runs a longer hunt.
