@@ -116,7 +116,10 @@ def _ce_inputs(logits, labels, reduction: str):
     _check_ce_args(logits, labels, reduction)
     dt = logits.dtype
     xp = array_module(logits)
-    return dt, xp.asarray(logits, dtype=compute_dtype(dt)), labels.astype(np.int64, copy=False)
+    xc = xp.asarray(logits, dtype=compute_dtype(dt))
+    if not xc.flags.c_contiguous:  # transposed logits: rows in C order, which the flat label
+        xc = xp.ascontiguousarray(xc)  # positions of _ce_every_row and the row sums assume
+    return dt, xc, labels.astype(np.int64, copy=False)
 
 
 def _ce_grad(e: np.ndarray, labels: np.ndarray, valid: np.ndarray, scale: np.ndarray) -> None:

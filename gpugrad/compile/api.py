@@ -118,7 +118,9 @@ class Compiled:
         for v in args:  # the common case first: tensors and numbers, flat
             if v.__class__ is Tensor:
                 d = v.data  # device ids: devices are interned (hashing one is Python code)
-                parts.append((d.shape, d.dtype, id(v.device), v.requires_grad))
+                # the layout too: a lowered step's buffer is C-ordered where eager's result
+                # takes its operands' layout (which decides a later reduction's rounding)
+                parts.append((d.shape, d.strides, d.dtype, id(v.device), v.requires_grad))
                 tensors.append(v)
             elif v.__class__ in _ARG_SCALARS:
                 parts.append((v.__class__, v))
@@ -135,7 +137,8 @@ class Compiled:
     def _nested(self, v: Any, tensors: list[Tensor], pins: list) -> Any:
         if v.__class__ is Tensor:
             tensors.append(v)
-            return (v.data.shape, v.data.dtype, id(v.device), v.requires_grad)
+            d = v.data
+            return (d.shape, d.strides, d.dtype, id(v.device), v.requires_grad)
         if v.__class__ in _ARG_SCALARS:
             return (v.__class__, v)
         if isinstance(v, (tuple, list)):

@@ -132,7 +132,7 @@ def _cross_entropy_fwd(fn: Any, xs: list, y: Any) -> Lowered | None:
     is a class is checked per call as eager checks it; a batch where one is not (an ignored
     row, or an out-of-range label, which raises eager's error) takes the generic call."""
     x, labels = xs
-    if not (_floats(x, y) and x.ndim == 2 and x.shape[0] and x.shape[1]
+    if not (_floats(x, y) and x.ndim == 2 and x.shape[0] and x.shape[1] and x.flags.c_contiguous
             and labels.__class__ is np.ndarray and labels.dtype == np.int64
             and labels.shape == x.shape[:1] and fn.dlogits is not None
             and fn.dlogits.__class__ is np.ndarray and fn.dlogits.dtype == x.dtype
@@ -320,10 +320,18 @@ def _applies(fn: Any) -> bool:
     return fn.device is not None and fn.device.type == "cpu" and lowering_enabled()
 
 
+def _c_layout(*results: Any) -> bool:
+    """Eager's results are C-contiguous, as the buffers are. A ufunc gives its result its
+    operands' layout (``x.T`` in, a Fortran-ordered result out), and a later reduction sums in
+    memory order: a C-ordered buffer in its place would change the sum's rounding."""
+    return all(r is None or r.__class__ is not np.ndarray or r.flags.c_contiguous
+               for r in results)
+
+
 def lower_forward(fn: Any, values: list, result: Any) -> Lowered | None:
     """The lowered lines of ``fn``'s forward in the traced case, or None (generic call)."""
     emit = FORWARD.get(type(fn))
-    if emit is None or fn.replay_params or not _applies(fn):
+    if emit is None or fn.replay_params or not _applies(fn) or not _c_layout(result):
         return None
     return emit(fn, values, result)
 
@@ -331,6 +339,6 @@ def lower_forward(fn: Any, values: list, result: Any) -> Lowered | None:
 def lower_backward(fn: Any, g: Any, saved: tuple, grads: list) -> Lowered | None:
     """The lowered lines of ``fn``'s backward; ``grads`` holds None for outputs not kept."""
     emit = BACKWARD.get(type(fn))
-    if emit is None or not _applies(fn):
+    if emit is None or not _applies(fn) or not _c_layout(*grads):
         return None
     return emit(fn, g, list(saved), grads)

@@ -42,6 +42,7 @@ class Slot:
     nbytes: int = 0
     escapes: bool = False  # stored where the step's caller can see it (a .grad, an output)
     root: int | None = None  # the slot whose memory this one's array shares (itself: None)
+    strides: tuple | None = None  # its layout when traced
     buffer: int | None = None  # the program buffer a lowered step writes it into
     # a .grad's storage offered by the leaf's hook (``walk.grad_home``), until buffers exist
     home: Any = None
@@ -108,7 +109,8 @@ class Program:
     # -- building ------------------------------------------------------------------------------
     def new_slot(self, value: Any, prefix: str = "s") -> int:
         shape, dtype, nbytes = describe(value)
-        self.slots.append(Slot(f"{prefix}{len(self.slots)}", shape, dtype, nbytes))
+        self.slots.append(Slot(f"{prefix}{len(self.slots)}", shape, dtype, nbytes,
+                               strides=getattr(value, "strides", None)))
         slot = len(self.slots) - 1
         if value.__class__ is np.ndarray:
             self.slots[slot].root = self._alias_root(value, slot)
@@ -299,14 +301,15 @@ class Program:
         """A replay line: ``s``, an operand of a lowered step, must still have its traced shape
         and dtype, or the step would write into a buffer of the old layout. A parameter or
         buffer (``tensor``, read at the replay's start, before any step has run) that changed
-        -- after ``model.double()``, say -- makes the replay return ``STALE``, and the caller
-        traces again; a change found mid-replay (a generic step's result) raises."""
+        -- after ``model.double()``, say, or to another memory order, which eager's results
+        would follow -- makes the replay return ``STALE``, and the caller traces again; a
+        change found mid-replay (a generic step's result) raises."""
         slot = self.slots[s]
         dt = self.const(np.dtype(slot.dtype), "dt")
-        if tensor is not None:
+        if tensor is not None:  # its layout too, as the signature fixes the arguments'
             arr = f"{tensor}.data"
-            return (f"    if {arr}.shape != {slot.shape!r} or {arr}.dtype != {dt}: "
-                    "return STALE")
+            return (f"    if {arr}.shape != {slot.shape!r} or {arr}.dtype != {dt} "
+                    f"or {arr}.strides != {slot.strides!r}: return STALE")
         return (f"    if {slot.name}.shape != {slot.shape!r} or {slot.name}.dtype != {dt}: "
                 f"stale({self.name!r}, {slot.name}, {slot.shape!r}, {dt})")
 

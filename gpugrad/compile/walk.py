@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import autograd
 from ..autograd import FREED, Function
+from ..backend import fp_errors
 from ..tensor import Tensor
 from .lower import lower_backward
 
@@ -107,10 +108,12 @@ def record_backward(tracer, tensor: Tensor, gradient: Any, retain_graph: bool,
     dev = tensor.device
     prev_mode = autograd._grad_mode.enabled
     autograd._grad_mode.enabled = False
+    fp_token = fp_errors.quiet()  # as run_backward: inf/NaN gradients are no warnings
     try:
         with tracer.suspended(), dev.activate():
             written = _walk(tracer, tensor, seed, g0, retain_graph)
     finally:
+        fp_errors.restore(fp_token)
         autograd._grad_mode.enabled = prev_mode
     tracer.forget_volatile()
     for make in _after_walk() or ():
