@@ -70,9 +70,7 @@ class Case:
     results may differ in the last bits (a reduction summed in another memory order).
     ``fused``: the op has a fused kernel, so a GPU also runs it with ``GPUGRAD_FUSED=0``.
     ``fd_on_bcast``: finite differences are meaningful on broadcast values too (not so for max
-    and min over the broadcast axis, whose values are then all tied). ``known_issue``: a bug
-    fixed on another branch; layouts of the first input in ``known_layouts`` may fail with it
-    (the test then xfails, after every other layout has passed)."""
+    and min over the broadcast axis, whose values are then all tied)."""
 
     name: str
     fn: Callable
@@ -82,8 +80,6 @@ class Case:
     fused: bool = False
     fd_on_bcast: bool = True
     layouts: tuple[str, ...] = field(default=LAYOUTS)
-    known_issue: str = ""
-    known_layouts: tuple[str, ...] = ()
 
 
 def broadcast_values(values: np.ndarray) -> np.ndarray:
