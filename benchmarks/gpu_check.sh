@@ -12,9 +12,11 @@
 #   2. the fused-kernel benchmarks against copy bandwidth, CuPy composition and torch,
 #   3. training on CUDA and CPU-vs-CUDA parity.
 # part2:
-#   4. the rest of the test suite on the GPU (every device-parametrized test also runs on "cuda";
-#      not the CPU emulator tier, tests/cuda_emulator, which CI runs and which needs no GPU),
-#   5. gg.compile on the GPU: its tests (replayed through CUDA graphs, the default), then compiled
+#   4. the rest of the test suite on the GPU (every device-parametrized test also runs on "cuda",
+#      every op on every memory layout among them; not the CPU emulator tier, tests/cuda_emulator,
+#      nor the CPU benchmark scripts' smoke tests, which CI runs and which need no GPU),
+#   5. gg.compile on the GPU: its tests (replayed through CUDA graphs, the default; 40 random
+#      programs against eager, bit for bit), then compiled
 #      vs eager step times with and without graphs (benchmarks/bench_cuda_graph.py, which also
 #      checks that the three give the same losses bit for bit),
 #   6. `gpugrad bench` side by side.
@@ -84,7 +86,8 @@ CORE=(tests/test_fused.py tests/test_deferred_checks.py tests/test_losses.py
       tests/test_training.py tests/test_dropout.py tests/test_multi_gpu.py
       tests/test_cuda_probe.py)
 # test_kernels_compile (NVRTC, no GPU needed) and the emulator tier run in CI: not here
-COMPILE=(tests/test_compile.py tests/test_compile_errors.py tests/test_compile_graphs.py)
+COMPILE=(tests/test_compile.py tests/test_compile_errors.py tests/test_compile_graphs.py
+         tests/test_compile_fuzz.py)
 PYTEST=("$PY" -m pytest -p no:cacheprovider -vv --tb=short --durations=10)  # -vv: -q is in addopts
 # Device-parametrized tests run their "cuda" case only: CI runs the CPU cases on every push,
 # and a fresh machine spends its minutes compiling CuPy kernels.
@@ -103,9 +106,11 @@ part2() {
     begin part2
     # 200 s: on a fresh machine running this part alone, CuPy compiles its kernels here first
     step tests_rest 200 "${PYTEST[@]}" tests "${CORE[@]/#/--ignore=}" "${COMPILE[@]/#/--ignore=}" \
-        --ignore=tests/cuda_emulator --ignore=tests/test_kernels_compile.py
+        --ignore=tests/cuda_emulator --ignore=tests/test_kernels_compile.py \
+        --ignore=tests/test_benchmark_scripts.py
     # gg.compile last but one: a part cut short still reports everything before it
-    step compile_gpu 90 "${PYTEST[@]}" "${COMPILE[@]}"
+    # 40 random programs (CI runs 300 on the CPU): each trace captures CUDA graphs
+    step compile_gpu 90 env GPUGRAD_FUZZ_PROGRAMS=40 "${PYTEST[@]}" "${COMPILE[@]}"
     step graphs_bench 40 "$PY" benchmarks/bench_cuda_graph.py --repeats 30 --json "$OUT/graphs.json"
     local plot_args=()  # --plot needs matplotlib (an optional extra): ask for the PNG only there
     if [ "$PLAN" -eq 0 ] && "$PY" -c 'import matplotlib' 2>/dev/null; then
