@@ -100,9 +100,8 @@ def assert_close(t, ref, rtol=1e-6, atol=1e-6, dtype=None) -> None:
     np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
 
 
-def compiled_train_step(model, opt):
-    """The README's compiled training step: forward, cross-entropy, zero_grad, backward, step."""
-    @gg.compile
+def train_step(model, opt):
+    """The README's training step: forward, cross-entropy, zero_grad, backward, step."""
     def step(x, y):
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
@@ -111,3 +110,8 @@ def compiled_train_step(model, opt):
         return loss
 
     return step
+
+
+def compiled_train_step(model, opt):
+    """``train_step`` under ``gg.compile``."""
+    return gg.compile(train_step(model, opt))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _helpers import compiled_train_step
+from _helpers import compiled_train_step, train_step
 
 import gpugrad as gg
 import gpugrad.functional as F
@@ -269,15 +269,7 @@ def test_retrace_gets_its_own_buffers(device):
         gg.manual_seed(0)
         model = _mlp()().to(device=device)
         opt = optim.Adam(model.parameters(), lr=1e-2)
-
-        def step(x, y):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            return loss
-
-        fn = gg.compile(step) if compiled else step
+        fn = (compiled_train_step if compiled else train_step)(model, opt)
         batches = _data(6, 8, 6, 4, np.float32, device) + _data(6, 5, 6, 4, np.float32, device)
         order = [0, 6, 1, 7, 2, 8, 3, 9, 4, 10, 5, 11]  # the two signatures alternate
         return np.array([fn(*batches[i]).numpy() for i in order]), fn

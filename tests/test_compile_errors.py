@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _helpers import compiled_train_step, train_step
 
 import gpugrad as gg
 import gpugrad.functional as F
@@ -318,13 +319,7 @@ def test_checkpoint_moves_between_compiled_and_eager(device, tmp_path, first):
              gg.tensor(rng.integers(0, 3, 5), device=device)) for _ in range(8)]
 
     def stepper(model, opt, compiled):
-        def step(x, y):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            return loss
-        return gg.compile(step) if compiled else step
+        return (compiled_train_step if compiled else train_step)(model, opt)
 
     model, opt = make()
     ref = stepper(model, opt, False)
