@@ -36,17 +36,15 @@ def host_array(array) -> np.ndarray:
 class NumpyArrayOps(ArrayOps):
     def mask_select(self, mask, g):
         """``where(mask, g, 0)``, exact and branchless. NumPy's ``where`` is ~12x slower than a
-        multiply on a random mask (branch mispredictions), so the float's bits are ANDed with an
-        all-ones or all-zeros integer mask instead: within ~10% of ``g * mask`` (and ~8x faster
-        than it for float16), and exactly 0 where the mask is off even where ``g`` is inf/NaN."""
+        multiply on a random mask (branch mispredictions), so the float's bits, read as integers,
+        are multiplied by the mask (1 or 0) instead: one pass, as fast as ``g * mask``, and
+        exactly 0 where the mask is off even where ``g`` is inf or NaN (``g * mask`` gives NaN
+        there, and -0.0 for a negative g)."""
         if (g.__class__ is np.ndarray and mask.__class__ is np.ndarray and g.shape == mask.shape
                 and g.dtype.kind == "f" and g.dtype.itemsize in _SAME_SIZE_INT):
             as_int = _SAME_SIZE_INT[g.dtype.itemsize]
             out = np.empty_like(g)  # owns its memory (a view would be copied again at a leaf)
-            bits = out.view(as_int)
-            np.copyto(bits, mask)
-            np.negative(bits, out=bits)  # True -> -1 (all bits set), False -> 0
-            np.bitwise_and(g.view(as_int), bits, out=bits)
+            np.multiply(g.view(as_int), mask, out=out.view(as_int))
             return out
         return np.where(mask, g, 0)
 

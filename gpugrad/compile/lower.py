@@ -37,7 +37,7 @@ _SAME_SIZE_INT = {4: "int32", 8: "int64"}  # as numpy_backend.mask_select's bit 
 UFUNCS: dict[str, Any] = {
     "matmul": np.matmul, "add": np.add, "subtract": np.subtract, "multiply": np.multiply,
     "true_divide": np.true_divide, "negative": np.negative, "maximum": np.maximum,
-    "greater": np.greater, "bitwise_and": np.bitwise_and,
+    "greater": np.greater,
     "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "absolute": np.absolute, "sin": np.sin,
     "cos": np.cos, "tanh": np.tanh, "log1p": np.log1p, "expm1": np.expm1,
     "int32": np.int32, "int64": np.int64,
@@ -232,10 +232,10 @@ def _linear_bwd(fn: Any, g: Any, saved: list, grads: list) -> Lowered | None:
 
 
 def _relu_bwd(fn: Any, g: Any, saved: list, grads: list) -> Lowered | None:
-    """``mask_select(y > 0, g)`` on the NumPy backend: g's bits ANDed with an all-ones or
-    all-zeros integer mask (exactly 0 where y <= 0, even where g is inf or NaN). Eager code
-    copies the boolean mask ``y > 0`` into the integers; here the comparison writes them
-    directly (a bool cast to 1 or 0: the same bits, one call and one scratch array fewer)."""
+    """``mask_select(y > 0, g)`` on the NumPy backend: g's bits, read as integers, multiplied by
+    ``y > 0`` as 1 or 0 (g's own bits, or exactly 0 where y <= 0 even where g is inf or NaN).
+    Eager code multiplies by the boolean mask ``y > 0``; here the comparison writes the
+    integers directly into the output (the same products, without the mask array)."""
     y = saved[0]
     if grads[0] is None or not _same(g, y, grads[0]) or y.ndim == 0:
         return None
@@ -243,8 +243,7 @@ def _relu_bwd(fn: Any, g: Any, saved: list, grads: list) -> Lowered | None:
     return Lowered([
         f"{{o0}}_bits = view({{o0}}, {as_int})",
         "greater({a1}, 0, out={o0}_bits)",  # y > 0 as 1 or 0
-        "negative({o0}_bits, out={o0}_bits)",  # 1 -> -1 (all bits set), 0 -> 0
-        f"bitwise_and(view({{a0}}, {as_int}), {{o0}}_bits, out={{o0}}_bits)",
+        f"multiply(view({{a0}}, {as_int}), {{o0}}_bits, out={{o0}}_bits)",
         "del {o0}_bits",
     ])
 
