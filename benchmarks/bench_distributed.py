@@ -14,8 +14,11 @@ Where the time goes, per step (mean over ranks, milliseconds of wall time): ``fw
 writing the averages back), ``opt`` (the optimizer step); ``cpu%`` is the smallest share of its
 wall time a rank spent on the CPU (below 100 %: it waited or was descheduled). The
 ``no-reduce`` row runs the same ranks without DataParallel (each its own half batch, nothing
-exchanged): the speed-up the machine allows before any communication, the ceiling for the
-row above it -- on a VM whose two vCPUs share one core's execution units it is far from 2x.
+exchanged): the speed-up the machine allows before any communication -- on a VM whose two vCPUs
+share one core's execution units it is far from 2x. The ``lock-step`` row adds one barrier after
+every step and still exchanges nothing: each step then takes as long as the slower rank's, so
+the gap between the two rows is what per-step jitter alone costs any synchronous data
+parallelism, and ``lock-step`` is the ceiling for the ``dp`` row.
 
     PYTHONPATH=. python benchmarks/bench_distributed.py [--ranks 1,2] [--steps 40] [--rounds 3]
     PYTHONPATH=. python benchmarks/bench_distributed.py --steps 3 --warmup 1 --rounds 1  # quick
@@ -95,7 +98,12 @@ def worker(args: argparse.Namespace) -> None:
         if timed:
             phases[1] += time.perf_counter() - t0
 
-    step = compiled_step if args.compile else eager_step
+    one_step = compiled_step if args.compile else eager_step
+
+    def step(timed: bool) -> None:
+        one_step(timed)
+        if args.lockstep:  # each step ends when the slower rank's does
+            dist.barrier()
 
     for _ in range(args.warmup):
         step(False)
@@ -121,7 +129,8 @@ def worker(args: argparse.Namespace) -> None:
     steps = max(1, stats.get("steps", 0))
     result = {
         "ranks": w.size, "device": dev, "per_rank_batch": per_rank, "compiled": args.compile,
-        "mode": "alone" if w.size == 1 else "dp" if dp is not None else "no-reduce",
+        "mode": "alone" if w.size == 1 else "dp" if dp is not None
+        else "lock-step" if args.lockstep else "no-reduce",
         "step_seconds": slowest / args.steps,
         "samples_per_second": GLOBAL_BATCH * args.steps / slowest,
         "allreduce_share": red / 1e3 / (slowest / args.steps),
@@ -178,12 +187,14 @@ def main() -> None:
     ap.add_argument("--bind", action="store_true",
                     help="pin each rank to its own core (mpiexec -bind-to core)")
     ap.add_argument("--no-reduce-row", action=argparse.BooleanOptionalAction, default=True,
-                    help="also run the multi-rank counts without DataParallel (the ceiling)")
+                    help="also run the multi-rank counts without DataParallel, free-running and "
+                         "in lock-step (the ceilings)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="run the whole set of launches this many times, interleaved; each row "
                          "is the round with the median throughput (default 3)")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     ap.add_argument("--no-reduce", dest="reduce", action="store_false", help=argparse.SUPPRESS)
+    ap.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -191,12 +202,12 @@ def main() -> None:
         worker(args)
         return
     rows = []
-    runs = [(int(n), True) for n in args.ranks.split(",")]
+    runs = [(int(n), "dp") for n in args.ranks.split(",")]
     if args.no_reduce_row:
-        runs += [(n, False) for n, _ in runs if n > 1]
+        runs += [(n, mode) for n, _ in runs if n > 1 for mode in ("no-reduce", "lock-step")]
     rounds: list[list[dict]] = [[] for _ in runs]
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (n, reduce) in [(i, run) for _ in range(args.rounds) for i, run in enumerate(runs)]:
+        for i, (n, mode) in [(i, run) for _ in range(args.rounds) for i, run in enumerate(runs)]:
             out = Path(tmp) / f"{i}.json"
             cmd = [mpiexec(), *(["-bind-to", "core"] if args.bind else []), "-n", str(n),
                    sys.executable, __file__, "--worker", "--out", str(out), "--steps",
@@ -204,8 +215,8 @@ def main() -> None:
                    "--bucket-cap-mb", str(args.bucket_cap_mb), "--device", args.device]
             cmd += [f for f, on in (("--compile", args.compile),
                                     ("--bucket-views", args.bucket_views)) if on]
-            if not reduce:
-                cmd.append("--no-reduce")
+            if mode != "dp":
+                cmd += ["--no-reduce", *(["--lockstep"] if mode == "lock-step" else [])]
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             subprocess.run(cmd, check=True, env=env, timeout=600)
             rounds[i].append(json.loads(out.read_text()))

@@ -52,7 +52,7 @@ def test_bench_distributed(tmp_path, flags):
     rows = _run("bench_distributed.py", "--steps", "2", "--warmup", "1", "--rounds", "1",
                 *flags, tmp_path=tmp_path)
     assert [(r["ranks"], r["mode"]) for r in rows] == [(1, "alone"), (2, "dp"),
-                                                       (2, "no-reduce")]
+                                                       (2, "no-reduce"), (2, "lock-step")]
     dp = rows[1]
     grad = dp["gradient_bytes"]
     assert dp["calls_per_step"] >= 2 and grad <= dp["bytes_per_step"] <= grad + 1024
