@@ -4,7 +4,11 @@ all in one run, interleaved, medians after warm-up, ratios side by side.
 
     PYTHONPATH=. python benchmarks/bench_compile.py [--repeats 30] [--sizes small,medium]
 
-Columns: "over np/step" is (compiled - numpy) / number of program steps: what each replayed
+Columns: "np-t/np" is the hand-written script rewritten to keep torch's conventions
+(``NumpyMLP(torch_conventions=True)``: weights stored (out, in), each ReLU a new array, the
+gradients left intact by the update) over the plain script -- the part of the gap that comes
+with the API, not the replay -- and "comp/np-t" the compiled step over that script. "over
+np/step" is (compiled - numpy) / number of program steps: what each replayed
 step costs above the hand-written script (which does the same math in fewer, fused passes);
 "replay/step" is the replay machinery alone -- the generated function run with every op call
 replaced by a stub returning that op's recorded result -- per step; "peak KiB" is the largest
@@ -122,8 +126,9 @@ def replay_machinery_s(program: Any, *args: Any) -> float:
 def bench_config(sizes: tuple[int, ...], batch: int, repeats: int, warmup: int) -> dict:
     eager, compiled, cfn = gpugrad_steps(sizes, batch)
     _, model = bench_mlp.gpugrad_setup(sizes, batch)
-    impls = {"numpy": bench_mlp.numpy_setup(sizes, batch, model), "eager": eager,
-             "compiled": compiled}
+    impls = {"numpy": bench_mlp.numpy_setup(sizes, batch, model),
+             "numpy_torch": bench_mlp.numpy_setup(sizes, batch, model, torch_conventions=True),
+             "eager": eager, "compiled": compiled}
     timer = Timer("cpu")
     for _ in range(warmup):
         for f in impls.values():
@@ -147,6 +152,8 @@ def bench_config(sizes: tuple[int, ...], batch: int, repeats: int, warmup: int) 
             "program_steps": n_steps,
             "eager_over_numpy": med["eager"] / med["numpy"],
             "compiled_over_numpy": med["compiled"] / med["numpy"],
+            "compiled_over_numpy_torch": med["compiled"] / med["numpy_torch"],
+            "numpy_torch_over_numpy": med["numpy_torch"] / med["numpy"],
             "eager_over_compiled": med["eager"] / med["compiled"],
             "overhead_per_step_us": (med["compiled"] - med["numpy"]) / n_steps * 1e6}
 
@@ -169,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
           f"interleaved repeats after {args.warmup} warm-up steps")
     print(f"# machine: {machine_info(['cpu'])['cpu']['summary']}")
     print(f"{'config':<22} {'numpy':>9} {'eager':>9} {'compiled':>9} {'eager/np':>9} "
-          f"{'comp/np':>8} {'steps':>6} {'over np/step':>12} {'replay/step':>11} "
+          f"{'comp/np':>8} {'np-t/np':>8} {'comp/np-t':>9} {'steps':>6} {'over np/step':>12} "
+          f"{'replay/step':>11} "
           f"{'peak KiB eager/compiled':>24} {'lowered':>8} {'buffers':>8}")
     runs = []
     for name in args.sizes.split(","):
@@ -181,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         label = "-".join(map(str, sizes)) + f" b{batch}"
         print(f"{label:<22} {med['numpy']:7.3f}ms {med['eager']:7.3f}ms "
               f"{med['compiled']:7.3f}ms {r['eager_over_numpy']:8.2f}x "
-              f"{r['compiled_over_numpy']:7.2f}x {r['program_steps']:6d} "
+              f"{r['compiled_over_numpy']:7.2f}x {r['numpy_torch_over_numpy']:7.3f}x "
+              f"{r['compiled_over_numpy_torch']:8.3f}x {r['program_steps']:6d} "
               f"{r['overhead_per_step_us']:10.2f}us {r['replay_machinery_per_step_us']:9.3f}us "
               f"{peak['eager'] / 1024:12.0f} / {peak['compiled'] / 1024:<9.0f}"
               f"{plan['lowered_steps']:8d} {plan['buffers']:8d}",

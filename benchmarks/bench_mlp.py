@@ -52,13 +52,24 @@ class NumpyMLP:
 
     Every buffer is allocated once; each step runs BLAS matmuls into ``out=`` buffers and
     elementwise ufuncs in place. Weights are stored (in, out) so no transpose is materialized.
+
+    ``torch_conventions=True`` keeps what a framework's API keeps, and nothing else changes:
+    weights stored (out, in) as ``torch.nn.Linear`` and gpugrad store them (so the forward
+    multiplies by ``W.T``), each ReLU writes a new activation (its input is not overwritten), and
+    the update ``W -= lr·gW`` leaves the gradients intact. What that costs the script is the
+    part of the compiled step's gap to the plain script that no replay can remove.
     """
 
-    def __init__(self, weights: list[np.ndarray], biases: list[np.ndarray], batch: int) -> None:
-        self.W = [np.ascontiguousarray(w, dtype=np.float32) for w in weights]
-        self.b = [np.ascontiguousarray(b, dtype=np.float32) for b in biases]
-        outs = [w.shape[1] for w in self.W]
+    def __init__(self, weights: list[np.ndarray], biases: list[np.ndarray], batch: int,
+                 torch_conventions: bool = False) -> None:
+        self.torch = torch_conventions
+        # copies: the caller's arrays (a model's, another script's) are never trained in place
+        self.W = [np.array(w.T if self.torch else w, dtype=np.float32, order="C")
+                  for w in weights]
+        self.b = [np.array(b, dtype=np.float32) for b in biases]
+        outs = [b.shape[0] for b in self.b]
         self.z = [np.empty((batch, n), np.float32) for n in outs]  # pre-activations / activations
+        self.act = [np.empty((batch, n), np.float32) for n in outs[:-1]] if self.torch else self.z
         self.dz = [np.empty((batch, n), np.float32) for n in outs]
         self.mask = [np.empty((batch, n), np.bool_) for n in outs[:-1]]
         self.gW = [np.empty_like(w) for w in self.W]
@@ -68,15 +79,15 @@ class NumpyMLP:
         self.rowsum = np.empty((batch, 1), np.float32)
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
-        W, b, z, dz = self.W, self.b, self.z, self.dz
+        W, b, z, dz, act, torch = self.W, self.b, self.z, self.dz, self.act, self.torch
         n_layers = len(W)
         h = x
         for i in range(n_layers):  # forward
-            np.matmul(h, W[i], out=z[i])
+            np.matmul(h, W[i].T if torch else W[i], out=z[i])
             z[i] += b[i]
-            if i < n_layers - 1:
-                np.maximum(z[i], 0, out=z[i])  # ReLU in place: z[i] now holds the activation
             h = z[i]
+            if i < n_layers - 1:
+                h = np.maximum(z[i], 0, out=act[i])  # ReLU (in place unless torch_conventions)
         # Softmax cross-entropy, fused: shift, exp, normalise; gradient = (p - onehot) / B.
         logits, p = z[-1], dz[-1]
         np.max(logits, axis=1, keepdims=True, out=self.rowmax)
@@ -89,14 +100,22 @@ class NumpyMLP:
         p[self.rows, y] -= 1.0
         p *= 1.0 / x.shape[0]
         for i in range(n_layers - 1, -1, -1):  # backward
-            h_in = x if i == 0 else z[i - 1]
-            np.matmul(h_in.T, dz[i], out=self.gW[i])
+            h_in = x if i == 0 else act[i - 1]
+            if torch:
+                np.matmul(dz[i].T, h_in, out=self.gW[i])
+            else:
+                np.matmul(h_in.T, dz[i], out=self.gW[i])
             np.sum(dz[i], axis=0, out=self.gb[i])
             if i > 0:
-                np.matmul(dz[i], W[i].T, out=dz[i - 1])
-                np.greater(z[i - 1], 0, out=self.mask[i - 1])
+                np.matmul(dz[i], W[i] if torch else W[i].T, out=dz[i - 1])
+                np.greater(h_in, 0, out=self.mask[i - 1])
                 np.multiply(dz[i - 1], self.mask[i - 1], out=dz[i - 1])
+        lr32 = np.float32(lr)
         for i in range(n_layers):  # SGD in place
+            if torch:  # the gradients stay as they are
+                W[i] -= self.gW[i] * lr32
+                b[i] -= self.gb[i] * lr32
+                continue
             self.gW[i] *= lr
             W[i] -= self.gW[i]
             self.gb[i] *= lr
@@ -121,11 +140,12 @@ def gpugrad_setup(sizes: tuple[int, ...], batch: int) -> tuple[Callable[[], Any]
     return step, model
 
 
-def numpy_setup(sizes: tuple[int, ...], batch: int, model: Any) -> Callable[[], Any]:
+def numpy_setup(sizes: tuple[int, ...], batch: int, model: Any,
+                torch_conventions: bool = False) -> Callable[[], Any]:
     # Start from gpugrad's initial weights (Linear stores (out, in); we keep (in, out)).
     linears = [m for m in model.modules() if isinstance(m, gg.nn.Linear)]
     mlp = NumpyMLP([m.weight.numpy().T for m in linears], [m.bias.numpy() for m in linears],
-                   batch)
+                   batch, torch_conventions)
     x, y = _data(sizes, batch)
     return lambda: mlp.step(x, y, LR)
 

@@ -30,7 +30,34 @@ def test_bench_compile(tmp_path):
                   tmp_path=tmp_path)
     run = result["runs"][0]
     assert run["sizes"] == [784, 128, 10] and run["memory_plan"]["lowered_steps"] > 0
-    assert {"numpy", "eager", "compiled"} <= set(run["results"])
+    assert {"numpy", "numpy_torch", "eager", "compiled"} <= set(run["results"])
+
+
+def test_numpy_baselines_train_alike():
+    """The hand-written script with torch's conventions computes what the plain one does, and
+    leaves the gradients intact where the plain one scales them in place."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_mlp
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    sizes, batch = (20, 16, 12, 5), 8
+    weights = [rng.standard_normal((i, o)).astype(np.float32) for i, o in zip(sizes, sizes[1:])]
+    biases = [rng.standard_normal(o).astype(np.float32) for o in sizes[1:]]
+    x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], batch)
+    plain = bench_mlp.NumpyMLP(weights, biases, batch)
+    torch_like = bench_mlp.NumpyMLP(weights, biases, batch, torch_conventions=True)
+    for _ in range(3):
+        assert torch_like.step(x, y, 0.1) == pytest.approx(plain.step(x, y, 0.1), rel=1e-6)
+        for gw, gw_torch in zip(plain.gW, torch_like.gW):
+            np.testing.assert_allclose(gw, 0.1 * gw_torch.T, rtol=1e-5, atol=1e-6)
+    for w, w_torch in zip(plain.W, torch_like.W):
+        assert w_torch.shape == w.shape[::-1]
+        np.testing.assert_allclose(w, w_torch.T, rtol=1e-5, atol=1e-6)
 
 
 def test_bench_mlp(tmp_path):
