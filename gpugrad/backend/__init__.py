@@ -1,10 +1,12 @@
 """Devices and their backends. This package is the only place that imports cupy."""
 
-from . import cuda_runtime
+from . import cuda_runtime, host_malloc
 from .config import fused_enabled, set_fused
 from .device import Device, cpu, default_device, device, set_default_device
 from .errors import DeviceError
 from .numpy_backend import host_array
+
+host_malloc.configure()  # before the first step's arrays: see host_malloc
 
 __all__ = [
     "Device",

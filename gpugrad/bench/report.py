@@ -125,9 +125,11 @@ def environment_info() -> dict[str, Any]:
     import numpy as np
 
     import gpugrad as gg
+    from gpugrad.backend import host_malloc
 
     devices: list[dict[str, Any]] = [
-        {"device": "cpu", "name": cpu_model(), "threads": _threads(), "blas": _blas_info()}]
+        {"device": "cpu", "name": cpu_model(), "threads": _threads(), "blas": _blas_info(),
+         "malloc": host_malloc.state}]
     for i in range(gg.cuda.device_count()):
         dev = gg.device(f"cuda:{i}")
         devices.append({"device": str(dev), "name": dev.backend.device_name(),

@@ -27,6 +27,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                              for b in dev["blas"])
             print(f"  cpu     {dev['name']}, {dev['threads']} threads"
                   + (f"; BLAS: {blas}" if blas else ""))
+            print(f"          malloc: {dev['malloc']}")
         else:
             print(f"  {dev['device']:<7} {dev['name']}, {dev['memory_bytes'] / 2**30:.1f} GiB")
     if not d["cuda_available"]:
