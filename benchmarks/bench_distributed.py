@@ -12,7 +12,9 @@ Where the time goes, per step (mean over ranks, milliseconds of wall time): ``fw
 (zero_grad, forward, loss), ``walk`` (the backward walk, with the hooks that pack buckets),
 ``reduce`` (finishing the all-reduces after the walk: waiting for the slower rank, summing,
 writing the averages back), ``opt`` (the optimizer step); ``cpu%`` is the smallest share of its
-wall time a rank spent on the CPU (below 100 %: it waited or was descheduled). The
+wall time a rank spent on the CPU (below 100 %: it waited or was descheduled), ``faults`` the
+minor page faults per step and rank (memory the allocator handed back to the OS and maps again;
+see ``gpugrad/backend/host_malloc.py``). The
 ``no-reduce`` row runs the same ranks without DataParallel (each its own half batch, nothing
 exchanged): the speed-up the machine allows before any communication -- on a VM whose two vCPUs
 share one core's execution units it is far from 2x. The ``lock-step`` row adds one barrier after
@@ -42,6 +44,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -110,20 +113,22 @@ def worker(args: argparse.Namespace) -> None:
     device.synchronize()
     dist.barrier()
     stats0 = dict(dp.comm_stats) if dp is not None else None
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     cpu0, t0 = time.process_time(), time.perf_counter()
     for _ in range(args.steps):
         step(True)
     device.synchronize()
     elapsed = time.perf_counter() - t0
     cpu_share = (time.process_time() - cpu0) / elapsed
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / args.steps
     stats = {k: dp.comm_stats[k] - stats0[k] for k in stats0} if dp is not None else {}
     reduce_s = stats.get("wait_seconds", 0.0)
     phases[3] = reduce_s
     phases[1] -= reduce_s  # the walk alone
-    mine = gg.tensor([elapsed, cpu_share, *(phases / args.steps)], dtype="float64")
+    mine = gg.tensor([elapsed, cpu_share, faults, *(phases / args.steps)], dtype="float64")
     every = dist.all_gather(mine).numpy()  # one row per rank
     slowest = every[:, 0].max()  # the slowest rank sets the pace
-    fwd, walk, opt_s, red = (every[:, 2:].mean(axis=0) * 1e3).tolist()
+    fwd, walk, opt_s, red = (every[:, 3:].mean(axis=0) * 1e3).tolist()
     if args.compile:  # the replay's forward, walk and optimizer are one call
         fwd = opt_s = None
     steps = max(1, stats.get("steps", 0))
@@ -136,6 +141,7 @@ def worker(args: argparse.Namespace) -> None:
         "allreduce_share": red / 1e3 / (slowest / args.steps),
         "phase_ms": {"fwd": fwd, "walk": walk, "reduce": red, "opt": opt_s},
         "min_cpu_share": float(every[:, 1].min()),
+        "page_faults_per_step": float(every[:, 2].mean()),
         "per_rank": every.tolist(),
         "calls_per_step": stats.get("calls", 0) / steps if w.size > 1 else 0,
         "bytes_per_step": stats.get("bytes", 0) / steps if w.size > 1 else 0,
@@ -233,7 +239,8 @@ def main() -> None:
           f"{' (bucket views)' if args.bucket_views else ''}"
           f"; median of {args.rounds} interleaved rounds; phases in ms per step, mean over ranks")
     print(f"{'ranks':>5} {'mode':>9} {'samples/s':>10} {'speed-up':>8} {'effic.':>6} "
-          f"{'fwd':>6} {'walk':>6} {'reduce':>6} {'opt':>5} {'cpu%':>5} {'all-red.':>8} "
+          f"{'fwd':>6} {'walk':>6} {'reduce':>6} {'opt':>5} {'cpu%':>5} {'faults':>6} "
+          f"{'all-red.':>8} "
           f"{'calls/step':>10} {'MB/step':>7} {'packed':>6} {'grad MB':>7}  transport")
     for r in rows:
         speedup = r["samples_per_second"] / rows[0]["samples_per_second"]
@@ -243,6 +250,7 @@ def main() -> None:
         print(f"{r['ranks']:>5} {r['mode']:>9} {r['samples_per_second']:>10.0f} {speedup:>7.2f}x "
               f"{r['efficiency']:>6.0%} {_ms(ph['fwd']):>6} {_ms(ph['walk']):>6} "
               f"{_ms(ph['reduce']):>6} {_ms(ph['opt']):>5} {r['min_cpu_share']:>5.0%} "
+              f"{r['page_faults_per_step']:>6.0f} "
               f"{r['allreduce_share']:>8.1%} {r['calls_per_step']:>10.1f} "
               f"{r['bytes_per_step'] / 2**20:>7.2f} {r['packed_bytes_per_step'] / 2**20:>6.2f} "
               f"{r['gradient_bytes'] / 2**20:>7.2f}  "

@@ -81,6 +81,7 @@ def test_bench_distributed(tmp_path, flags):
     assert [(r["ranks"], r["mode"]) for r in rows] == [(1, "alone"), (2, "dp"),
                                                        (2, "no-reduce"), (2, "lock-step")]
     dp = rows[1]
+    assert all(r["page_faults_per_step"] >= 0 for r in rows)
     grad = dp["gradient_bytes"]
     assert dp["calls_per_step"] >= 2 and grad <= dp["bytes_per_step"] <= grad + 1024
     # eager steps copy every gradient into the buckets; the compiled backward writes there
