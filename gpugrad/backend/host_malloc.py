@@ -5,7 +5,7 @@ of its heap back to the OS once that exceeds the *trim threshold*. Both start lo
 twice that) and rise only as large blocks are freed, so whether an eager step reuses the memory
 of the step before, or maps it again and page-faults every byte of it in afresh, depends on
 where long-lived blocks happen to sit in the heap. On the 784-512-512-10 b256 step under
-``DataParallel`` that was 1,557 page faults (6 MiB) and about 35 % more time per step, switched
+``DataParallel`` that was 1,557 page faults (6 MiB) and 35-40 % more time per step, switched
 on and off by unrelated changes to the code. Importing gpugrad fixes both thresholds at the
 values glibc's own adjustment stops at -- an mmap threshold of 32 MiB, trimming at twice that --
 so freed arrays' memory is reused; larger arrays are still mapped afresh, where the faults are
