@@ -13,7 +13,7 @@ import pytest
 from gpugrad.backend import host_malloc
 
 ROOT = Path(__file__).resolve().parents[1]
-GLIBC = (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+GLIBC = host_malloc.libc_version().startswith("glibc")
 
 # One "step" allocates three 3 MiB arrays and frees them. After a 4 MiB block was mapped and
 # freed, glibc's thresholds stand at 4 MiB (mmap) and 8 MiB (trim): the arrays come from the

@@ -36,21 +36,28 @@ def configure() -> str:
     global state
     if state != "not configured":
         return state
-    try:
-        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
-    except (ValueError, OSError, AttributeError):
-        libc = ""
-    if os.environ.get("GPUGRAD_HOST_MALLOC") == "default":
-        state = "glibc's defaults (GPUGRAD_HOST_MALLOC=default)"
-    elif not libc.startswith("glibc"):
+    libc = libc_version()
+    if not libc.startswith("glibc"):
         state = "not glibc: left as it is"
+    elif os.environ.get("GPUGRAD_HOST_MALLOC") == "default":
+        state = "glibc's defaults (GPUGRAD_HOST_MALLOC=default)"
     elif any(v in os.environ for v in _USER_SETTINGS) or \
             "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         state = "set by the environment: left as it is"
     else:
         mallopt = ctypes.CDLL(None).mallopt
-        done = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and \
-            mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-        state = (f"{libc}: mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold "
-                 f"{TRIM_THRESHOLD >> 20} MiB") if done else f"{libc} refused mallopt: left as is"
+        if mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and \
+                mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1:
+            state = (f"{libc}: mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold "
+                     f"{TRIM_THRESHOLD >> 20} MiB")
+        else:
+            state = f"{libc}: mallopt refused, left as it is"
     return state
+
+
+def libc_version() -> str:
+    """"glibc 2.36" and the like; "" where the C library does not say (not glibc)."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError, AttributeError):  # the name is unknown off glibc
+        return ""
